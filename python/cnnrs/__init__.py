@@ -1,0 +1,29 @@
+"""cnnrs: convolutional neural networks, from image operations to CIFAR-10.
+
+Image operations (padding, convolution, pooling, image loading) are written from
+scratch in Rust; CNN training runs in Rust on libtorch. numpy in, numpy out.
+"""
+
+# libtorch must be loaded (by torch's own import) before our extension links to it.
+import torch  # noqa: F401  isort: skip
+
+from ._core import (  # noqa: E402
+    CnnrsError,
+    DataFormatError,
+    TorchError,
+    cuda_available,
+    cuda_device_count,
+    torch_version,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CnnrsError",
+    "DataFormatError",
+    "TorchError",
+    "__version__",
+    "cuda_available",
+    "cuda_device_count",
+    "torch_version",
+]

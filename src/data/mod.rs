@@ -1,0 +1,1 @@
+//! Datasets and folds: CIFAR-10 readers, k-fold splits.

@@ -1,0 +1,1 @@
+//! Classification metrics: confusion matrix, precision, recall, F1.

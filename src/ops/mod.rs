@@ -1,0 +1,1 @@
+//! Image operations from scratch: padding, convolution, pooling, image loading.

@@ -1,0 +1,13 @@
+//! The binding layer: thin `#[pyfunction]`/`#[pyclass]` wrappers that extract
+//! arguments, validate what Python can get wrong, release the GIL around the
+//! core call and convert results back to numpy. No math lives here.
+
+pub mod runtime;
+
+use pyo3::prelude::*;
+
+/// Adds every binding to the module; called once by the `#[pymodule]` in lib.rs.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    runtime::register(m)?;
+    Ok(())
+}

@@ -72,8 +72,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 mod python {
     use super::Error;
     use pyo3::exceptions::{
-        PyException, PyFileNotFoundError, PyKeyboardInterrupt, PyOSError, PyTypeError,
-        PyValueError,
+        PyException, PyFileNotFoundError, PyKeyboardInterrupt, PyOSError, PyTypeError, PyValueError,
     };
     use pyo3::PyErr;
 

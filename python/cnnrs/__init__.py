@@ -16,6 +16,12 @@ from ._core import (  # noqa: E402
     torch_version,
 )
 
+# --- image operations (issue 2) ---
+# --- end image operations ---
+
+# --- training (issue 3) ---
+# --- end training ---
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -26,4 +32,6 @@ __all__ = [
     "cuda_available",
     "cuda_device_count",
     "torch_version",
+    # --- image operations names ---
+    # --- training names ---
 ]

@@ -2,12 +2,20 @@
 //! arguments, validate what Python can get wrong, release the GIL around the
 //! core call and convert results back to numpy. No math lives here.
 
-pub mod runtime;
+mod data;
+mod metrics;
+mod nn;
+mod ops;
+mod runtime;
 
 use pyo3::prelude::*;
 
 /// Adds every binding to the module; called once by the `#[pymodule]` in lib.rs.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     runtime::register(m)?;
+    ops::register(m)?;
+    data::register(m)?;
+    metrics::register(m)?;
+    nn::register(m)?;
     Ok(())
 }

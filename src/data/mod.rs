@@ -1,1 +1,5 @@
-//! Datasets and folds: CIFAR-10 readers, k-fold splits.
+//! Datasets and folds: CIFAR-10 readers (python-pickle and binary batches,
+//! folders or `.tar.gz` archives) and scikit-learn-identical k-fold splits.
+
+pub mod folds;
+mod mt19937;

@@ -107,20 +107,22 @@ pub fn stratified_kfold(labels: &[i64], k: usize, shuffle: bool, seed: u32) -> R
             counts.iter().max().copied().unwrap_or(0)
         )));
     }
-    // allocation[fold][class]: round robin over the class codes sorted ascending.
-    let mut allocation = vec![vec![0usize; n_classes]; k];
+    // allocation[class][fold]: round robin over the class codes sorted ascending.
+    let mut allocation = vec![vec![0usize; k]; n_classes];
     let mut position = 0;
     for (class, &count) in counts.iter().enumerate() {
         for _ in 0..count {
-            allocation[position % k][class] += 1;
+            allocation[class][position % k] += 1;
             position += 1;
         }
     }
     let mut rng = Mt19937::new(seed);
     let mut fold_of = vec![0usize; n];
-    for class in 0..n_classes {
-        let mut folds_for_class: Vec<usize> = (0..k)
-            .flat_map(|fold| std::iter::repeat(fold).take(allocation[fold][class]))
+    for (class, per_fold) in allocation.iter().enumerate() {
+        let mut folds_for_class: Vec<usize> = per_fold
+            .iter()
+            .enumerate()
+            .flat_map(|(fold, &count)| std::iter::repeat(fold).take(count))
             .collect();
         if shuffle {
             rng.shuffle(&mut folds_for_class);
@@ -168,8 +170,14 @@ mod tests {
 
     #[test]
     fn rejects_bad_k() {
-        assert!(matches!(kfold(5, 1, true, 0), Err(Error::InvalidArgument(_))));
-        assert!(matches!(kfold(3, 4, true, 0), Err(Error::InvalidArgument(_))));
+        assert!(matches!(
+            kfold(5, 1, true, 0),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            kfold(3, 4, true, 0),
+            Err(Error::InvalidArgument(_))
+        ));
         assert!(matches!(
             stratified_kfold(&[0, 1, 2, 3], 2, true, 0),
             Err(Error::InvalidArgument(_))

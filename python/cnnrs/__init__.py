@@ -17,6 +17,11 @@ from ._core import (  # noqa: E402
 )
 
 # --- image operations (issue 2) ---
+# isort: split
+from . import kernels  # noqa: E402
+from ._core import convolution, create_padding, load_image, pooling  # noqa: E402
+from ._images import sample_image  # noqa: E402
+
 # --- end image operations ---
 
 # --- training (issue 3) ---
@@ -33,5 +38,11 @@ __all__ = [
     "cuda_device_count",
     "torch_version",
     # --- image operations names ---
+    "convolution",
+    "create_padding",
+    "kernels",
+    "load_image",
+    "pooling",
+    "sample_image",
     # --- training names ---
 ]

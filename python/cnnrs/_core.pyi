@@ -14,12 +14,174 @@ def cuda_available() -> bool: ...
 def cuda_device_count() -> int: ...
 
 # --- ops ---
+import os  # noqa: E402
+from typing import Literal  # noqa: E402
+
+def create_padding(
+    image: npt.ArrayLike,
+    d: int,
+    mode: Literal["constant", "reflect", "edge"] = "constant",
+    value: float = 0,
+) -> npt.NDArray[Any]:
+    """Pads both spatial axes of an image by ``d`` pixels on each side.
+
+    Parameters
+    ----------
+    image : array_like
+        ``(H, W)`` or ``(H, W, C)``, any real integer or float dtype.
+    d : int
+        Pixels added on each side, ``d >= 0``.
+    mode : {"constant", "reflect", "edge"}, default "constant"
+        How the border is filled, with the same results as ``numpy.pad``.
+    value : int or float, default 0
+        The fill value of ``"constant"``; must fit the image's dtype.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H + 2d, W + 2d[, C])`` with the image's dtype.
+    """
+
+def convolution(
+    image: npt.ArrayLike,
+    kernel: npt.ArrayLike,
+    stride: int = 1,
+    padding: int | Literal["valid", "same"] = 0,
+) -> npt.NDArray[Any]:
+    """Convolves an image with a kernel as deep learning does (cross-correlation,
+    the kernel is not flipped), summing over channels.
+
+    Parameters
+    ----------
+    image : array_like
+        ``(H, W)`` or ``(H, W, C)``, any real integer or float dtype.
+    kernel : array_like
+        ``(kh, kw)`` for a 2-D image, ``(kh, kw, C)`` for a 3-D one; or a bank of
+        ``n`` such kernels, ``(n, kh, kw)`` / ``(n, kh, kw, C)``. Non-square is fine.
+    stride : int, default 1
+        Step between windows along both axes, ``>= 1``.
+    padding : int or {"valid", "same"}, default 0
+        Zeros added on each side. ``"valid"`` is 0. ``"same"`` is TensorFlow/Keras'
+        rule: the output has ``ceil(H / stride)`` rows (``H`` with stride 1) and for
+        an even kernel the extra padding row/column goes at the bottom/right.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H', W')``, or ``(n, H', W')`` for a bank, with
+        ``H' = (H + 2 * padding - kh) // stride + 1``. float32 stays float32,
+        float64 stays float64, integers give exact int64 (as ``numpy.einsum``);
+        mixed dtypes promote as numpy does (int16 with float32 is float32,
+        int32 with float32 is float64).
+    """
+
+def pooling(
+    image: npt.ArrayLike,
+    p: int,
+    pooling_type: Literal["max_pooling", "avg_pooling", "max", "avg"] = "max_pooling",
+    stride: int = 1,
+) -> npt.NDArray[Any]:
+    """Max or average pooling over ``p × p`` windows, channel by channel.
+
+    Parameters
+    ----------
+    image : array_like
+        ``(H, W)`` or ``(H, W, C)``, any real integer or float dtype.
+    p : int
+        Window side, ``1 <= p <= min(H, W)``.
+    pooling_type : {"max_pooling", "avg_pooling", "max", "avg"}, default "max_pooling"
+    stride : int, default 1
+        Step between windows along both axes, ``>= 1``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H', W'[, C])`` with ``H' = (H - p) // stride + 1``. Max keeps the dtype
+        and propagates NaN like ``numpy.max``; average keeps float32/float64 and
+        gives float64 for integers, like ``numpy.mean``.
+    """
+
+def load_image(
+    path: str | os.PathLike[str],
+    grayscale: bool = True,
+    size: tuple[int, int] | None = None,
+) -> npt.NDArray[np.uint8]:
+    """Reads a GIF, PNG, JPEG or BMP image into a ``uint8`` array.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    grayscale : bool, default True
+        One luma channel, exactly as PIL's ``convert("L")`` (ITU-R 601:
+        ``L = (19595 R + 38470 G + 7471 B + 32768) >> 16``); otherwise RGB.
+    size : (int, int), optional
+        Resize to ``(width, height)`` (PIL's order) with a bilinear filter.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H, W)`` uint8 when grayscale, else ``(H, W, 3)``.
+
+    Raises
+    ------
+    FileNotFoundError
+        No file at ``path``.
+    cnnrs.DataFormatError
+        The file is not a GIF/PNG/JPEG/BMP image or is corrupt.
+    """
+
+def _simd_isa() -> str:
+    """The instruction set the image kernels run with: "avx512", "avx2+fma" or "baseline"."""
+
 # --- end ops ---
 
 # --- data ---
+CIFAR10_CLASSES: list[str]
+
+def kfold_indices(
+    n: int, k: int, shuffle: bool = True, seed: int = 42
+) -> list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]:
+    """Shuffled k-fold ``(train, val)`` index pairs, equal to scikit-learn's
+    ``KFold(k, shuffle=shuffle, random_state=seed).split(range(n))``."""
+
+def stratified_kfold_indices(
+    labels: npt.ArrayLike, k: int, shuffle: bool = True, seed: int = 42
+) -> list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]:
+    """Stratified k-fold ``(train, val)`` index pairs, equal to scikit-learn's
+    ``StratifiedKFold(k, shuffle=shuffle, random_state=seed).split(x, labels)``."""
+
+def locate_cifar10(root: str | os.PathLike[str]) -> tuple[str, str] | None:
+    """``(kind, path)`` of CIFAR-10 at or below ``root``, kind ``"pickle"``,
+    ``"binary"`` or ``"archive"``; None when nothing is there."""
+
+def read_cifar10(
+    root: str | os.PathLike[str],
+) -> tuple[
+    tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]],
+    tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]],
+]:
+    """``((x_train, y_train), (x_test, y_test))`` from ``root`` in Keras layout."""
+
 # --- end data ---
 
 # --- metrics ---
+def confusion_matrix(
+    y_true: npt.NDArray[np.int64], y_pred: npt.NDArray[np.int64], num_classes: int | None = None
+) -> npt.NDArray[np.int64]:
+    """Confusion matrix of 1-D int64 labels: rows true, columns predicted."""
+
+def precision_recall_f1(
+    cm: npt.NDArray[np.int64],
+) -> tuple[
+    npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.int64]
+]:
+    """Per-class ``(precision, recall, f1, support)`` with ``zero_division=0``."""
+
+def classification_scores(
+    y_true: npt.NDArray[np.int64], y_pred: npt.NDArray[np.int64], num_classes: int | None = None
+) -> dict[str, Any]:
+    """The numbers of scikit-learn's ``classification_report(zero_division=0)``."""
+
 # --- end metrics ---
 
 # --- nn ---

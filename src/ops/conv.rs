@@ -446,7 +446,7 @@ mod tests {
         );
         assert_eq!(out.dim(), (5, 6));
         // even kernel: no padding on top/left, one row/column at the bottom/right
-        assert_eq!(out[[0, 0]], 0 + 1 + 6 + 7);
+        assert_eq!(out[[0, 0]], 1 + 6 + 7); // x[0,0] + x[0,1] + x[1,0] + x[1,1]
         assert_eq!(out[[4, 5]], 29);
         let s2 = conv2(
             &x,

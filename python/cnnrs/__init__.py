@@ -20,6 +20,8 @@ from ._core import (  # noqa: E402
 # --- end image operations ---
 
 # --- training (issue 3) ---
+from .models import ARCHITECTURES, Model  # noqa: E402
+from .selection import cross_validate, grid_search, parameter_grid  # noqa: E402
 # --- end training ---
 
 __version__ = "0.1.0"
@@ -34,4 +36,9 @@ __all__ = [
     "torch_version",
     # --- image operations names ---
     # --- training names ---
+    "ARCHITECTURES",
+    "Model",
+    "cross_validate",
+    "grid_search",
+    "parameter_grid",
 ]

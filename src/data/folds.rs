@@ -168,8 +168,14 @@ mod tests {
 
     #[test]
     fn rejects_bad_k() {
-        assert!(matches!(kfold(5, 1, true, 0), Err(Error::InvalidArgument(_))));
-        assert!(matches!(kfold(3, 4, true, 0), Err(Error::InvalidArgument(_))));
+        assert!(matches!(
+            kfold(5, 1, true, 0),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            kfold(3, 4, true, 0),
+            Err(Error::InvalidArgument(_))
+        ));
         assert!(matches!(
             stratified_kfold(&[0, 1, 2, 3], 2, true, 0),
             Err(Error::InvalidArgument(_))

@@ -107,20 +107,22 @@ pub fn stratified_kfold(labels: &[i64], k: usize, shuffle: bool, seed: u32) -> R
             counts.iter().max().copied().unwrap_or(0)
         )));
     }
-    // allocation[fold][class]: round robin over the class codes sorted ascending.
-    let mut allocation = vec![vec![0usize; n_classes]; k];
+    // allocation[class][fold]: round robin over the class codes sorted ascending.
+    let mut allocation = vec![vec![0usize; k]; n_classes];
     let mut position = 0;
     for (class, &count) in counts.iter().enumerate() {
         for _ in 0..count {
-            allocation[position % k][class] += 1;
+            allocation[class][position % k] += 1;
             position += 1;
         }
     }
     let mut rng = Mt19937::new(seed);
     let mut fold_of = vec![0usize; n];
-    for class in 0..n_classes {
-        let mut folds_for_class: Vec<usize> = (0..k)
-            .flat_map(|fold| std::iter::repeat(fold).take(allocation[fold][class]))
+    for (class, per_fold) in allocation.iter().enumerate() {
+        let mut folds_for_class: Vec<usize> = per_fold
+            .iter()
+            .enumerate()
+            .flat_map(|(fold, &count)| std::iter::repeat(fold).take(count))
             .collect();
         if shuffle {
             rng.shuffle(&mut folds_for_class);

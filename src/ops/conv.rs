@@ -1,0 +1,560 @@
+//! 2-D convolution as deep learning defines it: cross-correlation (the kernel
+//! is not flipped), summed over channels, with stride and zero padding.
+
+use std::borrow::Cow;
+
+use ndarray::{Array3, ArrayView3, ArrayView4};
+use rayon::prelude::*;
+
+use super::simd::{multiversion, Isa};
+use super::{shape_str, Pixel, PARALLEL_WORK};
+use crate::error::{Error, Result};
+
+/// The element types a convolution computes in: `f32`, `f64` and `i64`
+/// (integers of every width are widened to `i64`, as `numpy.einsum` gives).
+pub trait ConvElem: Pixel + Default {
+    /// `acc + self * k`; fused (one rounding) when `FMA` is set. Integer
+    /// arithmetic wraps on overflow, as numpy's does.
+    #[must_use]
+    fn madd<const FMA: bool>(self, k: Self, acc: Self) -> Self;
+    /// Converts any pixel type into this one (numpy's `astype`).
+    #[must_use]
+    fn from_pixel<S: Pixel>(s: S) -> Self;
+}
+
+impl ConvElem for f32 {
+    #[inline(always)]
+    fn madd<const FMA: bool>(self, k: Self, acc: Self) -> Self {
+        if FMA {
+            self.mul_add(k, acc)
+        } else {
+            acc + self * k
+        }
+    }
+    #[inline(always)]
+    fn from_pixel<S: Pixel>(s: S) -> Self {
+        s.to_f32()
+    }
+}
+
+impl ConvElem for f64 {
+    #[inline(always)]
+    fn madd<const FMA: bool>(self, k: Self, acc: Self) -> Self {
+        if FMA {
+            self.mul_add(k, acc)
+        } else {
+            acc + self * k
+        }
+    }
+    #[inline(always)]
+    fn from_pixel<S: Pixel>(s: S) -> Self {
+        s.to_f64()
+    }
+}
+
+impl ConvElem for i64 {
+    #[inline(always)]
+    fn madd<const FMA: bool>(self, k: Self, acc: Self) -> Self {
+        acc.wrapping_add(self.wrapping_mul(k))
+    }
+    #[inline(always)]
+    fn from_pixel<S: Pixel>(s: S) -> Self {
+        s.to_i64()
+    }
+}
+
+/// Zero padding of a convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Padding {
+    /// `p` zeros on every side (`0` is Keras' `"valid"`).
+    Explicit(usize),
+    /// TensorFlow/Keras `"same"`: the output is `ceil(H / stride)` rows; the
+    /// `max((out - 1) * stride + kh - H, 0)` padding rows are split with the
+    /// extra one at the bottom (and the extra column at the right).
+    Same,
+}
+
+/// Stride and padding of [`conv2d`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvParams {
+    /// Step between windows along both axes (≥ 1).
+    pub stride: usize,
+    pub padding: Padding,
+}
+
+impl Default for ConvParams {
+    fn default() -> Self {
+        ConvParams {
+            stride: 1,
+            padding: Padding::Explicit(0),
+        }
+    }
+}
+
+/// Padding before and after one axis of length `n` for kernel size `k`.
+fn resolve(padding: Padding, n: usize, k: usize, stride: usize) -> (usize, usize) {
+    match padding {
+        Padding::Explicit(p) => (p, p),
+        Padding::Same => {
+            let out = n.div_ceil(stride);
+            let total = ((out - 1) * stride + k).saturating_sub(n);
+            (total / 2, total - total / 2)
+        }
+    }
+}
+
+/// Everything a row kernel reads; shared by all threads.
+pub(crate) struct ConvCtx<'a, T> {
+    /// The image as `C` planes of `H × W` (channel-first, contiguous).
+    planes: &'a [T],
+    /// The kernel bank as `(n, C, kh, kw)`, contiguous.
+    kernel: &'a [T],
+    /// A row of `W` zeros for padding rows in the fused 3×3 path.
+    zeros: &'a [T],
+    h: usize,
+    w: usize,
+    c: usize,
+    kh: usize,
+    kw: usize,
+    stride: usize,
+    pt: usize,
+    pl: usize,
+    ho: usize,
+    wo: usize,
+}
+
+/// The range of output columns `j` for which `j * s + dj - pl` is inside `[0, w)`.
+#[inline(always)]
+fn col_range(dj: usize, pl: usize, s: usize, w: usize, wo: usize) -> (usize, usize) {
+    let lo = if dj >= pl { 0 } else { (pl - dj).div_ceil(s) };
+    if w + pl <= dj {
+        return (0, 0);
+    }
+    let hi = ((w - 1 + pl - dj) / s + 1).min(wo);
+    (lo.min(hi), hi)
+}
+
+/// One output pixel, accumulated into `acc` in the generic path's order.
+#[inline(always)]
+fn conv_point<T: ConvElem, const FMA: bool>(
+    ctx: &ConvCtx<'_, T>,
+    plane: &[T],
+    kern: &[T],
+    i: usize,
+    j: usize,
+    mut acc: T,
+) -> T {
+    for di in 0..ctx.kh {
+        let Some(r) = (i * ctx.stride + di)
+            .checked_sub(ctx.pt)
+            .filter(|&r| r < ctx.h)
+        else {
+            continue;
+        };
+        for dj in 0..ctx.kw {
+            let Some(q) = (j * ctx.stride + dj)
+                .checked_sub(ctx.pl)
+                .filter(|&q| q < ctx.w)
+            else {
+                continue;
+            };
+            acc = plane[r * ctx.w + q].madd::<FMA>(kern[di * ctx.kw + dj], acc);
+        }
+    }
+    acc
+}
+
+/// Adds one channel's contribution to output row `i`: generic sizes and strides.
+/// For each kernel tap it runs one `axpy` over contiguous slices.
+#[inline(always)]
+fn row_generic<T: ConvElem, const FMA: bool>(
+    ctx: &ConvCtx<'_, T>,
+    plane: &[T],
+    kern: &[T],
+    i: usize,
+    out: &mut [T],
+) {
+    let s = ctx.stride;
+    for di in 0..ctx.kh {
+        let Some(r) = (i * s + di).checked_sub(ctx.pt).filter(|&r| r < ctx.h) else {
+            continue;
+        };
+        let xrow = &plane[r * ctx.w..(r + 1) * ctx.w];
+        for dj in 0..ctx.kw {
+            let kv = kern[di * ctx.kw + dj];
+            let (lo, hi) = col_range(dj, ctx.pl, s, ctx.w, ctx.wo);
+            if lo >= hi {
+                continue;
+            }
+            let first = lo * s + dj - ctx.pl;
+            if s == 1 {
+                let src = &xrow[first..first + (hi - lo)];
+                for (a, &x) in out[lo..hi].iter_mut().zip(src) {
+                    *a = x.madd::<FMA>(kv, *a);
+                }
+            } else {
+                for (a, &x) in out[lo..hi].iter_mut().zip(xrow[first..].iter().step_by(s)) {
+                    *a = x.madd::<FMA>(kv, *a);
+                }
+            }
+        }
+    }
+}
+
+/// Adds one channel's contribution to output row `i` for a 3×3 kernel with
+/// stride 1: the nine taps fused in one pass over the interior columns (same
+/// order of additions as [`row_generic`]), the border columns point by point.
+#[inline(always)]
+fn row_3x3<T: ConvElem, const FMA: bool>(
+    ctx: &ConvCtx<'_, T>,
+    plane: &[T],
+    kern: &[T],
+    i: usize,
+    out: &mut [T],
+) {
+    let w = ctx.w;
+    let row = |di: usize| -> &[T] {
+        match (i + di).checked_sub(ctx.pt).filter(|&r| r < ctx.h) {
+            Some(r) => &plane[r * w..(r + 1) * w],
+            None => ctx.zeros,
+        }
+    };
+    let (r0, r1, r2) = (row(0), row(1), row(2));
+    // Interior: columns j with j - pl >= 0 and j - pl + 2 < w.
+    let lo = ctx.pl.min(ctx.wo);
+    let hi = (w + ctx.pl).saturating_sub(2).clamp(lo, ctx.wo);
+    for j in (0..lo).chain(hi..ctx.wo) {
+        out[j] = conv_point::<T, FMA>(ctx, plane, kern, i, j, out[j]);
+    }
+    if lo < hi {
+        let n = hi - lo;
+        let b = lo - ctx.pl;
+        let k: [T; 9] = kern[..9].try_into().expect("3x3 kernel");
+        let (a0, a1, a2) = (&r0[b..b + n + 2], &r1[b..b + n + 2], &r2[b..b + n + 2]);
+        for (j, o) in out[lo..hi].iter_mut().enumerate() {
+            let mut acc = *o;
+            acc = a0[j].madd::<FMA>(k[0], acc);
+            acc = a0[j + 1].madd::<FMA>(k[1], acc);
+            acc = a0[j + 2].madd::<FMA>(k[2], acc);
+            acc = a1[j].madd::<FMA>(k[3], acc);
+            acc = a1[j + 1].madd::<FMA>(k[4], acc);
+            acc = a1[j + 2].madd::<FMA>(k[5], acc);
+            acc = a2[j].madd::<FMA>(k[6], acc);
+            acc = a2[j + 1].madd::<FMA>(k[7], acc);
+            acc = a2[j + 2].madd::<FMA>(k[8], acc);
+            *o = acc;
+        }
+    }
+}
+
+/// Computes the output rows `first, first + 1, …` (global index `o * ho + i`)
+/// into `out`, which holds whole rows.
+#[inline(always)]
+fn rows_body<T: ConvElem, const FMA: bool>(
+    ctx: &ConvCtx<'_, T>,
+    first: usize,
+    fused: bool,
+    out: &mut [T],
+) {
+    let plane_len = ctx.h * ctx.w;
+    let taps = ctx.kh * ctx.kw;
+    for (g, row) in (first..).zip(out.chunks_exact_mut(ctx.wo)) {
+        let (o, i) = (g / ctx.ho, g % ctx.ho);
+        row.fill(T::default());
+        for ch in 0..ctx.c {
+            let plane = &ctx.planes[ch * plane_len..(ch + 1) * plane_len];
+            let kern = &ctx.kernel[(o * ctx.c + ch) * taps..(o * ctx.c + ch + 1) * taps];
+            if fused {
+                row_3x3::<T, FMA>(ctx, plane, kern, i, row);
+            } else {
+                row_generic::<T, FMA>(ctx, plane, kern, i, row);
+            }
+        }
+    }
+}
+
+multiversion!(fn conv_rows<T: ConvElem>(ctx: &ConvCtx<'_, T>, first: usize, fused: bool, out: &mut [T]) => rows_body);
+
+/// Cross-correlates an `(H, W, C)` image with a bank of `n` kernels
+/// `(n, kh, kw, C)`, summing over channels: the result is `(n, H', W')` with
+/// `H' = (H + 2p - kh) // stride + 1` (and `ceil(H / stride)` for
+/// [`Padding::Same`]). Padding is zeros.
+///
+/// Integer images are computed in `i64` (wrapping like numpy on overflow).
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for an empty image or kernel, a kernel whose
+/// channel count differs from the image's, `stride == 0`, or a kernel larger
+/// than the padded image.
+pub fn conv2d<T: ConvElem>(
+    x: ArrayView3<T>,
+    k: ArrayView4<T>,
+    p: &ConvParams,
+) -> Result<Array3<T>> {
+    conv2d_with(x, k, p, Isa::detect(), true)
+}
+
+/// [`conv2d`] compiled for `isa`, optionally without the fused 3×3 path
+/// (tests compare every path with the baseline generic one).
+pub(crate) fn conv2d_with<T: ConvElem>(
+    x: ArrayView3<T>,
+    k: ArrayView4<T>,
+    p: &ConvParams,
+    isa: Isa,
+    allow_fused: bool,
+) -> Result<Array3<T>> {
+    let (h, w, c) = x.dim();
+    let (n, kh, kw, kc) = k.dim();
+    if h == 0 || w == 0 || c == 0 {
+        return Err(Error::invalid(format!(
+            "image must be non-empty, got shape {}",
+            shape_str(x.shape())
+        )));
+    }
+    if n == 0 || kh == 0 || kw == 0 || kc == 0 {
+        return Err(Error::invalid(format!(
+            "kernel must be non-empty, got shape {}",
+            shape_str(k.shape())
+        )));
+    }
+    if kc != c {
+        return Err(Error::invalid(format!(
+            "kernel has {kc} channels but the image has {c}; kernel channels must equal image channels"
+        )));
+    }
+    if p.stride == 0 {
+        return Err(Error::invalid("stride must be >= 1, got 0"));
+    }
+    let (pt, pb) = resolve(p.padding, h, kh, p.stride);
+    let (pl, pr) = resolve(p.padding, w, kw, p.stride);
+    let (hp, wp) = (h + pt + pb, w + pl + pr);
+    if kh > hp || kw > wp {
+        return Err(Error::invalid(format!(
+            "kernel ({kh}, {kw}) is larger than the padded image ({hp}, {wp}); \
+             use a smaller kernel or more padding"
+        )));
+    }
+    let (ho, wo) = ((hp - kh) / p.stride + 1, (wp - kw) / p.stride + 1);
+
+    let planes: Cow<'_, [T]> = match (c, x.as_slice()) {
+        (1, Some(s)) => Cow::Borrowed(s),
+        _ => Cow::Owned(x.permuted_axes([2, 0, 1]).iter().copied().collect()),
+    };
+    let kernel: Vec<T> = k.permuted_axes([0, 3, 1, 2]).iter().copied().collect();
+    let zeros = vec![T::default(); w];
+    let ctx = ConvCtx {
+        planes: &planes,
+        kernel: &kernel,
+        zeros: &zeros,
+        h,
+        w,
+        c,
+        kh,
+        kw,
+        stride: p.stride,
+        pt,
+        pl,
+        ho,
+        wo,
+    };
+    let fused = allow_fused && kh == 3 && kw == 3 && p.stride == 1;
+    let rows = n * ho;
+    let mut out = vec![T::default(); rows * wo];
+    let work = rows * wo * kh * kw * c;
+    if work < PARALLEL_WORK {
+        conv_rows(isa, &ctx, 0, fused, &mut out);
+    } else {
+        let tasks = rayon::current_num_threads() * 8;
+        let per_task = rows.div_ceil(tasks).max(1);
+        out.par_chunks_mut(per_task * wo)
+            .enumerate()
+            .for_each(|(t, chunk)| conv_rows(isa, &ctx, t * per_task, fused, chunk));
+    }
+    Ok(Array3::from_shape_vec((n, ho, wo), out).expect("shape matches length"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{array, Array2, Array4, Axis};
+
+    fn conv2(x: &Array2<i64>, k: &Array2<i64>, p: ConvParams) -> Array2<i64> {
+        let x3 = x.view().insert_axis(Axis(2));
+        let k4 = k.view().insert_axis(Axis(0)).insert_axis(Axis(3));
+        conv2d(x3, k4, &p).unwrap().remove_axis(Axis(0))
+    }
+
+    /// Direct definition on an explicitly zero-padded image.
+    fn reference(
+        x: &Array3<f64>,
+        k: &Array4<f64>,
+        s: usize,
+        pads: (usize, usize, usize, usize),
+    ) -> Array3<f64> {
+        let (h, w, c) = x.dim();
+        let (n, kh, kw, _) = k.dim();
+        let (pt, pb, pl, pr) = pads;
+        let (ho, wo) = ((h + pt + pb - kh) / s + 1, (w + pl + pr - kw) / s + 1);
+        Array3::from_shape_fn((n, ho, wo), |(o, i, j)| {
+            let mut acc = 0.0;
+            for di in 0..kh {
+                for dj in 0..kw {
+                    let (r, q) = (
+                        (i * s + di) as isize - pt as isize,
+                        (j * s + dj) as isize - pl as isize,
+                    );
+                    if r < 0 || q < 0 || r >= h as isize || q >= w as isize {
+                        continue;
+                    }
+                    for ch in 0..c {
+                        acc += x[[r as usize, q as usize, ch]] * k[[o, di, dj, ch]];
+                    }
+                }
+            }
+            acc
+        })
+    }
+
+    fn lcg(seed: &mut u64) -> f64 {
+        *seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        ((*seed >> 33) as f64 / (1u64 << 31) as f64) - 0.5
+    }
+
+    #[test]
+    fn course_example() {
+        let x = array![[1, 2, 0], [4, 5, 6], [7, 8, 9]];
+        let k = array![[1, 0], [0, -1]];
+        assert_eq!(
+            conv2(&x, &k, ConvParams::default()),
+            array![[-4, -4], [-4, -4]]
+        );
+    }
+
+    #[test]
+    fn same_padding_keeps_the_size_and_puts_the_extra_row_last() {
+        let x = Array2::from_shape_fn((5, 6), |(i, j)| (i * 6 + j) as i64);
+        let k = Array2::from_elem((2, 2), 1);
+        let out = conv2(
+            &x,
+            &k,
+            ConvParams {
+                stride: 1,
+                padding: Padding::Same,
+            },
+        );
+        assert_eq!(out.dim(), (5, 6));
+        // even kernel: no padding on top/left, one row/column at the bottom/right
+        assert_eq!(out[[0, 0]], 0 + 1 + 6 + 7);
+        assert_eq!(out[[4, 5]], 29);
+        let s2 = conv2(
+            &x,
+            &Array2::from_elem((3, 3), 1),
+            ConvParams {
+                stride: 2,
+                padding: Padding::Same,
+            },
+        );
+        assert_eq!(s2.dim(), (3, 3));
+    }
+
+    #[test]
+    fn matches_reference_for_strides_paddings_channels_and_banks() {
+        let mut seed = 7;
+        for &(h, w, c, n, kh, kw, s, p) in &[
+            (7, 9, 1, 1, 3, 3, 1, 1),
+            (7, 9, 3, 2, 3, 3, 1, 0),
+            (8, 5, 2, 3, 2, 3, 2, 1),
+            (10, 11, 1, 2, 5, 1, 3, 2),
+            (4, 4, 1, 1, 3, 3, 1, 3),
+            (33, 70, 2, 2, 3, 3, 1, 1),
+        ] {
+            let x = Array3::from_shape_fn((h, w, c), |_| lcg(&mut seed));
+            let k = Array4::from_shape_fn((n, kh, kw, c), |_| lcg(&mut seed));
+            let want = reference(&x, &k, s, (p, p, p, p));
+            for isa in Isa::available() {
+                for fused in [false, true] {
+                    let got = conv2d_with(
+                        x.view(),
+                        k.view(),
+                        &ConvParams {
+                            stride: s,
+                            padding: Padding::Explicit(p),
+                        },
+                        isa,
+                        fused,
+                    )
+                    .unwrap();
+                    assert_eq!(got.dim(), want.dim());
+                    for (a, b) in got.iter().zip(&want) {
+                        assert!((a - b).abs() < 1e-12, "{isa:?} fused={fused}: {a} vs {b}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fused_3x3_and_simd_paths_equal_the_generic_path() {
+        let mut seed = 11;
+        let x = Array3::from_shape_fn((40, 67, 1), |_| lcg(&mut seed) as f32);
+        let k = Array4::from_shape_fn((2, 3, 3, 1), |_| lcg(&mut seed) as f32);
+        for padding in [Padding::Same, Padding::Explicit(0), Padding::Explicit(2)] {
+            let p = ConvParams { stride: 1, padding };
+            let base = conv2d_with(x.view(), k.view(), &p, Isa::Baseline, false).unwrap();
+            for isa in Isa::available() {
+                let fast = conv2d_with(x.view(), k.view(), &p, isa, true).unwrap();
+                for (a, b) in fast.iter().zip(&base) {
+                    assert!(
+                        (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                        "{isa:?}: {a} vs {b}"
+                    );
+                }
+            }
+        }
+        // integers are exact on every path
+        let xi =
+            Array3::from_shape_fn((20, 31, 1), |(i, j, _)| (i as i64 * 31 + j as i64) % 17 - 8);
+        let ki = Array4::from_shape_fn((1, 3, 3, 1), |(_, a, b, _)| a as i64 * 3 + b as i64 - 4);
+        let p = ConvParams {
+            stride: 1,
+            padding: Padding::Same,
+        };
+        let base = conv2d_with(xi.view(), ki.view(), &p, Isa::Baseline, false).unwrap();
+        for isa in Isa::available() {
+            assert_eq!(
+                conv2d_with(xi.view(), ki.view(), &p, isa, true).unwrap(),
+                base
+            );
+        }
+    }
+
+    #[test]
+    fn bad_arguments_are_errors() {
+        let x = Array3::<f64>::zeros((4, 4, 2));
+        let k = Array4::<f64>::zeros((1, 3, 3, 1));
+        assert!(conv2d(x.view(), k.view(), &ConvParams::default()).is_err());
+        let k = Array4::<f64>::zeros((1, 5, 5, 2));
+        assert!(conv2d(x.view(), k.view(), &ConvParams::default()).is_err());
+        assert!(conv2d(
+            x.view(),
+            k.view(),
+            &ConvParams {
+                stride: 1,
+                padding: Padding::Explicit(1)
+            }
+        )
+        .is_ok());
+        let k = Array4::<f64>::zeros((1, 3, 3, 2));
+        assert!(conv2d(
+            x.view(),
+            k.view(),
+            &ConvParams {
+                stride: 0,
+                padding: Padding::Same
+            }
+        )
+        .is_err());
+    }
+}

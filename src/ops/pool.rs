@@ -1,0 +1,374 @@
+//! Max and average pooling over `p × p` windows, channel by channel.
+
+use ndarray::{Array3, ArrayView3};
+use rayon::prelude::*;
+
+use super::simd::{multiversion, Isa};
+use super::{shape_str, AvgElem, Pixel, PARALLEL_WORK};
+use crate::error::{Error, Result};
+
+/// Window size and stride of a pooling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolParams {
+    /// The window is `size × size` (≥ 1, at most the image's height and width).
+    pub size: usize,
+    /// Step between windows along both axes (≥ 1).
+    pub stride: usize,
+}
+
+/// Everything a row kernel reads; shared by all threads.
+pub(crate) struct PoolCtx<'a, T> {
+    /// The image, `(H, W, C)` contiguous.
+    src: &'a [T],
+    c: usize,
+    /// Elements per image row: `W * C`.
+    row_len: usize,
+    size: usize,
+    stride: usize,
+    wo: usize,
+}
+
+impl<T> PoolCtx<'_, T> {
+    #[inline(always)]
+    fn row(&self, r: usize) -> &[T] {
+        &self.src[r * self.row_len..(r + 1) * self.row_len]
+    }
+}
+
+/// Output rows `first, first + 1, …` of a max pooling. The window is reduced
+/// down the rows first (one contiguous pass per row), then across columns; the
+/// 2×2 stride-1 window is fused into one pass. NaN propagates like `numpy.max`.
+#[inline(always)]
+fn max_body<T: Pixel, const FMA: bool>(
+    ctx: &PoolCtx<'_, T>,
+    first: usize,
+    fused: bool,
+    out: &mut [T],
+) {
+    let (c, s, p) = (ctx.c, ctx.stride, ctx.size);
+    let width = ctx.wo * c;
+    let mut tmp: Vec<T> = Vec::new();
+    for (i, orow) in (first..).zip(out.chunks_exact_mut(width)) {
+        let r0 = i * s;
+        if fused {
+            let (a, b) = (ctx.row(r0), ctx.row(r0 + 1));
+            let (a0, a1, b0, b1) = (&a[..width], &a[c..c + width], &b[..width], &b[c..c + width]);
+            for (q, o) in orow.iter_mut().enumerate() {
+                *o = a0[q].max_nan(b0[q]).max_nan(a1[q].max_nan(b1[q]));
+            }
+            continue;
+        }
+        tmp.clear();
+        tmp.extend_from_slice(ctx.row(r0));
+        for di in 1..p {
+            for (t, &x) in tmp.iter_mut().zip(ctx.row(r0 + di)) {
+                *t = t.max_nan(x);
+            }
+        }
+        if s == 1 {
+            orow.copy_from_slice(&tmp[..width]);
+            for dj in 1..p {
+                for (o, &t) in orow.iter_mut().zip(&tmp[dj * c..]) {
+                    *o = o.max_nan(t);
+                }
+            }
+        } else {
+            for j in 0..ctx.wo {
+                for ch in 0..c {
+                    let mut m = tmp[j * s * c + ch];
+                    for dj in 1..p {
+                        m = m.max_nan(tmp[(j * s + dj) * c + ch]);
+                    }
+                    orow[j * c + ch] = m;
+                }
+            }
+        }
+    }
+}
+
+/// Output rows of an average pooling, in the same order of additions on the
+/// fused 2×2 path and the generic one. Integers are averaged in `f64`.
+#[inline(always)]
+fn avg_body<T: Pixel, const FMA: bool>(
+    ctx: &PoolCtx<'_, T>,
+    first: usize,
+    fused: bool,
+    out: &mut [T::Avg],
+) {
+    let (c, s, p) = (ctx.c, ctx.stride, ctx.size);
+    let width = ctx.wo * c;
+    let count = T::Avg::from_count(p * p);
+    let mut tmp: Vec<T::Avg> = Vec::new();
+    for (i, orow) in (first..).zip(out.chunks_exact_mut(width)) {
+        let r0 = i * s;
+        if fused {
+            let (a, b) = (ctx.row(r0), ctx.row(r0 + 1));
+            let (a0, a1, b0, b1) = (&a[..width], &a[c..c + width], &b[..width], &b[c..c + width]);
+            for (q, o) in orow.iter_mut().enumerate() {
+                let left = a0[q].to_avg() + b0[q].to_avg();
+                let right = a1[q].to_avg() + b1[q].to_avg();
+                *o = (left + right) / count;
+            }
+            continue;
+        }
+        tmp.clear();
+        tmp.extend(ctx.row(r0).iter().map(|x| x.to_avg()));
+        for di in 1..p {
+            for (t, &x) in tmp.iter_mut().zip(ctx.row(r0 + di)) {
+                *t = *t + x.to_avg();
+            }
+        }
+        if s == 1 {
+            orow.copy_from_slice(&tmp[..width]);
+            for dj in 1..p {
+                for (o, &t) in orow.iter_mut().zip(&tmp[dj * c..]) {
+                    *o = *o + t;
+                }
+            }
+        } else {
+            for j in 0..ctx.wo {
+                for ch in 0..c {
+                    let mut m = tmp[j * s * c + ch];
+                    for dj in 1..p {
+                        m = m + tmp[(j * s + dj) * c + ch];
+                    }
+                    orow[j * c + ch] = m;
+                }
+            }
+        }
+        for o in orow.iter_mut() {
+            *o = *o / count;
+        }
+    }
+}
+
+multiversion!(fn max_rows<T: Pixel>(ctx: &PoolCtx<'_, T>, first: usize, fused: bool, out: &mut [T]) => max_body);
+multiversion!(fn avg_rows<T: Pixel>(ctx: &PoolCtx<'_, T>, first: usize, fused: bool, out: &mut [T::Avg]) => avg_body);
+
+/// Checks the arguments and returns the output size `(ho, wo)`.
+fn check(x: &ArrayView3<'_, impl Pixel>, p: &PoolParams) -> Result<(usize, usize)> {
+    let (h, w, c) = x.dim();
+    if h == 0 || w == 0 || c == 0 {
+        return Err(Error::invalid(format!(
+            "image must be non-empty, got shape {}",
+            shape_str(x.shape())
+        )));
+    }
+    if p.size == 0 || p.size > h.min(w) {
+        return Err(Error::invalid(format!(
+            "p must be between 1 and the image's smaller side {} (image shape {}), got {}",
+            h.min(w),
+            shape_str(x.shape()),
+            p.size
+        )));
+    }
+    if p.stride == 0 {
+        return Err(Error::invalid("stride must be >= 1, got 0"));
+    }
+    Ok(((h - p.size) / p.stride + 1, (w - p.size) / p.stride + 1))
+}
+
+/// Runs `rows(first_row, chunk)` over the output rows, in parallel when the
+/// image is big enough.
+fn drive<U: Send>(
+    out: &mut [U],
+    ho: usize,
+    width: usize,
+    work: usize,
+    rows: impl Fn(usize, &mut [U]) + Sync,
+) {
+    if work < PARALLEL_WORK || width == 0 {
+        rows(0, out);
+    } else {
+        let per_task = ho.div_ceil(rayon::current_num_threads() * 8).max(1);
+        out.par_chunks_mut(per_task * width)
+            .enumerate()
+            .for_each(|(t, chunk)| rows(t * per_task, chunk));
+    }
+}
+
+/// Max pooling of an `(H, W, C)` image: `(H', W', C)` with
+/// `H' = (H - size) // stride + 1`; the dtype is kept and NaN propagates.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for an empty image, `size` outside
+/// `1..=min(H, W)` or `stride == 0`.
+pub fn max_pool<T: Pixel>(x: ArrayView3<T>, p: &PoolParams) -> Result<Array3<T>> {
+    max_pool_with(x, p, Isa::detect(), true)
+}
+
+pub(crate) fn max_pool_with<T: Pixel>(
+    x: ArrayView3<T>,
+    p: &PoolParams,
+    isa: Isa,
+    allow_fused: bool,
+) -> Result<Array3<T>> {
+    let (ho, wo) = check(&x, p)?;
+    let (_, w, c) = x.dim();
+    let x = x.as_standard_layout();
+    let src = x.as_slice().expect("standard layout is contiguous");
+    let ctx = PoolCtx {
+        src,
+        c,
+        row_len: w * c,
+        size: p.size,
+        stride: p.stride,
+        wo,
+    };
+    let fused = allow_fused && p.size == 2 && p.stride == 1;
+    let mut out = vec![src[0]; ho * wo * c];
+    drive(
+        &mut out,
+        ho,
+        wo * c,
+        ho * wo * c * p.size * p.size,
+        |first, chunk| {
+            max_rows(isa, &ctx, first, fused, chunk);
+        },
+    );
+    Ok(Array3::from_shape_vec((ho, wo, c), out).expect("shape matches length"))
+}
+
+/// Average pooling of an `(H, W, C)` image: `(H', W', C)`; floats keep their
+/// dtype, integers give `f64` (as `numpy.mean`).
+///
+/// # Errors
+/// As [`max_pool`].
+pub fn avg_pool<T: Pixel>(x: ArrayView3<T>, p: &PoolParams) -> Result<Array3<T::Avg>> {
+    avg_pool_with(x, p, Isa::detect(), true)
+}
+
+pub(crate) fn avg_pool_with<T: Pixel>(
+    x: ArrayView3<T>,
+    p: &PoolParams,
+    isa: Isa,
+    allow_fused: bool,
+) -> Result<Array3<T::Avg>> {
+    let (ho, wo) = check(&x, p)?;
+    let (_, w, c) = x.dim();
+    let x = x.as_standard_layout();
+    let src = x.as_slice().expect("standard layout is contiguous");
+    let ctx = PoolCtx {
+        src,
+        c,
+        row_len: w * c,
+        size: p.size,
+        stride: p.stride,
+        wo,
+    };
+    let fused = allow_fused && p.size == 2 && p.stride == 1;
+    let mut out = vec![T::Avg::default(); ho * wo * c];
+    drive(
+        &mut out,
+        ho,
+        wo * c,
+        ho * wo * c * p.size * p.size,
+        |first, chunk| {
+            avg_rows(isa, &ctx, first, fused, chunk);
+        },
+    );
+    Ok(Array3::from_shape_vec((ho, wo, c), out).expect("shape matches length"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{array, Array2, Axis};
+
+    fn two_d<T: Pixel>(x: &Array2<T>) -> ArrayView3<'_, T> {
+        x.view().insert_axis(Axis(2))
+    }
+
+    #[test]
+    fn course_example() {
+        let x = Array2::from_shape_fn((4, 4), |(i, j)| (i * 4 + j + 1) as i64);
+        let p = PoolParams { size: 2, stride: 1 };
+        let m = max_pool(two_d(&x), &p).unwrap().remove_axis(Axis(2));
+        assert_eq!(m, array![[6, 7, 8], [10, 11, 12], [14, 15, 16]]);
+        let a = avg_pool(two_d(&x), &p).unwrap().remove_axis(Axis(2));
+        assert_eq!(
+            a,
+            array![[3.5, 4.5, 5.5], [7.5, 8.5, 9.5], [11.5, 12.5, 13.5]]
+        );
+    }
+
+    /// Direct definition.
+    fn reference(x: &Array3<f64>, p: usize, s: usize, max: bool) -> Array3<f64> {
+        let (h, w, c) = x.dim();
+        Array3::from_shape_fn(((h - p) / s + 1, (w - p) / s + 1, c), |(i, j, ch)| {
+            let win = (0..p)
+                .flat_map(|a| (0..p).map(move |b| (a, b)))
+                .map(|(a, b)| x[[i * s + a, j * s + b, ch]]);
+            if max {
+                win.fold(f64::NEG_INFINITY, f64::max_nan)
+            } else {
+                win.sum::<f64>() / (p * p) as f64
+            }
+        })
+    }
+
+    #[test]
+    fn every_path_matches_the_definition() {
+        let x = Array3::from_shape_fn((37, 45, 3), |(i, j, c)| {
+            ((i * 7919 + j * 104_729 + c * 13) % 1000) as f64 / 7.0
+        });
+        for &(p, s) in &[(1, 1), (2, 1), (2, 2), (3, 1), (3, 2), (5, 3)] {
+            let pp = PoolParams { size: p, stride: s };
+            for isa in Isa::available() {
+                for fused in [false, true] {
+                    let m = max_pool_with(x.view(), &pp, isa, fused).unwrap();
+                    assert_eq!(m, reference(&x, p, s, true), "max p={p} s={s} {isa:?}");
+                    let a = avg_pool_with(x.view(), &pp, isa, fused).unwrap();
+                    for (u, v) in a.iter().zip(&reference(&x, p, s, false)) {
+                        assert!((u - v).abs() < 1e-9);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fused_2x2_equals_generic_exactly() {
+        let x = Array3::from_shape_fn((64, 300, 1), |(i, j, _)| {
+            ((i * 31 + j * 17) % 97) as f32 * 0.37
+        });
+        let pp = PoolParams { size: 2, stride: 1 };
+        let base_m = max_pool_with(x.view(), &pp, Isa::Baseline, false).unwrap();
+        let base_a = avg_pool_with(x.view(), &pp, Isa::Baseline, false).unwrap();
+        for isa in Isa::available() {
+            assert_eq!(max_pool_with(x.view(), &pp, isa, true).unwrap(), base_m);
+            assert_eq!(avg_pool_with(x.view(), &pp, isa, true).unwrap(), base_a);
+        }
+    }
+
+    #[test]
+    fn nan_propagates_through_max() {
+        let mut x = Array2::from_elem((3, 3), 1.0f32);
+        x[[1, 1]] = f32::NAN;
+        x[[0, 0]] = 5.0;
+        for fused in [false, true] {
+            let m = max_pool_with(
+                two_d(&x),
+                &PoolParams { size: 2, stride: 1 },
+                Isa::detect(),
+                fused,
+            )
+            .unwrap();
+            assert!(m.iter().all(|v| v.is_nan()));
+        }
+    }
+
+    #[test]
+    fn bad_arguments_are_errors() {
+        let x = Array2::<u8>::zeros((3, 5));
+        assert!(max_pool(two_d(&x), &PoolParams { size: 0, stride: 1 }).is_err());
+        assert!(max_pool(two_d(&x), &PoolParams { size: 4, stride: 1 }).is_err());
+        assert!(avg_pool(two_d(&x), &PoolParams { size: 2, stride: 0 }).is_err());
+        assert_eq!(
+            max_pool(two_d(&x), &PoolParams { size: 3, stride: 1 })
+                .unwrap()
+                .dim(),
+            (1, 3, 1)
+        );
+    }
+}

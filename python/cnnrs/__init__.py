@@ -25,6 +25,8 @@ from ._images import sample_image  # noqa: E402
 # --- end image operations ---
 
 # --- training (issue 3) ---
+from .models import ARCHITECTURES, Model  # noqa: E402
+from .selection import cross_validate, grid_search, parameter_grid  # noqa: E402
 # --- end training ---
 
 __version__ = "0.1.0"
@@ -45,4 +47,9 @@ __all__ = [
     "pooling",
     "sample_image",
     # --- training names ---
+    "ARCHITECTURES",
+    "Model",
+    "cross_validate",
+    "grid_search",
+    "parameter_grid",
 ]

@@ -1,5 +1,12 @@
 //! Neural networks on libtorch: architectures, training loop, evaluation.
 
+pub mod arch;
+pub mod model;
+pub mod network;
+
+pub use arch::{Layer, Plan};
+pub use model::{FitConfig, History, Images, Model, Monitor, Pixels};
+
 /// The version of libtorch this build links, e.g. "2.11.0".
 #[must_use]
 pub fn torch_version() -> String {

@@ -1,0 +1,548 @@
+//! Architectures as data: the layer specs of the study's Keras networks, a
+//! parser for user-defined ones, and the shape/parameter plan that `summary()`
+//! shows. Nothing here touches libtorch, so plans are cheap and testable.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Weight initialiser, named as in Keras.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Init {
+    /// `U(-l, l)` with `l = sqrt(6 / fan_in)`.
+    HeUniform,
+    /// `U(-l, l)` with `l = sqrt(6 / (fan_in + fan_out))`; Keras's default.
+    GlorotUniform,
+}
+
+impl Init {
+    /// The half-width `l` of the uniform distribution for these fans.
+    #[must_use]
+    #[allow(clippy::cast_precision_loss)]
+    pub fn limit(self, fan_in: usize, fan_out: usize) -> f64 {
+        match self {
+            Init::HeUniform => (6.0 / fan_in as f64).sqrt(),
+            Init::GlorotUniform => (6.0 / (fan_in + fan_out) as f64).sqrt(),
+        }
+    }
+}
+
+/// One hidden layer. Convolutions are 3×3-style "same" convolutions with ReLU,
+/// dense layers use ReLU; the classification head (dense + softmax over the
+/// classes found in the data) is added by the model, not listed here.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Layer {
+    Conv {
+        filters: usize,
+        kernel_size: usize,
+        init: Init,
+    },
+    MaxPool {
+        size: usize,
+    },
+    AvgPool {
+        size: usize,
+    },
+    Dropout {
+        rate: f64,
+    },
+    BatchNorm,
+    Flatten,
+    Dense {
+        units: usize,
+        init: Init,
+    },
+}
+
+/// Names of the built-in architectures, in the order the course defines them.
+pub const ARCHITECTURES: [&str; 6] = [
+    "baseline",
+    "vgg3block",
+    "with_dropout_0.2",
+    "with_dropout_increasing",
+    "custom",
+    "with_batch_norm",
+];
+
+fn conv(filters: usize, init: Init) -> Layer {
+    Layer::Conv {
+        filters,
+        kernel_size: 3,
+        init,
+    }
+}
+
+fn dense128() -> Layer {
+    Layer::Dense {
+        units: 128,
+        init: Init::HeUniform,
+    }
+}
+
+/// The three VGG blocks (Conv-Conv-Pool of 32, 64, 128 filters), each followed
+/// by `after_pool[i]` dropout when given, with batch norm after each conv when
+/// `batch_norm`.
+fn vgg3(after_pool: [Option<f64>; 3], batch_norm: bool) -> Vec<Layer> {
+    let mut layers = Vec::new();
+    for (filters, dropout) in [32, 64, 128].into_iter().zip(after_pool) {
+        for _ in 0..2 {
+            layers.push(conv(filters, Init::HeUniform));
+            if batch_norm {
+                layers.push(Layer::BatchNorm);
+            }
+        }
+        layers.push(Layer::MaxPool { size: 2 });
+        if let Some(rate) = dropout {
+            layers.push(Layer::Dropout { rate });
+        }
+    }
+    layers.push(Layer::Flatten);
+    layers
+}
+
+/// The hidden layers of a built-in architecture, exactly as the course defines
+/// it in Keras (with "same" padding on every convolution).
+///
+/// # Errors
+/// `InvalidArgument` for an unknown name, listing the known ones.
+pub fn builtin(name: &str) -> Result<Vec<Layer>> {
+    let layers = match name {
+        "baseline" => vec![
+            conv(32, Init::HeUniform),
+            conv(32, Init::HeUniform),
+            Layer::MaxPool { size: 2 },
+            Layer::Flatten,
+            dense128(),
+        ],
+        "vgg3block" => {
+            let mut l = vgg3([None; 3], false);
+            l.push(dense128());
+            l
+        }
+        "with_dropout_0.2" => {
+            let mut l = vgg3([Some(0.2); 3], false);
+            l.extend([dense128(), Layer::Dropout { rate: 0.2 }]);
+            l
+        }
+        "with_dropout_increasing" => {
+            let mut l = vgg3([Some(0.2), Some(0.3), Some(0.4)], false);
+            l.extend([dense128(), Layer::Dropout { rate: 0.5 }]);
+            l
+        }
+        "custom" => vec![
+            conv(32, Init::GlorotUniform),
+            Layer::MaxPool { size: 2 },
+            conv(64, Init::GlorotUniform),
+            Layer::MaxPool { size: 2 },
+            Layer::Flatten,
+            dense128(),
+        ],
+        "with_batch_norm" => {
+            let mut l = vgg3([Some(0.2), Some(0.3), Some(0.4)], true);
+            l.extend([dense128(), Layer::BatchNorm, Layer::Dropout { rate: 0.5 }]);
+            l
+        }
+        other => {
+            return Err(Error::invalid(format!(
+                "unknown architecture {other:?}; known architectures are {}, \
+                 or pass a list of layer specs such as [(\"conv\", 32), (\"maxpool\", 2), \
+                 (\"flatten\",), (\"dense\", 128)]",
+                ARCHITECTURES.map(|a| format!("{a:?}")).join(", ")
+            )))
+        }
+    };
+    Ok(layers)
+}
+
+/// One argument of a user-written layer spec, as the binding layer extracts it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SpecArg {
+    Int(i64),
+    Float(f64),
+    Str(String),
+}
+
+impl std::fmt::Display for SpecArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SpecArg::Int(v) => write!(f, "{v}"),
+            SpecArg::Float(v) => write!(f, "{v}"),
+            SpecArg::Str(v) => write!(f, "{v:?}"),
+        }
+    }
+}
+
+fn positive(
+    layer: usize,
+    what: &str,
+    arg: Option<&SpecArg>,
+    default: Option<usize>,
+) -> Result<usize> {
+    match (arg, default) {
+        (Some(SpecArg::Int(v)), _) if *v >= 1 => Ok(usize::try_from(*v).unwrap_or(usize::MAX)),
+        (None, Some(d)) => Ok(d),
+        (Some(other), _) => Err(Error::invalid(format!(
+            "layer {layer}: {what} must be a positive integer, got {other}"
+        ))),
+        (None, None) => Err(Error::invalid(format!("layer {layer}: {what} is required"))),
+    }
+}
+
+fn init_arg(layer: usize, arg: Option<&SpecArg>) -> Result<Init> {
+    match arg {
+        None => Ok(Init::HeUniform),
+        Some(SpecArg::Str(s)) if s == "he_uniform" => Ok(Init::HeUniform),
+        Some(SpecArg::Str(s)) if s == "glorot_uniform" => Ok(Init::GlorotUniform),
+        Some(other) => Err(Error::invalid(format!(
+            "layer {layer}: initializer must be \"he_uniform\" or \"glorot_uniform\", got {other}"
+        ))),
+    }
+}
+
+/// Parses user layer specs such as `("conv", 32)`, `("conv", 64, 5)`,
+/// `("maxpool", 2)`, `("avgpool", 2)`, `("dropout", 0.2)`, `("batchnorm",)`,
+/// `("flatten",)`, `("dense", 128)`; conv and dense take an optional
+/// initializer name last ("he_uniform", the default, or "glorot_uniform").
+///
+/// # Errors
+/// `InvalidArgument` naming the layer index and what is accepted.
+pub fn parse_specs(specs: &[(String, Vec<SpecArg>)]) -> Result<Vec<Layer>> {
+    if specs.is_empty() {
+        return Err(Error::invalid("architecture must list at least one layer"));
+    }
+    let mut layers = Vec::with_capacity(specs.len());
+    for (i, (kind, args)) in specs.iter().enumerate() {
+        let max_args = match kind.as_str() {
+            "conv" => 3,
+            "dense" => 2,
+            "maxpool" | "avgpool" | "dropout" => 1,
+            "batchnorm" | "flatten" => 0,
+            other => {
+                return Err(Error::invalid(format!(
+                    "layer {i}: unknown layer type {other:?}; accepted: \"conv\", \"maxpool\", \
+                     \"avgpool\", \"dropout\", \"batchnorm\", \"flatten\", \"dense\""
+                )))
+            }
+        };
+        if args.len() > max_args {
+            return Err(Error::invalid(format!(
+                "layer {i}: {kind:?} takes at most {max_args} argument(s), got {}",
+                args.len()
+            )));
+        }
+        let layer = match kind.as_str() {
+            "conv" => {
+                let (ks, init) = match args.get(1) {
+                    Some(SpecArg::Str(_)) => (None, args.get(1)),
+                    ks => (ks, args.get(2)),
+                };
+                Layer::Conv {
+                    filters: positive(i, "conv filters", args.first(), None)?,
+                    kernel_size: positive(i, "conv kernel size", ks, Some(3))?,
+                    init: init_arg(i, init)?,
+                }
+            }
+            "dense" => Layer::Dense {
+                units: positive(i, "dense units", args.first(), None)?,
+                init: init_arg(i, args.get(1))?,
+            },
+            "maxpool" => Layer::MaxPool {
+                size: positive(i, "pool size", args.first(), Some(2))?,
+            },
+            "avgpool" => Layer::AvgPool {
+                size: positive(i, "pool size", args.first(), Some(2))?,
+            },
+            "dropout" => {
+                #[allow(clippy::cast_precision_loss)]
+                let rate = match args.first() {
+                    Some(SpecArg::Float(r)) => *r,
+                    Some(SpecArg::Int(r)) => *r as f64,
+                    _ => -1.0,
+                };
+                if !(0.0..1.0).contains(&rate) {
+                    return Err(Error::invalid(format!(
+                        "layer {i}: dropout rate must be a number in [0, 1), got {}",
+                        args.first()
+                            .map_or("nothing".to_string(), ToString::to_string)
+                    )));
+                }
+                Layer::Dropout { rate }
+            }
+            "batchnorm" => Layer::BatchNorm,
+            _ => Layer::Flatten,
+        };
+        layers.push(layer);
+    }
+    Ok(layers)
+}
+
+/// What one layer does to the data: its Keras name, output shape (without the
+/// batch axis) and parameter counts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LayerPlan {
+    pub name: String,
+    pub kind: &'static str,
+    pub output_shape: Vec<usize>,
+    pub trainable_params: usize,
+    pub non_trainable_params: usize,
+}
+
+/// A network fully planned for an input shape `(H, W, C)` and a class count.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Plan {
+    pub layers: Vec<LayerPlan>,
+}
+
+impl Plan {
+    #[must_use]
+    pub fn trainable_params(&self) -> usize {
+        self.layers.iter().map(|l| l.trainable_params).sum()
+    }
+    #[must_use]
+    pub fn non_trainable_params(&self) -> usize {
+        self.layers.iter().map(|l| l.non_trainable_params).sum()
+    }
+    #[must_use]
+    pub fn total_params(&self) -> usize {
+        self.trainable_params() + self.non_trainable_params()
+    }
+}
+
+/// Keras's automatic layer names: `conv2d`, `conv2d_1`, …
+struct Namer(std::collections::HashMap<&'static str, usize>);
+
+impl Namer {
+    fn next(&mut self, base: &'static str) -> String {
+        let n = self.0.entry(base).or_insert(0);
+        let name = if *n == 0 {
+            base.to_string()
+        } else {
+            format!("{base}_{n}")
+        };
+        *n += 1;
+        name
+    }
+}
+
+/// Follows the shapes through `layers` plus the classification head.
+///
+/// # Errors
+/// `InvalidArgument` when a layer cannot take the shape it receives (a pool
+/// that would leave 0×0, dense before flatten, conv after flatten) or when
+/// the input shape or class count is degenerate.
+pub fn plan(layers: &[Layer], input_shape: [usize; 3], num_classes: usize) -> Result<Plan> {
+    let [h, w, c] = input_shape;
+    if h == 0 || w == 0 || c == 0 {
+        return Err(Error::invalid(format!(
+            "input shape must be (height, width, channels) with every size >= 1, got ({h}, {w}, {c})"
+        )));
+    }
+    if num_classes < 2 {
+        return Err(Error::invalid(format!(
+            "a classifier needs at least 2 classes, got {num_classes}"
+        )));
+    }
+    let mut namer = Namer(std::collections::HashMap::new());
+    let mut shape = vec![h, w, c];
+    let mut out = Vec::with_capacity(layers.len() + 1);
+    for (i, layer) in layers.iter().enumerate() {
+        let spatial = shape.len() == 3;
+        let (name, kind, trainable, non_trainable) = match layer {
+            Layer::Conv {
+                filters,
+                kernel_size,
+                ..
+            } => {
+                if !spatial {
+                    return Err(Error::invalid(format!(
+                        "layer {i} (conv) needs an image-shaped input (H, W, C), but it comes \
+                         after flatten and receives {shape:?}"
+                    )));
+                }
+                let params = kernel_size * kernel_size * shape[2] * filters + filters;
+                shape[2] = *filters;
+                (namer.next("conv2d"), "Conv2D", params, 0)
+            }
+            Layer::MaxPool { size } | Layer::AvgPool { size } => {
+                let (base, kind) = if matches!(layer, Layer::MaxPool { .. }) {
+                    ("max_pooling2d", "MaxPooling2D")
+                } else {
+                    ("average_pooling2d", "AveragePooling2D")
+                };
+                if !spatial || shape[0] < *size || shape[1] < *size {
+                    return Err(Error::invalid(format!(
+                        "layer {i} ({size}×{size} pooling) receives a feature map of shape \
+                         {shape:?}, too small for it; use a larger input or fewer pooling layers"
+                    )));
+                }
+                shape[0] /= size;
+                shape[1] /= size;
+                (namer.next(base), kind, 0, 0)
+            }
+            Layer::Dropout { .. } => (namer.next("dropout"), "Dropout", 0, 0),
+            Layer::BatchNorm => {
+                let ch = *shape.last().unwrap_or(&0);
+                (
+                    namer.next("batch_normalization"),
+                    "BatchNormalization",
+                    2 * ch,
+                    2 * ch,
+                )
+            }
+            Layer::Flatten => {
+                shape = vec![shape.iter().product()];
+                (namer.next("flatten"), "Flatten", 0, 0)
+            }
+            Layer::Dense { units, .. } => {
+                if spatial {
+                    return Err(Error::invalid(format!(
+                        "layer {i} (dense) receives an image-shaped input {shape:?}; \
+                         add a (\"flatten\",) layer before it"
+                    )));
+                }
+                let params = shape[0] * units + units;
+                shape = vec![*units];
+                (namer.next("dense"), "Dense", params, 0)
+            }
+        };
+        out.push(LayerPlan {
+            name,
+            kind,
+            output_shape: shape.clone(),
+            trainable_params: trainable,
+            non_trainable_params: non_trainable,
+        });
+    }
+    if shape.len() != 1 {
+        return Err(Error::invalid(format!(
+            "the last hidden layer outputs {shape:?}; add a (\"flatten\",) layer so the \
+             classification head receives a vector"
+        )));
+    }
+    out.push(LayerPlan {
+        name: namer.next("dense"),
+        kind: "Dense",
+        output_shape: vec![num_classes],
+        trainable_params: shape[0] * num_classes + num_classes,
+        non_trainable_params: 0,
+    });
+    Ok(Plan { layers: out })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Parameter counts worked out by hand for 32×32×3 input and 10 classes,
+    // as Keras's model.summary() reports them.
+    #[test]
+    fn builtin_parameter_counts_match_keras() {
+        let conv = |k: usize, cin: usize, f: usize| k * k * cin * f + f;
+        let vgg_convs = conv(3, 3, 32)
+            + conv(3, 32, 32)
+            + conv(3, 32, 64)
+            + conv(3, 64, 64)
+            + conv(3, 64, 128)
+            + conv(3, 128, 128);
+        let head = 128 * 10 + 10;
+        let expected = [
+            (
+                "baseline",
+                conv(3, 3, 32) + conv(3, 32, 32) + (16 * 16 * 32 * 128 + 128) + head,
+                0,
+            ),
+            ("vgg3block", vgg_convs + (4 * 4 * 128 * 128 + 128) + head, 0),
+            (
+                "with_dropout_0.2",
+                vgg_convs + (4 * 4 * 128 * 128 + 128) + head,
+                0,
+            ),
+            (
+                "with_dropout_increasing",
+                vgg_convs + (4 * 4 * 128 * 128 + 128) + head,
+                0,
+            ),
+            (
+                "custom",
+                conv(3, 3, 32) + conv(3, 32, 64) + (8 * 8 * 64 * 128 + 128) + head,
+                0,
+            ),
+        ];
+        for (name, trainable, non_trainable) in expected {
+            let p = plan(&builtin(name).unwrap(), [32, 32, 3], 10).unwrap();
+            assert_eq!(p.trainable_params(), trainable, "{name}");
+            assert_eq!(p.non_trainable_params(), non_trainable, "{name}");
+        }
+        // Batch norm: gamma/beta trainable, moving mean/variance not.
+        let bn_channels = 2 * 32 + 2 * 64 + 2 * 128 + 128;
+        let p = plan(&builtin("with_batch_norm").unwrap(), [32, 32, 3], 10).unwrap();
+        assert_eq!(
+            p.trainable_params(),
+            vgg_convs + 4 * 4 * 128 * 128 + 128 + head + 2 * bn_channels
+        );
+        assert_eq!(p.non_trainable_params(), 2 * bn_channels);
+        assert_eq!(
+            p.total_params(),
+            vgg_convs + 4 * 4 * 128 * 128 + 128 + head + 4 * bn_channels
+        );
+    }
+
+    #[test]
+    fn keras_names_and_shapes() {
+        let p = plan(&builtin("baseline").unwrap(), [32, 32, 3], 10).unwrap();
+        let names: Vec<_> = p.layers.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "conv2d",
+                "conv2d_1",
+                "max_pooling2d",
+                "flatten",
+                "dense",
+                "dense_1"
+            ]
+        );
+        assert_eq!(p.layers[2].output_shape, [16, 16, 32]);
+        assert_eq!(p.layers[3].output_shape, [8192]);
+        assert_eq!(p.total_params(), 1_060_138);
+    }
+
+    #[test]
+    fn pooling_too_far_is_an_error() {
+        let err = plan(&builtin("vgg3block").unwrap(), [4, 4, 1], 10).unwrap_err();
+        assert!(err.to_string().contains("too small"), "{err}");
+    }
+
+    #[test]
+    fn specs_parse_and_reject() {
+        let s = |k: &str, a: Vec<SpecArg>| (k.to_string(), a);
+        let layers = parse_specs(&[
+            s("conv", vec![SpecArg::Int(32)]),
+            s("batchnorm", vec![]),
+            s("maxpool", vec![SpecArg::Int(2)]),
+            s("dropout", vec![SpecArg::Float(0.2)]),
+            s("flatten", vec![]),
+            s(
+                "dense",
+                vec![SpecArg::Int(128), SpecArg::Str("glorot_uniform".into())],
+            ),
+        ])
+        .unwrap();
+        assert_eq!(layers.len(), 6);
+        assert_eq!(
+            layers[5],
+            Layer::Dense {
+                units: 128,
+                init: Init::GlorotUniform
+            }
+        );
+        assert!(parse_specs(&[s("lstm", vec![])]).is_err());
+        assert!(parse_specs(&[s("dropout", vec![SpecArg::Float(1.5)])]).is_err());
+        assert!(parse_specs(&[s("conv", vec![SpecArg::Int(0)])]).is_err());
+        assert!(parse_specs(&[]).is_err());
+        let dense_first = parse_specs(&[s("dense", vec![SpecArg::Int(4)])]).unwrap();
+        assert!(plan(&dense_first, [8, 8, 1], 10).is_err());
+    }
+}

@@ -1,0 +1,167 @@
+//! A planned architecture made real on libtorch: parameters in a `VarStore`
+//! (named after the Keras layers) and a forward pass in NCHW.
+
+use tch::nn::{Init as TchInit, Path};
+use tch::{Kind, Tensor};
+
+use super::arch::{Init, Layer, Plan};
+use crate::error::Result;
+
+/// Keras's BatchNormalization(momentum=0.99, epsilon=1e-3) in PyTorch's terms.
+const BN_MOMENTUM: f64 = 0.01;
+const BN_EPS: f64 = 1e-3;
+
+enum Op {
+    Conv {
+        w: Tensor,
+        b: Tensor,
+    },
+    MaxPool(i64),
+    AvgPool(i64),
+    Dropout(f64),
+    BatchNorm {
+        w: Tensor,
+        b: Tensor,
+        mean: Tensor,
+        var: Tensor,
+    },
+    Flatten,
+    Dense {
+        w: Tensor,
+        b: Tensor,
+        relu: bool,
+    },
+}
+
+/// The layers of one network, ready to run forward.
+pub struct Network {
+    ops: Vec<Op>,
+}
+
+fn uniform(init: Init, fan_in: usize, fan_out: usize) -> TchInit {
+    let l = init.limit(fan_in, fan_out);
+    TchInit::Uniform { lo: -l, up: l }
+}
+
+#[allow(clippy::cast_possible_wrap)]
+fn i(v: usize) -> i64 {
+    v as i64
+}
+
+impl Network {
+    /// Creates the parameters of `layers` (planned for an input with
+    /// `in_channels` channels) under `root`, initialised as Keras would.
+    ///
+    /// # Errors
+    /// A libtorch failure while allocating.
+    pub fn build(root: &Path, layers: &[Layer], plan: &Plan, in_channels: usize) -> Result<Self> {
+        let mut ops = Vec::with_capacity(plan.layers.len());
+        let mut channels = in_channels;
+        let mut features = 0usize;
+        let head = plan
+            .layers
+            .last()
+            .expect("a plan always ends with its head");
+        let hidden = layers.iter().zip(&plan.layers);
+        for (layer, lp) in hidden {
+            let p = root.sub(&lp.name);
+            let op = match *layer {
+                Layer::Conv {
+                    filters,
+                    kernel_size: k,
+                    init,
+                } => {
+                    let (fan_in, fan_out) = (channels * k * k, filters * k * k);
+                    let w = p.f_var(
+                        "weight",
+                        &[i(filters), i(channels), i(k), i(k)],
+                        uniform(init, fan_in, fan_out),
+                    )?;
+                    let b = p.f_zeros("bias", &[i(filters)])?;
+                    channels = filters;
+                    Op::Conv { w, b }
+                }
+                Layer::MaxPool { size } => Op::MaxPool(i(size)),
+                Layer::AvgPool { size } => Op::AvgPool(i(size)),
+                Layer::Dropout { rate } => Op::Dropout(rate),
+                Layer::BatchNorm => {
+                    let n = *lp.output_shape.last().unwrap_or(&channels);
+                    Op::BatchNorm {
+                        w: p.f_ones("weight", &[i(n)])?,
+                        b: p.f_zeros("bias", &[i(n)])?,
+                        mean: p.f_zeros_no_train("running_mean", &[i(n)])?,
+                        var: p.f_ones_no_train("running_var", &[i(n)])?,
+                    }
+                }
+                Layer::Flatten => {
+                    features = lp.output_shape[0];
+                    Op::Flatten
+                }
+                Layer::Dense { units, init } => {
+                    let w = p.f_var(
+                        "weight",
+                        &[i(units), i(features)],
+                        uniform(init, features, units),
+                    )?;
+                    let b = p.f_zeros("bias", &[i(units)])?;
+                    features = units;
+                    Op::Dense { w, b, relu: true }
+                }
+            };
+            ops.push(op);
+        }
+        let classes = head.output_shape[0];
+        let p = root.sub(&head.name);
+        let w = p.f_var(
+            "weight",
+            &[i(classes), i(features)],
+            uniform(Init::GlorotUniform, features, classes),
+        )?;
+        let b = p.f_zeros("bias", &[i(classes)])?;
+        ops.push(Op::Dense { w, b, relu: false });
+        Ok(Network { ops })
+    }
+
+    /// Logits for a batch `x` of shape (N, C, H, W); `train` switches dropout
+    /// on and batch norm to batch statistics (updating its running averages).
+    #[must_use]
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        let mut x = x.shallow_clone();
+        for op in &self.ops {
+            x = match op {
+                Op::Conv { w, b } => x
+                    .conv2d_padding(w, Some(b), [1, 1], "same", [1, 1], 1)
+                    .relu(),
+                Op::MaxPool(k) => x.max_pool2d([*k, *k], [*k, *k], [0, 0], [1, 1], false),
+                Op::AvgPool(k) => x.avg_pool2d([*k, *k], [*k, *k], [0, 0], false, true, None),
+                Op::Dropout(rate) => x.dropout(*rate, train),
+                Op::BatchNorm { w, b, mean, var } => x.batch_norm(
+                    Some(w),
+                    Some(b),
+                    Some(mean),
+                    Some(var),
+                    train,
+                    BN_MOMENTUM,
+                    BN_EPS,
+                    true,
+                ),
+                Op::Flatten => x.flatten(1, -1),
+                Op::Dense { w, b, relu } => {
+                    let y = x.linear(w, Some(b));
+                    if *relu {
+                        y.relu()
+                    } else {
+                        y
+                    }
+                }
+            };
+        }
+        x
+    }
+
+    /// Class probabilities (softmax of the logits) in inference mode.
+    #[must_use]
+    pub fn probabilities(&self, x: &Tensor) -> Tensor {
+        self.forward_t(x, false).softmax(-1, Kind::Float)
+    }
+}

@@ -6,7 +6,7 @@ use super::mt19937::Mt19937;
 use crate::{Error, Result};
 
 /// One split: `(train_indices, validation_indices)`, both sorted ascending.
-pub type Split = (Vec<usize>, Vec<usize>);
+pub type Fold = (Vec<usize>, Vec<usize>);
 
 fn check_k(n: usize, k: usize) -> Result<()> {
     if k < 2 {
@@ -24,7 +24,7 @@ fn check_k(n: usize, k: usize) -> Result<()> {
 
 /// Turns a fold number per sample into `k` sorted `(train, val)` splits, as
 /// scikit-learn's `_BaseKFold.split` does through boolean test masks.
-fn splits_from_fold_ids(fold_of: &[usize], k: usize) -> Vec<Split> {
+fn splits_from_fold_ids(fold_of: &[usize], k: usize) -> Vec<Fold> {
     (0..k)
         .map(|fold| {
             let (mut train, mut val) = (Vec::new(), Vec::new());
@@ -49,7 +49,7 @@ fn splits_from_fold_ids(fold_of: &[usize], k: usize) -> Vec<Split> {
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] when `k < 2` or `k > n`.
-pub fn kfold(n: usize, k: usize, shuffle: bool, seed: u32) -> Result<Vec<Split>> {
+pub fn kfold(n: usize, k: usize, shuffle: bool, seed: u32) -> Result<Vec<Fold>> {
     check_k(n, k)?;
     let mut order: Vec<usize> = (0..n).collect();
     if shuffle {
@@ -81,7 +81,7 @@ pub fn kfold(n: usize, k: usize, shuffle: bool, seed: u32) -> Result<Vec<Split>>
 /// # Errors
 /// [`Error::InvalidArgument`] when `k < 2`, `k > labels.len()`, or every
 /// class has fewer than `k` members.
-pub fn stratified_kfold(labels: &[i64], k: usize, shuffle: bool, seed: u32) -> Result<Vec<Split>> {
+pub fn stratified_kfold(labels: &[i64], k: usize, shuffle: bool, seed: u32) -> Result<Vec<Fold>> {
     let n = labels.len();
     check_k(n, k)?;
     // Encode classes by order of first appearance.

@@ -18,7 +18,7 @@ fn seed_u32(seed: i64) -> PyResult<u32> {
     })
 }
 
-fn to_py_splits(py: Python<'_>, splits: Vec<folds::Split>) -> Vec<PySplit<'_>> {
+fn to_py_splits(py: Python<'_>, splits: Vec<folds::Fold>) -> Vec<PySplit<'_>> {
     let to_i64 = |v: Vec<usize>| -> Vec<i64> {
         v.into_iter()
             .map(|i| i64::try_from(i).expect("index fits in i64"))

@@ -123,20 +123,12 @@ class Model:
         self.seed = int(seed)
         self.history: dict[str, list[float]] = {}
         if class_names is not None:
-            class_names = [str(c) for c in class_names]
+            self._net.class_names = [str(c) for c in class_names]
             num_classes = num_classes or len(class_names)
-        if (input_shape is None) != (num_classes is None):
-            if input_shape is not None:
+        if input_shape is not None:
+            if num_classes is None:
                 raise ValueError("give num_classes (or class_names) together with input_shape")
-        if input_shape is not None and num_classes is not None:
             self.build(input_shape, num_classes)
-        if class_names is not None:
-            self._pending_names: list[str] | None = class_names
-            if self._net.num_classes is not None:
-                self._net.class_names = class_names
-                self._pending_names = None
-        else:
-            self._pending_names = None
 
     # -- construction -----------------------------------------------------
     def build(self, input_shape: tuple[int, int, int], num_classes: int) -> None:
@@ -168,15 +160,11 @@ class Model:
 
     @property
     def class_names(self) -> list[str] | None:
-        return self._net.class_names or self._pending_names
+        return self._net.class_names
 
     @class_names.setter
     def class_names(self, names: Sequence[str] | None) -> None:
-        names = None if names is None else [str(c) for c in names]
-        if self._net.num_classes is None:
-            self._pending_names = names
-        else:
-            self._net.class_names = names
+        self._net.class_names = None if names is None else [str(c) for c in names]
 
     @property
     def normalization(self) -> dict[str, np.ndarray] | None:
@@ -262,9 +250,6 @@ class Model:
         history = self._net.fit(
             xa, ya, num_classes, epochs, batch_size, vx, vy, bool(shuffle), printer
         )
-        if self._pending_names is not None:
-            self._net.class_names = self._pending_names
-            self._pending_names = None
         self.history = history
         return history
 
@@ -272,7 +257,7 @@ class Model:
         if self._net.num_classes is not None:
             return self._net.num_classes
         seen = int(y.max()) + 1 if y.size else 0
-        candidates = [seen, width or 0, len(self._pending_names or [])]
+        candidates = [seen, width or 0, len(self.class_names or [])]
         return max(max(candidates), 2)
 
     def evaluate(self, x: Any, y: Any, verbose: int = 0) -> dict[str, float]:
@@ -354,7 +339,6 @@ class Model:
         model._net = _core.Network.load(os.fspath(path), device)
         model.seed = 0
         model.history = {}
-        model._pending_names = None
         return model
 
     def __repr__(self) -> str:

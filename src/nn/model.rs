@@ -344,6 +344,14 @@ impl Model {
                 b.input_shape, b.num_classes, input_shape, num_classes
             )));
         }
+        if let Some(names) = &self.class_names {
+            if names.len() != num_classes {
+                return Err(Error::invalid(format!(
+                    "class_names has {} names but the data has {num_classes} classes",
+                    names.len()
+                )));
+            }
+        }
         let plan = arch::plan(&self.layers, input_shape, num_classes)?;
         #[allow(clippy::cast_possible_wrap)]
         tch::manual_seed(self.seed as i64);
@@ -403,7 +411,8 @@ impl Model {
         self.class_names.as_deref()
     }
 
-    /// Sets the class names (one per class), saved with the model.
+    /// Sets the class names (one per class), saved with the model. Before the
+    /// model is built the count is checked by `build`.
     ///
     /// # Errors
     /// `InvalidArgument` if the count disagrees with the built model.

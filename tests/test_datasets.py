@@ -17,9 +17,10 @@ import tarfile
 import warnings
 from pathlib import Path
 
-import cnnrs.datasets as ds
 import numpy as np
 import pytest
+
+import cnnrs.datasets as ds
 from cnnrs import _core
 
 BATCHES = ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5"]

@@ -1,12 +1,13 @@
 """k-fold indices equal scikit-learn's KFold and StratifiedKFold, split for split."""
 
-import cnnrs  # noqa: F401  (loads libtorch before the extension)
 import numpy as np
 import pytest
-from cnnrs import _core
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.model_selection import KFold, StratifiedKFold
+
+import cnnrs  # noqa: F401  (loads libtorch before the extension)
+from cnnrs import _core
 
 
 def _same(ours, theirs):

@@ -1,11 +1,12 @@
 """cnnrs.metrics equals scikit-learn's confusion_matrix and classification_report."""
 
-import cnnrs.metrics as cm
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn import metrics as skm
+
+import cnnrs.metrics as cm
 
 
 def _sk_report(y_true, y_pred, **kw):

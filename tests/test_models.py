@@ -27,7 +27,14 @@ def dense(i: int, o: int) -> int:
     return i * o + o
 
 
-VGG = conv(3, 3, 32) + conv(3, 32, 32) + conv(3, 32, 64) + conv(3, 64, 64) + conv(3, 64, 128) + conv(3, 128, 128)
+VGG = (
+    conv(3, 3, 32)
+    + conv(3, 32, 32)
+    + conv(3, 32, 64)
+    + conv(3, 64, 64)
+    + conv(3, 64, 128)
+    + conv(3, 128, 128)
+)
 BN = 2 * 32 + 2 * 64 + 2 * 128 + 128  # batch-norm channels in with_batch_norm
 EXPECTED_PARAMS = {
     "baseline": conv(3, 3, 32) + conv(3, 32, 32) + dense(16 * 16 * 32, 128) + dense(128, 10),
@@ -49,7 +56,12 @@ def digits():
 
 def test_builtin_names():
     assert cnnrs.ARCHITECTURES == (
-        "baseline", "vgg3block", "with_dropout_0.2", "with_dropout_increasing", "custom", "with_batch_norm",
+        "baseline",
+        "vgg3block",
+        "with_dropout_0.2",
+        "with_dropout_increasing",
+        "custom",
+        "with_batch_norm",
     )
 
 
@@ -82,11 +94,24 @@ def test_every_architecture_trains_a_few_steps(arch):
 
 
 def test_user_defined_layers():
-    spec = [("conv", 8), ("batchnorm",), ("maxpool", 2), ("dropout", 0.2), ("flatten",), ("dense", 16)]
+    spec = [
+        ("conv", 8),
+        ("batchnorm",),
+        ("maxpool", 2),
+        ("dropout", 0.2),
+        ("flatten",),
+        ("dense", 16),
+    ]
     m = cnnrs.Model(spec, input_shape=(8, 8, 1), num_classes=3, device="cpu", seed=0)
     assert m.count_params() == conv(3, 1, 8) + 4 * 8 + dense(4 * 4 * 8, 16) + dense(16, 3)
     assert [r["type"] for r in m.layers] == [
-        "Conv2D", "BatchNormalization", "MaxPooling2D", "Dropout", "Flatten", "Dense", "Dense",
+        "Conv2D",
+        "BatchNormalization",
+        "MaxPooling2D",
+        "Dropout",
+        "Flatten",
+        "Dense",
+        "Dense",
     ]
 
 
@@ -114,7 +139,9 @@ def test_unknown_architecture_lists_known_ones():
 def test_learns_digits_and_keras_history(digits):
     x, y = digits
     m = cnnrs.Model("baseline", learning_rate=1e-3, device="cpu", seed=3)
-    h = m.fit(x[:1500], y[:1500], epochs=4, batch_size=32, validation_data=(x[1500:], y[1500:]), verbose=0)
+    h = m.fit(
+        x[:1500], y[:1500], epochs=4, batch_size=32, validation_data=(x[1500:], y[1500:]), verbose=0
+    )
     assert list(h) == ["loss", "accuracy", "val_loss", "val_accuracy"]
     assert all(len(v) == 4 for v in h.values())
     assert h["loss"][-1] < h["loss"][0]
@@ -142,9 +169,15 @@ def test_label_encodings_are_equivalent(digits):
 
 def test_same_seed_same_history_on_cpu(digits):
     x, y = digits
-    a = cnnrs.Model("with_batch_norm", device="cpu", seed=11).fit(x[:300], y[:300], epochs=2, verbose=0)
-    b = cnnrs.Model("with_batch_norm", device="cpu", seed=11).fit(x[:300], y[:300], epochs=2, verbose=0)
-    c = cnnrs.Model("with_batch_norm", device="cpu", seed=12).fit(x[:300], y[:300], epochs=2, verbose=0)
+    a = cnnrs.Model("with_batch_norm", device="cpu", seed=11).fit(
+        x[:300], y[:300], epochs=2, verbose=0
+    )
+    b = cnnrs.Model("with_batch_norm", device="cpu", seed=11).fit(
+        x[:300], y[:300], epochs=2, verbose=0
+    )
+    c = cnnrs.Model("with_batch_norm", device="cpu", seed=12).fit(
+        x[:300], y[:300], epochs=2, verbose=0
+    )
     assert a == b
     assert a != c
 
@@ -160,7 +193,9 @@ def _read_safetensors(path):
     for name, info in header.items():
         a, b = info["data_offsets"]
         assert info["dtype"] == "F32"
-        tensors[name] = torch.from_numpy(np.frombuffer(body[a:b], dtype="<f4").reshape(info["shape"]).copy())
+        tensors[name] = torch.from_numpy(
+            np.frombuffer(body[a:b], dtype="<f4").reshape(info["shape"]).copy()
+        )
     return tensors, meta
 
 
@@ -188,8 +223,13 @@ def _torch_forward(tensors, layers, x, mean, std):
         elif kind == "batchnorm":
             n = name("batch_normalization")
             t = F.batch_norm(
-                t, tensors[f"{n}.running_mean"], tensors[f"{n}.running_var"],
-                tensors[f"{n}.weight"], tensors[f"{n}.bias"], training=False, eps=1e-3,
+                t,
+                tensors[f"{n}.running_mean"],
+                tensors[f"{n}.running_var"],
+                tensors[f"{n}.weight"],
+                tensors[f"{n}.bias"],
+                training=False,
+                eps=1e-3,
             )
         elif kind == "flatten":
             name("flatten")
@@ -216,8 +256,11 @@ def test_save_load_round_trip_and_pytorch_reference(tmp_path, digits, arch):
     # An independent implementation of the same forward pass gives the same probabilities.
     tensors, meta = _read_safetensors(path)
     ref = _torch_forward(
-        tensors, m._net.layer_specs, x[400:600],
-        meta["normalization"]["mean"], meta["normalization"]["std"],
+        tensors,
+        m._net.layer_specs,
+        x[400:600],
+        meta["normalization"]["mean"],
+        meta["normalization"]["std"],
     )
     np.testing.assert_allclose(m.predict(x[400:600]), ref, rtol=1e-4, atol=1e-6)
 
@@ -300,7 +343,12 @@ def test_bad_device_and_learning_rate():
 def test_progress_output_is_keras_like(capsys, digits):
     x, y = digits
     cnnrs.Model("custom", device="cpu", seed=0).fit(
-        x[:128], y[:128], epochs=2, batch_size=32, validation_data=(x[128:160], y[128:160]), verbose=1
+        x[:128],
+        y[:128],
+        epochs=2,
+        batch_size=32,
+        validation_data=(x[128:160], y[128:160]),
+        verbose=1,
     )
     out = capsys.readouterr().out
     assert "Epoch 1/2" in out and "Epoch 2/2" in out

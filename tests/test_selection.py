@@ -47,7 +47,9 @@ def test_folds_equal_sklearn_and_partition_the_data(cv_result, digits):
         np.testing.assert_array_equal(va, eva)
         assert np.intersect1d(tr, va).size == 0
         assert tr.size + va.size == len(x)
-    np.testing.assert_array_equal(np.sort(np.concatenate([va for _, va in folds])), np.arange(len(x)))
+    np.testing.assert_array_equal(
+        np.sort(np.concatenate([va for _, va in folds])), np.arange(len(x))
+    )
 
 
 def test_folds_validate_on_held_out_data_only(digits):
@@ -55,7 +57,17 @@ def test_folds_validate_on_held_out_data_only(digits):
     a model that memorises its training part scores lower on the held-out part."""
     x, y = digits
     x, y = x[:150], y[:150]
-    r = cnnrs.cross_validate("baseline", x, y, cv=3, epochs=25, batch_size=16, learning_rate=2e-3, verbose=0, device="cpu")
+    r = cnnrs.cross_validate(
+        "baseline",
+        x,
+        y,
+        cv=3,
+        epochs=25,
+        batch_size=16,
+        learning_rate=2e-3,
+        verbose=0,
+        device="cpu",
+    )
     train_acc = np.array([h["accuracy"][-1] for h in r["histories"]])
     assert np.all(train_acc > 0.97)
     assert np.mean(r["fold_accuracies"]) < np.mean(train_acc)
@@ -71,6 +83,7 @@ def test_cv_accepts_sklearn_splitters_and_stratified(digits):
         np.testing.assert_array_equal(va, eva)
     folds = selection.make_folds(x, y, 4, seed=0, stratified=True)
     for (tr, va), (etr, eva) in zip(folds, splits):
+        np.testing.assert_array_equal(tr, etr)
         np.testing.assert_array_equal(va, eva)
 
 
@@ -105,14 +118,38 @@ def test_grid_search_refits_the_best_on_all_data(digits):
         (lambda x, y: cnnrs.grid_search({}, x, y, verbose=0), ValueError, "empty"),
         (lambda x, y: cnnrs.grid_search([], x, y, verbose=0), ValueError, "empty"),
         (lambda x, y: cnnrs.grid_search({"epochs": []}, x, y, verbose=0), ValueError, "empty"),
-        (lambda x, y: cnnrs.grid_search({"optimizer": ["sgd"]}, x, y, verbose=0), ValueError, "unknown parameter"),
-        (lambda x, y: cnnrs.cross_validate("custom", x, y, cv=50, verbose=0), ValueError, "more than"),
+        (
+            lambda x, y: cnnrs.grid_search({"optimizer": ["sgd"]}, x, y, verbose=0),
+            ValueError,
+            "unknown parameter",
+        ),
+        (
+            lambda x, y: cnnrs.cross_validate("custom", x, y, cv=50, verbose=0),
+            ValueError,
+            "more than",
+        ),
         (lambda x, y: cnnrs.cross_validate("custom", x, y, cv=1, verbose=0), ValueError, ">= 2"),
         (lambda x, y: cnnrs.cross_validate("custom", x, y, cv="five", verbose=0), TypeError, "cv"),
-        (lambda x, y: cnnrs.cross_validate("custom", x, y, batch_size=0, verbose=0), ValueError, "batch_size"),
-        (lambda x, y: cnnrs.cross_validate("custom", x, y[:10], verbose=0), ValueError, "same length"),
-        (lambda x, y: cnnrs.cross_validate("nope", x, y, verbose=0), ValueError, "unknown architecture"),
-        (lambda x, y: cnnrs.cross_validate("custom", x, y, backend="spark", verbose=0), ValueError, "backend"),
+        (
+            lambda x, y: cnnrs.cross_validate("custom", x, y, batch_size=0, verbose=0),
+            ValueError,
+            "batch_size",
+        ),
+        (
+            lambda x, y: cnnrs.cross_validate("custom", x, y[:10], verbose=0),
+            ValueError,
+            "same length",
+        ),
+        (
+            lambda x, y: cnnrs.cross_validate("nope", x, y, verbose=0),
+            ValueError,
+            "unknown architecture",
+        ),
+        (
+            lambda x, y: cnnrs.cross_validate("custom", x, y, backend="spark", verbose=0),
+            ValueError,
+            "backend",
+        ),
     ],
 )
 def test_bad_input(call, exc, message, digits):

@@ -18,15 +18,18 @@ from ._core import (  # noqa: E402
 
 # --- image operations (issue 2) ---
 # isort: split
-from . import kernels  # noqa: E402
+# --- end image operations ---
+# --- training (issue 3) ---
+from . import (  # noqa: E402
+    datasets,
+    kernels,  # noqa: E402
+    metrics,
+)
 from ._core import convolution, create_padding, load_image, pooling  # noqa: E402
 from ._images import sample_image  # noqa: E402
-
-# --- end image operations ---
-
-# --- training (issue 3) ---
 from .models import ARCHITECTURES, Model  # noqa: E402
 from .selection import cross_validate, grid_search, parameter_grid  # noqa: E402
+
 # --- end training ---
 
 __version__ = "0.1.0"
@@ -49,6 +52,8 @@ __all__ = [
     # --- training names ---
     "ARCHITECTURES",
     "Model",
+    "datasets",
+    "metrics",
     "cross_validate",
     "grid_search",
     "parameter_grid",

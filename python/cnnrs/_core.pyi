@@ -191,14 +191,23 @@ class Network:
     """The Rust network behind ``cnnrs.Model`` (weights, Adam state, normalisation)."""
 
     def __init__(
-        self, architecture: str | list[tuple[Any, ...]], learning_rate: float = 5e-4,
-        device: str = "auto", seed: int = 0,
+        self,
+        architecture: str | list[tuple[Any, ...]],
+        learning_rate: float = 5e-4,
+        device: str = "auto",
+        seed: int = 0,
     ) -> None: ...
     def build(self, input_shape: tuple[int, int, int], num_classes: int) -> None: ...
     def fit(
-        self, x: npt.NDArray[Any], y: npt.NDArray[np.int64], num_classes: int, epochs: int,
-        batch_size: int, validation_x: npt.NDArray[Any] | None = None,
-        validation_y: npt.NDArray[np.int64] | None = None, shuffle: bool = True,
+        self,
+        x: npt.NDArray[Any],
+        y: npt.NDArray[np.int64],
+        num_classes: int,
+        epochs: int,
+        batch_size: int,
+        validation_x: npt.NDArray[Any] | None = None,
+        validation_y: npt.NDArray[np.int64] | None = None,
+        shuffle: bool = True,
         printer: Any = None,
     ) -> dict[str, list[float]]: ...
     def evaluate(self, x: npt.NDArray[Any], y: npt.NDArray[np.int64]) -> tuple[float, float]: ...
@@ -226,4 +235,5 @@ class Network:
     def layer_specs(self) -> list[dict[str, Any]]: ...
     @property
     def plan(self) -> list[dict[str, Any]] | None: ...
+
 # --- end nn ---

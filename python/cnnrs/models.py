@@ -195,7 +195,10 @@ class Model:
         """Prints the layers, their output shapes and parameter counts, like Keras."""
         print_fn = print if print_fn is None else print_fn
         layers = self.layers
-        rows = [(f"{r['name']} ({r['type']})", str(r["output_shape"]), f"{r['params']:,}") for r in layers]
+        rows = [
+            (f"{r['name']} ({r['type']})", str(r["output_shape"]), f"{r['params']:,}")
+            for r in layers
+        ]
         w0 = max(len("Layer (type)"), *(len(r[0]) for r in rows)) + 2
         w1 = max(len("Output Shape"), *(len(r[1]) for r in rows)) + 2
         w2 = max(len("Param #"), *(len(r[2]) for r in rows))
@@ -274,9 +277,7 @@ class Model:
         del verbose  # prediction is quick; kept for Keras compatibility
         return self._net.predict(_images(x), _check_count(batch_size, "batch_size"))
 
-    def predict_image(
-        self, image: Any, class_names: Sequence[str] | None = None
-    ) -> dict[str, Any]:
+    def predict_image(self, image: Any, class_names: Sequence[str] | None = None) -> dict[str, Any]:
         """Classifies one photo: a path (GIF/PNG/JPEG/BMP) or an (H, W[, C]) array.
 
         The photo is loaded, resized to the model's input size (bilinear) and
@@ -298,7 +299,9 @@ class Model:
         idx = int(np.argmax(probs))
         names = list(class_names) if class_names is not None else self.class_names
         if names is not None and len(names) != probs.shape[0]:
-            raise ValueError(f"class_names has {len(names)} names but the model has {probs.shape[0]} classes")
+            raise ValueError(
+                f"class_names has {len(names)} names but the model has {probs.shape[0]} classes"
+            )
         return {
             "class_index": idx,
             "class_name": names[idx] if names is not None else None,
@@ -344,4 +347,7 @@ class Model:
     def __repr__(self) -> str:
         shape = self.input_shape
         built = f"input_shape={shape}, num_classes={self.num_classes}" if shape else "not built"
-        return f"cnnrs.Model({self.architecture!r}, learning_rate={self.learning_rate}, device={self.device!r}, {built})"
+        return (
+            f"cnnrs.Model({self.architecture!r}, learning_rate={self.learning_rate}, "
+            f"device={self.device!r}, {built})"
+        )

@@ -74,7 +74,9 @@ def make_folds(
             if idx.size == 0:
                 raise ValueError(f"fold {i} has an empty {name} part")
             if idx.min() < 0 or idx.max() >= n:
-                raise ValueError(f"fold {i} {name} indices must lie in [0, {n}), got {idx.min()}..{idx.max()}")
+                raise ValueError(
+                    f"fold {i} {name} indices must lie in [0, {n}), got {idx.min()}..{idx.max()}"
+                )
         folds.append((train, val))
     if not folds:
         raise ValueError("cv gave no folds")
@@ -202,8 +204,15 @@ def _evaluate_grid(
             runs = []
             for i, (train, val) in enumerate(folds):
                 run = fit_and_score(
-                    params, xa, ya, train, val, num_classes,
-                    seed=seed + i, verbose=verbose, fold=(i + 1, len(folds)),
+                    params,
+                    xa,
+                    ya,
+                    train,
+                    val,
+                    num_classes,
+                    seed=seed + i,
+                    verbose=verbose,
+                    fold=(i + 1, len(folds)),
                 )
                 if verbose:
                     print(f"Fold {i + 1}/{len(folds)} validation accuracy: {run['accuracy']:.4f}")
@@ -242,7 +251,9 @@ def _describe(params: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in params.items() if k != "device")
 
 
-def parameter_grid(param_grid: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Sequence[Any]]]) -> list[dict[str, Any]]:
+def parameter_grid(
+    param_grid: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Sequence[Any]]],
+) -> list[dict[str, Any]]:
     """All parameter combinations in scikit-learn's ``ParameterGrid`` order.
 
     Keys are sorted and the last key varies fastest; a list of dicts is
@@ -306,7 +317,10 @@ def grid_search(
     best = int(np.nanargmax(means))
     out: dict[str, Any] = {
         "results": [
-            {k: r[k] for k in ("params", "mean_accuracy", "std_accuracy", "fold_accuracies", "histories")}
+            {
+                k: r[k]
+                for k in ("params", "mean_accuracy", "std_accuracy", "fold_accuracies", "histories")
+            }
             | ({"errors": r["errors"]} if "errors" in r else {})
             for r in results
         ],

@@ -122,7 +122,7 @@ pub fn stratified_kfold(labels: &[i64], k: usize, shuffle: bool, seed: u32) -> R
         let mut folds_for_class: Vec<usize> = per_fold
             .iter()
             .enumerate()
-            .flat_map(|(fold, &count)| std::iter::repeat(fold).take(count))
+            .flat_map(|(fold, &count)| std::iter::repeat_n(fold, count))
             .collect();
         if shuffle {
             rng.shuffle(&mut folds_for_class);

@@ -67,7 +67,7 @@ impl Images<'_> {
             len, numel,
             "binding layer passed a buffer of the wrong length"
         );
-        if self.shape.iter().any(|&d| d == 0) {
+        if self.shape.contains(&0) {
             return Err(Error::invalid(format!(
                 "{what} must be a non-empty batch of images (N, H, W, C), got shape {:?}",
                 self.shape

@@ -124,7 +124,6 @@ impl Network {
 
     /// Logits for a batch `x` of shape (N, C, H, W); `train` switches dropout
     /// on and batch norm to batch statistics (updating its running averages).
-    #[must_use]
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
         let mut x = x.shallow_clone();
         for op in &self.ops {
@@ -160,7 +159,6 @@ impl Network {
     }
 
     /// Class probabilities (softmax of the logits) in inference mode.
-    #[must_use]
     pub fn probabilities(&self, x: &Tensor) -> Tensor {
         self.forward_t(x, false).softmax(-1, Kind::Float)
     }

@@ -79,3 +79,232 @@ def show_conv_and_pool(
         fig.suptitle(str(title))
         figures.append(fig)
     return figures
+
+
+# --- training and evaluation figures (issue 4) ---------------------------------------
+# Section 2 of the study: sample images, training curves across folds, the confusion
+# matrix and per-class scores. Built on Figure directly, like show_conv_and_pool above.
+
+__all__ += ["plot_class_scores", "plot_confusion_matrix", "plot_history", "plot_images"]
+
+
+def _label_vector(y: Any) -> np.ndarray:
+    """Integer labels (N,) from (N,), (N, 1) or one-hot / probability rows (N, k)."""
+    a = np.asarray(y)
+    if a.ndim == 2:
+        a = a[:, 0] if a.shape[1] == 1 else a.argmax(axis=1)
+    if a.ndim != 1:
+        raise ValueError(f"y must be labels (N,), (N, 1) or one-hot (N, k), got shape {a.shape}")
+    return a.astype(np.int64)
+
+
+def _displayable(image: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """An (H, W) or (H, W, 3) image imshow can draw, and the colormap it needs."""
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if image.ndim == 2:
+        return image, "gray"
+    if image.dtype != np.uint8:
+        lo, hi = float(np.min(image)), float(np.max(image))
+        image = (image - lo) / (hi - lo) if hi > lo else np.zeros_like(image, dtype=float)
+    return image, None
+
+
+def plot_images(
+    x: Any, y: Any, class_names: Sequence[str] | None = None, n: int = 30, ncols: int = 10
+) -> Figure:
+    """A grid of the first ``n`` images titled with their class names (3×10 by default).
+
+    Parameters
+    ----------
+    x : array_like
+        Images ``(N, H, W, C)`` or ``(N, H, W)``; uint8 pixels or floats.
+    y : array_like
+        Labels ``(N,)``, ``(N, 1)`` or one-hot ``(N, k)``.
+    class_names : sequence of str, optional
+        Title of each label; default the label number.
+    n : int, default 30
+        How many images (at most ``N``).
+    ncols : int, default 10
+        Images per row.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    images = np.asarray(x)
+    labels = _label_vector(y)
+    if images.ndim not in (3, 4):
+        raise ValueError(f"x must be images (N, H, W[, C]), got shape {images.shape}")
+    if len(labels) != len(images):
+        raise ValueError(f"x has {len(images)} images but y has {len(labels)} labels")
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    n = min(n, len(images))
+    ncols = max(1, min(ncols, n))
+    nrows = -(-n // ncols)
+    fig = _figure_class()(figsize=(1.3 * ncols, 1.5 * nrows + 0.2), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    for i, ax in enumerate(axes):
+        ax.set_axis_off()
+        if i >= n:
+            continue
+        image, cmap = _displayable(images[i])
+        ax.imshow(image, cmap=cmap)
+        label = int(labels[i])
+        title = class_names[label] if class_names is not None else str(label)
+        ax.set_title(title, fontsize=9)
+    return fig
+
+
+def plot_history(
+    histories: Mapping[str, Sequence[float]] | Sequence[Mapping[str, Sequence[float]]],
+    title: str | None = None,
+) -> Figure:
+    """Loss and accuracy per epoch, training and validation, one line pair per fold.
+
+    Parameters
+    ----------
+    histories : dict or list of dict
+        Keras history dicts (``loss``, ``accuracy`` and optionally ``val_loss``,
+        ``val_accuracy``), e.g. ``cross_validate(...)["histories"]``.
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Two subplots: loss (left) and accuracy (right); training solid,
+        validation dashed, one colour per fold.
+    """
+    runs = [histories] if isinstance(histories, Mapping) else list(histories)
+    if not runs:
+        raise ValueError("histories is empty")
+    fig = _figure_class()(figsize=(12, 4.5), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        for i, history in enumerate(runs):
+            colour = f"C{i % 10}"
+            tag = f"fold {i + 1}" if len(runs) > 1 else "model"
+            for key, style, kind in ((metric, "-", "train"), (f"val_{metric}", "--", "val")):
+                values = history.get(key)
+                if values:
+                    epochs = np.arange(1, len(values) + 1)
+                    ax.plot(epochs, values, style, color=colour, alpha=0.8, label=f"{tag} {kind}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.set_title(f"{metric} across folds" if len(runs) > 1 else metric)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_confusion_matrix(
+    cm: Any,
+    class_names: Sequence[str] | None = None,
+    normalize: bool = False,
+    title: str | None = None,
+) -> Figure:
+    """A heatmap of a confusion matrix with the count in every cell.
+
+    Parameters
+    ----------
+    cm : array_like
+        ``(k, k)`` counts; rows are true classes, columns predicted classes
+        (``cnnrs.metrics.confusion_matrix``'s orientation).
+    class_names : sequence of str, optional
+        Axis labels; default ``0..k-1``.
+    normalize : bool, default False
+        Colour by the fraction of each true class (row) instead of the count;
+        the cells still show counts.
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    counts = np.asarray(cm)
+    if counts.ndim != 2 or counts.shape[0] != counts.shape[1]:
+        raise ValueError(f"cm must be a square (k, k) matrix, got shape {counts.shape}")
+    k = counts.shape[0]
+    names = [str(c) for c in class_names] if class_names is not None else [str(i) for i in range(k)]
+    if len(names) != k:
+        raise ValueError(f"class_names has {len(names)} names but cm has {k} classes")
+    shade = counts.astype(float)
+    if normalize:
+        rows = shade.sum(axis=1, keepdims=True)
+        shade = np.divide(shade, rows, out=np.zeros_like(shade), where=rows > 0)
+    side = max(4.5, 0.6 * k + 2.5)
+    fig = _figure_class()(figsize=(side + 1, side), layout="constrained")
+    ax = fig.subplots()
+    im = ax.imshow(shade, cmap="Blues", vmin=0)
+    fig.colorbar(
+        im, ax=ax, fraction=0.046, label="fraction of true class" if normalize else "count"
+    )
+    threshold = shade.max() / 2 if shade.size else 0
+    for i in range(k):
+        for j in range(k):
+            ax.text(
+                j,
+                i,
+                f"{counts[i, j]:g}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if shade[i, j] > threshold else "black",
+            )
+    ax.set_xticks(range(k), names, rotation=45, ha="right")
+    ax.set_yticks(range(k), names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title or "confusion matrix")
+    return fig
+
+
+def plot_class_scores(
+    report: Mapping[str, Any], class_names: Sequence[str] | None = None, title: str | None = None
+) -> Figure:
+    """Per-class precision, recall and F1 as grouped bars.
+
+    Parameters
+    ----------
+    report : dict
+        ``cnnrs.metrics.classification_report(..., output_dict=True)`` (scikit-learn's layout).
+    class_names : sequence of str, optional
+        The classes to show, in order; default every per-class entry of ``report``.
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    summary = {"accuracy", "macro avg", "weighted avg", "micro avg", "samples avg"}
+    names = (
+        [str(c) for c in class_names]
+        if class_names is not None
+        else [k for k, v in report.items() if k not in summary and isinstance(v, Mapping)]
+    )
+    missing = [c for c in names if c not in report]
+    if missing:
+        raise KeyError(f"report has no entry for classes {missing}")
+    if not names:
+        raise ValueError("report has no per-class entries")
+    metrics = ("precision", "recall", "f1-score")
+    width = 0.8 / len(metrics)
+    x = np.arange(len(names))
+    fig = _figure_class()(figsize=(max(6.0, 0.8 * len(names) + 2), 4.5), layout="constrained")
+    ax = fig.subplots()
+    for m, metric in enumerate(metrics):
+        values = [float(report[c][metric]) for c in names]
+        ax.bar(x + (m - 1) * width, values, width, label=metric, color=f"C{m}")
+    if "macro avg" in report:
+        ax.axhline(float(report["macro avg"]["f1-score"]), color="gray", ls=":", label="macro F1")
+    ax.set_xticks(x, names, rotation=45 if max(len(c) for c in names) > 3 else 0, ha="right")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("score")
+    ax.set_title(title or "per-class precision, recall and F1")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    return fig

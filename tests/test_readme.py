@@ -1,0 +1,33 @@
+"""The README is the contract with a new user: its commands are the ones CI runs,
+and its quickstart code runs as written."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text()
+    commands = [
+        line.strip() for line in ci.splitlines() if line.strip() and not line.startswith("#")
+    ]
+    test_command = commands[-1]
+    assert test_command == "make test"
+    assert re.search(r"^make test\b", README, re.M), "README must show the command CI runs"
+    assert re.search(r"^make demo\b", README, re.M), "README must show the demo command"
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^test:", makefile, re.M) and re.search(r"^demo:", makefile, re.M)
+
+
+def test_quickstart_runs(tmp_path, monkeypatch):
+    block = re.search(r"## Quickstart\n\n```python\n(.*?)```", README, re.S)
+    assert block, "README has a Quickstart python block"
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(block.group(1), "README.md", "exec"), namespace)
+    assert (tmp_path / "digits.safetensors").exists()
+    assert namespace["model"].evaluate(namespace["x_test"], namespace["y_test"])["accuracy"] > 0.5

@@ -4,7 +4,6 @@
 use std::borrow::Cow;
 
 use ndarray::{Array3, ArrayView3, ArrayView4};
-use rayon::prelude::*;
 
 use super::simd::{multiversion, Isa};
 use super::{shape_str, Pixel, PARALLEL_WORK};
@@ -20,6 +19,12 @@ pub trait ConvElem: Pixel + Default {
     /// Converts any pixel type into this one (numpy's `astype`).
     #[must_use]
     fn from_pixel<S: Pixel>(s: S) -> Self;
+    /// `self * k` (wrapping for integers).
+    #[must_use]
+    fn mul(self, k: Self) -> Self;
+    /// `self + other` (wrapping for integers).
+    #[must_use]
+    fn add(self, other: Self) -> Self;
 }
 
 impl ConvElem for f32 {
@@ -34,6 +39,14 @@ impl ConvElem for f32 {
     #[inline(always)]
     fn from_pixel<S: Pixel>(s: S) -> Self {
         s.to_f32()
+    }
+    #[inline(always)]
+    fn mul(self, k: Self) -> Self {
+        self * k
+    }
+    #[inline(always)]
+    fn add(self, other: Self) -> Self {
+        self + other
     }
 }
 
@@ -50,6 +63,14 @@ impl ConvElem for f64 {
     fn from_pixel<S: Pixel>(s: S) -> Self {
         s.to_f64()
     }
+    #[inline(always)]
+    fn mul(self, k: Self) -> Self {
+        self * k
+    }
+    #[inline(always)]
+    fn add(self, other: Self) -> Self {
+        self + other
+    }
 }
 
 impl ConvElem for i64 {
@@ -60,6 +81,14 @@ impl ConvElem for i64 {
     #[inline(always)]
     fn from_pixel<S: Pixel>(s: S) -> Self {
         s.to_i64()
+    }
+    #[inline(always)]
+    fn mul(self, k: Self) -> Self {
+        self.wrapping_mul(k)
+    }
+    #[inline(always)]
+    fn add(self, other: Self) -> Self {
+        self.wrapping_add(other)
     }
 }
 
@@ -202,8 +231,9 @@ fn row_generic<T: ConvElem, const FMA: bool>(
 }
 
 /// Adds one channel's contribution to output row `i` for a 3×3 kernel with
-/// stride 1: the nine taps fused in one pass over the interior columns (same
-/// order of additions as [`row_generic`]), the border columns point by point.
+/// stride 1: the nine taps fused in one pass over the interior columns, the
+/// border columns point by point. Floats may differ from [`row_generic`] in
+/// the last bits (the nine products are summed in another order).
 #[inline(always)]
 fn row_3x3<T: ConvElem, const FMA: bool>(
     ctx: &ConvCtx<'_, T>,
@@ -232,23 +262,21 @@ fn row_3x3<T: ConvElem, const FMA: bool>(
         let k: [T; 9] = kern[..9].try_into().expect("3x3 kernel");
         let (a0, a1, a2) = (&r0[b..b + n + 2], &r1[b..b + n + 2], &r2[b..b + n + 2]);
         for (j, o) in out[lo..hi].iter_mut().enumerate() {
-            let mut acc = *o;
-            acc = a0[j].madd::<FMA>(k[0], acc);
-            acc = a0[j + 1].madd::<FMA>(k[1], acc);
-            acc = a0[j + 2].madd::<FMA>(k[2], acc);
-            acc = a1[j].madd::<FMA>(k[3], acc);
-            acc = a1[j + 1].madd::<FMA>(k[4], acc);
-            acc = a1[j + 2].madd::<FMA>(k[5], acc);
-            acc = a2[j].madd::<FMA>(k[6], acc);
-            acc = a2[j + 1].madd::<FMA>(k[7], acc);
-            acc = a2[j + 2].madd::<FMA>(k[8], acc);
-            *o = acc;
+            // Three independent chains (one per kernel row) instead of one of
+            // nine dependent multiply-adds: the loop is latency-bound otherwise.
+            let s0 = a0[j + 2].madd::<FMA>(
+                k[2],
+                a0[j + 1].madd::<FMA>(k[1], a0[j].madd::<FMA>(k[0], *o)),
+            );
+            let s1 = a1[j + 2].madd::<FMA>(k[5], a1[j + 1].madd::<FMA>(k[4], a1[j].mul(k[3])));
+            let s2 = a2[j + 2].madd::<FMA>(k[8], a2[j + 1].madd::<FMA>(k[7], a2[j].mul(k[6])));
+            *o = s0.add(s1.add(s2));
         }
     }
 }
 
 /// Computes the output rows `first, first + 1, …` (global index `o * ho + i`)
-/// into `out`, which holds whole rows.
+/// into `out`, which holds whole rows and starts zeroed.
 #[inline(always)]
 fn rows_body<T: ConvElem, const FMA: bool>(
     ctx: &ConvCtx<'_, T>,
@@ -260,7 +288,6 @@ fn rows_body<T: ConvElem, const FMA: bool>(
     let taps = ctx.kh * ctx.kw;
     for (g, row) in (first..).zip(out.chunks_exact_mut(ctx.wo)) {
         let (o, i) = (g / ctx.ho, g % ctx.ho);
-        row.fill(T::default());
         for ch in 0..ctx.c {
             let plane = &ctx.planes[ch * plane_len..(ch + 1) * plane_len];
             let kern = &ctx.kernel[(o * ctx.c + ch) * taps..(o * ctx.c + ch + 1) * taps];
@@ -358,18 +385,10 @@ pub(crate) fn conv2d_with<T: ConvElem>(
         wo,
     };
     let fused = allow_fused && kh == 3 && kw == 3 && p.stride == 1;
-    let rows = n * ho;
-    let mut out = vec![T::default(); rows * wo];
-    let work = rows * wo * kh * kw * c;
-    if work < PARALLEL_WORK {
-        conv_rows(isa, &ctx, 0, fused, &mut out);
-    } else {
-        let tasks = rayon::current_num_threads() * 8;
-        let per_task = rows.div_ceil(tasks).max(1);
-        out.par_chunks_mut(per_task * wo)
-            .enumerate()
-            .for_each(|(t, chunk)| conv_rows(isa, &ctx, t * per_task, fused, chunk));
-    }
+    let work = n * ho * wo * kh * kw * c;
+    let out = super::build_rows(n * ho, wo, work >= PARALLEL_WORK, |first, chunk| {
+        conv_rows(isa, &ctx, first, fused, chunk);
+    });
     Ok(Array3::from_shape_vec((n, ho, wo), out).expect("shape matches length"))
 }
 
@@ -468,7 +487,7 @@ mod tests {
             (8, 5, 2, 3, 2, 3, 2, 1),
             (10, 11, 1, 2, 5, 1, 3, 2),
             (4, 4, 1, 1, 3, 3, 1, 3),
-            (33, 70, 2, 2, 3, 3, 1, 1),
+            (120, 130, 2, 2, 3, 3, 1, 1),
         ] {
             let x = Array3::from_shape_fn((h, w, c), |_| lcg(&mut seed));
             let k = Array4::from_shape_fn((n, kh, kw, c), |_| lcg(&mut seed));

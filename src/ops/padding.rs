@@ -2,7 +2,6 @@
 //! and `edge` modes.
 
 use ndarray::{Array3, ArrayView3};
-use rayon::prelude::*;
 
 use super::PARALLEL_WORK;
 use crate::error::{Error, Result};
@@ -86,7 +85,7 @@ fn source_index<T>(i: usize, before: usize, n: usize, mode: &PadMode<T>) -> Opti
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] when the image is empty.
-pub fn pad<T: Copy + Send + Sync>(
+pub fn pad<T: Copy + Default + Send + Sync>(
     x: ArrayView3<T>,
     pad: Pad,
     mode: PadMode<T>,
@@ -128,19 +127,16 @@ pub fn pad<T: Copy + Send + Sync>(
             }
         }
     };
-    let mut out = Vec::with_capacity(ho * row_out);
-    // Every element is written by `fill`; start from the edge value so the
-    // buffer is initialised without a zero for types that have none.
-    out.resize(ho * row_out, src[0]);
-    if ho * row_out >= PARALLEL_WORK * 4 {
-        out.par_chunks_mut(row_out)
-            .enumerate()
-            .for_each(|(i, row)| fill(i, row));
-    } else {
-        out.chunks_mut(row_out)
-            .enumerate()
-            .for_each(|(i, row)| fill(i, row));
-    }
+    let out = super::build_rows(
+        ho,
+        row_out,
+        ho * row_out >= PARALLEL_WORK * 4,
+        |first, chunk| {
+            for (i, row) in (first..).zip(chunk.chunks_exact_mut(row_out)) {
+                fill(i, row);
+            }
+        },
+    );
     Ok(Array3::from_shape_vec((ho, wo, c), out).expect("shape matches length"))
 }
 

@@ -1,7 +1,6 @@
 //! Max and average pooling over `p × p` windows, channel by channel.
 
 use ndarray::{Array3, ArrayView3};
-use rayon::prelude::*;
 
 use super::simd::{multiversion, Isa};
 use super::{shape_str, AvgElem, Pixel, PARALLEL_WORK};
@@ -35,9 +34,69 @@ impl<T> PoolCtx<'_, T> {
     }
 }
 
-/// Output rows `first, first + 1, …` of a max pooling. The window is reduced
-/// down the rows first (one contiguous pass per row), then across columns; the
-/// 2×2 stride-1 window is fused into one pass. NaN propagates like `numpy.max`.
+/// One output row of a max pooling, windows starting at input row `r0`. The
+/// window is reduced down the rows first (one contiguous pass per row), then
+/// across columns; the 2×2 stride-1 window is fused into one pass.
+///
+/// With `EXACT` every comparison propagates NaN like `numpy.max`; without it
+/// the row uses one `max` instruction per comparison and returns whether the
+/// window rows hold a NaN, so the caller can redo the row exactly.
+#[inline(always)]
+fn max_row<T: Pixel, const EXACT: bool>(
+    ctx: &PoolCtx<'_, T>,
+    r0: usize,
+    fused: bool,
+    tmp: &mut Vec<T>,
+    orow: &mut [T],
+) -> bool {
+    let mx = |a: T, b: T| if EXACT { a.max_nan(b) } else { a.fast_max(b) };
+    let any_nan = |xs: &[T]| !EXACT && xs.iter().fold(false, |n, v| n | v.is_nan());
+    let (c, s, p) = (ctx.c, ctx.stride, ctx.size);
+    let width = orow.len();
+    if fused {
+        let (a, b) = (ctx.row(r0), ctx.row(r0 + 1));
+        let (a0, a1, b0, b1) = (&a[..width], &a[c..c + width], &b[..width], &b[c..c + width]);
+        let mut nan = false;
+        for (q, o) in orow.iter_mut().enumerate() {
+            let (x0, y0) = (a0[q], b0[q]);
+            *o = mx(mx(x0, y0), mx(a1[q], b1[q]));
+            nan |= !EXACT && (x0.is_nan() | y0.is_nan());
+        }
+        return nan || any_nan(&a[width..]) || any_nan(&b[width..]);
+    }
+    let mut nan = any_nan(ctx.row(r0));
+    tmp.clear();
+    tmp.extend_from_slice(ctx.row(r0));
+    for di in 1..p {
+        let row = ctx.row(r0 + di);
+        nan |= any_nan(row);
+        for (t, &x) in tmp.iter_mut().zip(row) {
+            *t = mx(*t, x);
+        }
+    }
+    if s == 1 {
+        orow.copy_from_slice(&tmp[..width]);
+        for dj in 1..p {
+            for (o, &t) in orow.iter_mut().zip(&tmp[dj * c..]) {
+                *o = mx(*o, t);
+            }
+        }
+    } else {
+        for j in 0..ctx.wo {
+            for ch in 0..c {
+                let mut m = tmp[j * s * c + ch];
+                for dj in 1..p {
+                    m = mx(m, tmp[(j * s + dj) * c + ch]);
+                }
+                orow[j * c + ch] = m;
+            }
+        }
+    }
+    nan
+}
+
+/// Output rows `first, first + 1, …` of a max pooling; NaN propagates like
+/// `numpy.max` (a row holding a NaN is redone with NaN-aware comparisons).
 #[inline(always)]
 fn max_body<T: Pixel, const FMA: bool>(
     ctx: &PoolCtx<'_, T>,
@@ -45,43 +104,10 @@ fn max_body<T: Pixel, const FMA: bool>(
     fused: bool,
     out: &mut [T],
 ) {
-    let (c, s, p) = (ctx.c, ctx.stride, ctx.size);
-    let width = ctx.wo * c;
     let mut tmp: Vec<T> = Vec::new();
-    for (i, orow) in (first..).zip(out.chunks_exact_mut(width)) {
-        let r0 = i * s;
-        if fused {
-            let (a, b) = (ctx.row(r0), ctx.row(r0 + 1));
-            let (a0, a1, b0, b1) = (&a[..width], &a[c..c + width], &b[..width], &b[c..c + width]);
-            for (q, o) in orow.iter_mut().enumerate() {
-                *o = a0[q].max_nan(b0[q]).max_nan(a1[q].max_nan(b1[q]));
-            }
-            continue;
-        }
-        tmp.clear();
-        tmp.extend_from_slice(ctx.row(r0));
-        for di in 1..p {
-            for (t, &x) in tmp.iter_mut().zip(ctx.row(r0 + di)) {
-                *t = t.max_nan(x);
-            }
-        }
-        if s == 1 {
-            orow.copy_from_slice(&tmp[..width]);
-            for dj in 1..p {
-                for (o, &t) in orow.iter_mut().zip(&tmp[dj * c..]) {
-                    *o = o.max_nan(t);
-                }
-            }
-        } else {
-            for j in 0..ctx.wo {
-                for ch in 0..c {
-                    let mut m = tmp[j * s * c + ch];
-                    for dj in 1..p {
-                        m = m.max_nan(tmp[(j * s + dj) * c + ch]);
-                    }
-                    orow[j * c + ch] = m;
-                }
-            }
+    for (i, orow) in (first..).zip(out.chunks_exact_mut(ctx.wo * ctx.c)) {
+        if max_row::<T, false>(ctx, i * ctx.stride, fused, &mut tmp, orow) {
+            max_row::<T, true>(ctx, i * ctx.stride, fused, &mut tmp, orow);
         }
     }
 }
@@ -168,25 +194,6 @@ fn check(x: &ArrayView3<'_, impl Pixel>, p: &PoolParams) -> Result<(usize, usize
     Ok(((h - p.size) / p.stride + 1, (w - p.size) / p.stride + 1))
 }
 
-/// Runs `rows(first_row, chunk)` over the output rows, in parallel when the
-/// image is big enough.
-fn drive<U: Send>(
-    out: &mut [U],
-    ho: usize,
-    width: usize,
-    work: usize,
-    rows: impl Fn(usize, &mut [U]) + Sync,
-) {
-    if work < PARALLEL_WORK || width == 0 {
-        rows(0, out);
-    } else {
-        let per_task = ho.div_ceil(rayon::current_num_threads() * 8).max(1);
-        out.par_chunks_mut(per_task * width)
-            .enumerate()
-            .for_each(|(t, chunk)| rows(t * per_task, chunk));
-    }
-}
-
 /// Max pooling of an `(H, W, C)` image: `(H', W', C)` with
 /// `H' = (H - size) // stride + 1`; the dtype is kept and NaN propagates.
 ///
@@ -216,16 +223,10 @@ pub(crate) fn max_pool_with<T: Pixel>(
         wo,
     };
     let fused = allow_fused && p.size == 2 && p.stride == 1;
-    let mut out = vec![src[0]; ho * wo * c];
-    drive(
-        &mut out,
-        ho,
-        wo * c,
-        ho * wo * c * p.size * p.size,
-        |first, chunk| {
-            max_rows(isa, &ctx, first, fused, chunk);
-        },
-    );
+    let parallel = ho * wo * c * p.size * p.size >= PARALLEL_WORK;
+    let out = super::build_rows(ho, wo * c, parallel, |first, chunk| {
+        max_rows(isa, &ctx, first, fused, chunk);
+    });
     Ok(Array3::from_shape_vec((ho, wo, c), out).expect("shape matches length"))
 }
 
@@ -257,16 +258,10 @@ pub(crate) fn avg_pool_with<T: Pixel>(
         wo,
     };
     let fused = allow_fused && p.size == 2 && p.stride == 1;
-    let mut out = vec![T::Avg::default(); ho * wo * c];
-    drive(
-        &mut out,
-        ho,
-        wo * c,
-        ho * wo * c * p.size * p.size,
-        |first, chunk| {
-            avg_rows(isa, &ctx, first, fused, chunk);
-        },
-    );
+    let parallel = ho * wo * c * p.size * p.size >= PARALLEL_WORK;
+    let out = super::build_rows(ho, wo * c, parallel, |first, chunk| {
+        avg_rows(isa, &ctx, first, fused, chunk);
+    });
     Ok(Array3::from_shape_vec((ho, wo, c), out).expect("shape matches length"))
 }
 
@@ -329,7 +324,7 @@ mod tests {
 
     #[test]
     fn fused_2x2_equals_generic_exactly() {
-        let x = Array3::from_shape_fn((64, 300, 1), |(i, j, _)| {
+        let x = Array3::from_shape_fn((256, 300, 1), |(i, j, _)| {
             ((i * 31 + j * 17) % 97) as f32 * 0.37
         });
         let pp = PoolParams { size: 2, stride: 1 };
@@ -355,6 +350,31 @@ mod tests {
             )
             .unwrap();
             assert!(m.iter().all(|v| v.is_nan()));
+        }
+    }
+
+    #[test]
+    fn nan_anywhere_in_a_window_propagates_on_every_path() {
+        for &(h, w, c) in &[(5, 40, 1), (6, 33, 3)] {
+            for pos in [(0, 0), (h - 1, w - 1), (2, w - 1), (h - 1, 0), (3, 17)] {
+                let mut x = Array3::from_shape_fn((h, w, c), |(i, j, k)| (i * 3 + j + k) as f64);
+                x[[pos.0, pos.1, c - 1]] = f64::NAN;
+                for &(p, s) in &[(2, 1), (3, 1), (2, 2)] {
+                    let pp = PoolParams { size: p, stride: s };
+                    let want = reference(&x, p, s, true);
+                    for isa in Isa::available() {
+                        for fused in [false, true] {
+                            let got = max_pool_with(x.view(), &pp, isa, fused).unwrap();
+                            for (a, b) in got.iter().zip(&want) {
+                                assert!(
+                                    a == b || (a.is_nan() && b.is_nan()),
+                                    "{pos:?} p={p} s={s}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 

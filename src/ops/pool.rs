@@ -182,9 +182,8 @@ fn check(x: &ArrayView3<'_, impl Pixel>, p: &PoolParams) -> Result<(usize, usize
     }
     if p.size == 0 || p.size > h.min(w) {
         return Err(Error::invalid(format!(
-            "p must be between 1 and the image's smaller side {} (image shape {}), got {}",
+            "p must be between 1 and the image's smaller side {} (H={h}, W={w}), got {}",
             h.min(w),
-            shape_str(x.shape()),
             p.size
         )));
     }

@@ -186,6 +186,25 @@ def test_cifar10_path_runs_on_synthetic_batches(tmp_path):
     check_report(out, report)
 
 
+def test_cifar10_that_cannot_be_downloaded_exits_1_with_advice(tmp_path, monkeypatch, capsys):
+    import urllib.error
+
+    import cnnrs.datasets as ds
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("offline")
+
+    monkeypatch.setattr(ds, "_search_roots", lambda: [tmp_path / "keras" / "datasets"])
+    monkeypatch.setattr(ds, "_cache_dir", lambda: tmp_path / "keras" / "datasets")
+    monkeypatch.setattr(ds, "_download", offline)
+    argv = ["demo", "--dataset", "cifar10", "--quick", "--verbose", "0"]
+    code = main([*argv, "--out", str(tmp_path / "out")])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "could not be downloaded" in err and "--cifar-path" in err
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -38,7 +38,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -363,12 +363,12 @@ class _Figures:
 
 # --- Section 1 -----------------------------------------------------------------------
 
-WORKED_CONVOLUTION = {
+WORKED_CONVOLUTION: dict[str, Any] = {
     "image": [[1, 2, 0], [4, 5, 6], [7, 8, 9]],
     "kernel": [[1, 0], [0, -1]],
     "expected": [[-4, -4], [-4, -4]],
 }
-WORKED_POOLING = {
+WORKED_POOLING: dict[str, Any] = {
     "image": [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12], [13, 14, 15, 16]],
     "p": 2,
     "expected_max": [[6, 7, 8], [10, 11, 12], [14, 15, 16]],
@@ -388,7 +388,7 @@ def section1(config: DemoConfig, figures: _Figures, log: _Log) -> dict[str, Any]
     pool_in = np.array(WORKED_POOLING["image"])
     pooled_max = pooling(pool_in, 2, "max_pooling")
     pooled_avg = pooling(pool_in, 2, "avg_pooling")
-    worked = {
+    worked: dict[str, Any] = {
         "convolution": {**WORKED_CONVOLUTION, "result": conv},
         "pooling": {**WORKED_POOLING, "max_pooling": pooled_max, "avg_pooling": pooled_avg},
     }
@@ -450,7 +450,15 @@ def _load_data(config: DemoConfig, log: _Log) -> tuple[Any, Any, Any, Any, list[
         names = list(datasets.DIGITS_CLASSES)
     else:
         log("  loading CIFAR-10" + (f" from {config.cifar_path}" if config.cifar_path else ""))
-        (x, y), (xt, yt) = datasets.load_cifar10(config.cifar_path)
+        try:
+            (x, y), (xt, yt) = datasets.load_cifar10(config.cifar_path)
+        except OSError as exc:
+            if config.cifar_path is not None or isinstance(exc, FileNotFoundError):
+                raise
+            raise OSError(
+                f"CIFAR-10 is not cached and could not be downloaded ({exc}); download "
+                f"{datasets.CIFAR10_URL} elsewhere and pass --cifar-path to it"
+            ) from exc
         names = list(datasets.CIFAR10_CLASSES)
     return x, y, xt, yt, names
 
@@ -463,7 +471,7 @@ def _subset(x: Any, y: Any, n: int, seed: int) -> tuple[Any, Any]:
 
 
 def _summaries(
-    archs: Sequence[str], shape: tuple[int, ...], k: int, device: str
+    archs: Sequence[str], shape: tuple[int, int, int], k: int, device: str
 ) -> dict[str, dict[str, Any]]:
     from .models import Model
 
@@ -522,8 +530,17 @@ def section2(config: DemoConfig, figures: _Figures, log: _Log) -> dict[str, Any]
     if config.subset is not None or (plan.subset is not None and plan.subset < len(x)):
         x, y = _subset(x, y, plan.subset or len(x), config.seed)
     k = len(names)
-    shape = tuple(int(d) for d in x.shape[1:])
+    h, w, c = (int(d) for d in x.shape[1:])
+    shape = (h, w, c)
     log(f"  training images {x.shape} (of {full_train}), test images {xt.shape}, {k} classes")
+    from . import cuda_available
+
+    if (
+        config.dataset == "cifar10"
+        and len(x) > 5000
+        and not (config.device != "cpu" and cuda_available())
+    ):
+        log("  note: CIFAR-10 on a CPU takes hours; --subset N or --quick makes a shorter run")
     figures.save(
         plotting.plot_images(x, y, names, n=30),
         "training_images.png",
@@ -578,7 +595,7 @@ def section2(config: DemoConfig, figures: _Figures, log: _Log) -> dict[str, Any]
         _cv_figure(cv), "cv_accuracy.png", "Held-out accuracy of every fold, per architecture"
     )
 
-    param_grid = {
+    param_grid: dict[str, list[Any]] = {
         "architecture": plan.grid_architectures,
         "epochs": plan.grid_epochs,
         "learning_rate": plan.grid_learning_rates,
@@ -847,7 +864,7 @@ def _set_threads(config: DemoConfig) -> int:
     return int(torch.get_num_threads())
 
 
-def run_demo(config: DemoConfig, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run_demo(config: DemoConfig) -> dict[str, Any]:
     """Runs the study into ``config.out``; returns the report written to ``report.json``.
 
     Raises
@@ -863,7 +880,7 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] | None = None) -> di
 
     from . import __version__, torch_version
 
-    logger = log if isinstance(log, _Log) else _Log()
+    logger = _Log()
     config.out.mkdir(parents=True, exist_ok=True)
     threads = _set_threads(config)
     logger(f"cnnrs {__version__} demo: writing to {config.out.resolve()} ({threads} CPU threads)")

@@ -6,6 +6,11 @@ use super::simd::{multiversion, Isa};
 use super::{shape_str, AvgElem, Pixel, PARALLEL_WORK};
 use crate::error::{Error, Result};
 
+/// Pooling does so little per element that splitting a 512×512 image over
+/// threads costs more in wake-ups than it saves; it goes parallel from about
+/// 1024×1024 up.
+const POOL_PARALLEL_WORK: usize = PARALLEL_WORK * 8;
+
 /// Window size and stride of a pooling.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolParams {
@@ -222,7 +227,7 @@ pub(crate) fn max_pool_with<T: Pixel>(
         wo,
     };
     let fused = allow_fused && p.size == 2 && p.stride == 1;
-    let parallel = ho * wo * c * p.size * p.size >= PARALLEL_WORK;
+    let parallel = ho * wo * c * p.size * p.size >= POOL_PARALLEL_WORK;
     let out = super::build_rows(ho, wo * c, parallel, |first, chunk| {
         max_rows(isa, &ctx, first, fused, chunk);
     });
@@ -257,7 +262,7 @@ pub(crate) fn avg_pool_with<T: Pixel>(
         wo,
     };
     let fused = allow_fused && p.size == 2 && p.stride == 1;
-    let parallel = ho * wo * c * p.size * p.size >= PARALLEL_WORK;
+    let parallel = ho * wo * c * p.size * p.size >= POOL_PARALLEL_WORK;
     let out = super::build_rows(ho, wo * c, parallel, |first, chunk| {
         avg_rows(isa, &ctx, first, fused, chunk);
     });

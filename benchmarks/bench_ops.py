@@ -52,21 +52,23 @@ def course_pooling(image: np.ndarray, p: int, kind: str) -> np.ndarray:
 
 
 def interleaved_medians(calls: dict[str, tuple[Callable[[], object], bool]], n: int) -> dict:
-    """Median time of each call, timed round-robin: each round calls every peer
-    once, so a burst of load from elsewhere on the machine hits all peers alike.
-    Slow peers (the course's numpy, correlate2d) take part in fewer rounds."""
-    rounds = 15 if n >= 4096 else 100
-    slow_rounds = 2 if n >= 4096 else 5
+    """Median time of each call, timed in rounds: in each round every peer makes
+    one untimed call (so the thread pool of the peer before it has gone quiet
+    and its own is awake) and then a few timed ones. A burst of load from
+    elsewhere on the machine thus hits all peers alike. Slow peers (the course's
+    numpy, correlate2d) take part in fewer rounds."""
+    rounds, per_round = (15, 1) if n >= 4096 else (20, 5)
+    slow_rounds = 2 if n >= 4096 else 3
     times: dict[str, list[float]] = {name: [] for name in calls}
-    for fn, _ in calls.values():
-        fn()  # warm-up: caches, thread pools, lazy imports
     for r in range(rounds):
         for name, (fn, slow) in calls.items():
             if slow and r >= slow_rounds:
                 continue
-            start = time.perf_counter()
             fn()
-            times[name].append(time.perf_counter() - start)
+            for _ in range(1 if slow else per_round):
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
@@ -179,8 +181,11 @@ def main() -> None:
         f"Versions: numpy {np.__version__}, SciPy {scipy.__version__}, OpenCV {cv2.__version__}, "
         f"PyTorch {torch.__version__}.",
         "",
-        "Each cell is **peer time / cnnrs time** (above 1: cnnrs is faster), medians of "
-        'repeated calls, numpy in and numpy out. "course numpy" is the study\'s '
+        "Each cell is **peer time / cnnrs time** (above 1: cnnrs is faster). Times are "
+        "medians of calls made in rounds (each round: one untimed call per peer, then 5 timed "
+        "at 512² and 1 at 4096²; 20 and 15 rounds, 3 and 2 for the course's numpy and "
+        "correlate2d), so load from elsewhere on the shared machine hits all peers alike; "
+        'numpy in and numpy out. "course numpy" is the study\'s '
         "`sliding_window_view` + `einsum` convolution (after `np.pad`) and "
         '`sliding_window_view` + `max`/`mean` pooling; convolutions are 3×3 with "same" '
         "zero padding (OpenCV `BORDER_CONSTANT`, PyTorch `padding=1`); pooling is 2×2, "

@@ -27,8 +27,9 @@ use crate::error::{Error, Result};
 
 /// Below this many multiply-adds (or compared elements) a kernel runs on the
 /// calling thread: handing a job to rayon's sleeping workers and waiting for
-/// them costs about 10 µs, more than it saves on small images (measured on the
-/// benchmark machine: a 3×3 convolution gains from two threads from ~170×170 up).
+/// them costs about 10 µs (more with other libraries' thread pools spinning
+/// beside them), more than it saves on small images. Kernels scale it by how
+/// much work an element costs them.
 pub(crate) const PARALLEL_WORK: usize = 1 << 18;
 
 /// Builds an output of `rows` rows of `row_len` elements: `f(first_row, chunk)`

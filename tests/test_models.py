@@ -257,7 +257,7 @@ def test_save_load_round_trip_and_pytorch_reference(tmp_path, digits, arch):
     tensors, meta = _read_safetensors(path)
     ref = _torch_forward(
         tensors,
-        m._net.layer_specs,
+        m.layer_specs,
         x[400:600],
         meta["normalization"]["mean"],
         meta["normalization"]["std"],

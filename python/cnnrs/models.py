@@ -6,6 +6,7 @@ prints; building, training, evaluation and saving happen in ``cnnrs._core``.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from typing import Any, Callable, Union
@@ -173,6 +174,12 @@ class Model:
         if stats is None:
             return None
         return {"mean": np.asarray(stats[0]), "std": np.asarray(stats[1])}
+
+    @property
+    def layer_specs(self) -> list[dict[str, Any]]:
+        """The hidden layers as dicts (``{"type": "conv", "filters": 32, ...}``); the
+        softmax head is not listed."""
+        return json.loads(self._net.layer_specs_json)
 
     @property
     def layers(self) -> list[dict[str, Any]]:

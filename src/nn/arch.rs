@@ -28,7 +28,8 @@ impl Init {
     }
 }
 
-/// One hidden layer. Convolutions are 3×3-style "same" convolutions with ReLU,
+/// One hidden layer, serialised with the names users write in layer specs
+/// (`{"type": "maxpool", "size": 2}`). Convolutions are 3×3-style "same" convolutions with ReLU,
 /// dense layers use ReLU; the classification head (dense + softmax over the
 /// classes found in the data) is added by the model, not listed here.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -39,15 +40,18 @@ pub enum Layer {
         kernel_size: usize,
         init: Init,
     },
+    #[serde(rename = "maxpool")]
     MaxPool {
         size: usize,
     },
+    #[serde(rename = "avgpool")]
     AvgPool {
         size: usize,
     },
     Dropout {
         rate: f64,
     },
+    #[serde(rename = "batchnorm")]
     BatchNorm,
     Flatten,
     Dense {

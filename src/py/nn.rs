@@ -269,52 +269,6 @@ impl PyNetwork {
     }
 }
 
-fn layer_dict<'py>(py: Python<'py>, l: &Layer) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    match l {
-        Layer::Conv {
-            filters,
-            kernel_size,
-            init,
-        } => {
-            d.set_item("type", "conv")?;
-            d.set_item("filters", filters)?;
-            d.set_item("kernel_size", kernel_size)?;
-            d.set_item(
-                "initializer",
-                serde_json::to_value(init)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from)),
-            )?;
-        }
-        Layer::MaxPool { size } => {
-            d.set_item("type", "maxpool")?;
-            d.set_item("size", size)?;
-        }
-        Layer::AvgPool { size } => {
-            d.set_item("type", "avgpool")?;
-            d.set_item("size", size)?;
-        }
-        Layer::Dropout { rate } => {
-            d.set_item("type", "dropout")?;
-            d.set_item("rate", rate)?;
-        }
-        Layer::BatchNorm => d.set_item("type", "batchnorm")?,
-        Layer::Flatten => d.set_item("type", "flatten")?,
-        Layer::Dense { units, init } => {
-            d.set_item("type", "dense")?;
-            d.set_item("units", units)?;
-            d.set_item(
-                "initializer",
-                serde_json::to_value(init)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from)),
-            )?;
-        }
-    }
-    Ok(d)
-}
-
 #[pymethods]
 impl PyNetwork {
     #[new]
@@ -499,14 +453,10 @@ impl PyNetwork {
             .map(|n| (n.mean.clone(), n.std.clone()))
     }
 
-    /// The hidden layer specs as dicts.
+    /// The hidden layer specs as JSON (`[{"type": "conv", "filters": 32, ...}, ...]`).
     #[getter]
-    fn layer_specs<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
-        self.lock()
-            .layers()
-            .iter()
-            .map(|l| layer_dict(py, l))
-            .collect()
+    fn layer_specs_json(&self) -> PyResult<String> {
+        serde_json::to_string(self.lock().layers()).map_err(|e| Error::format(e.to_string()).into())
     }
 
     /// Keras-style layer table once built: dicts of name, type, output_shape,

@@ -464,6 +464,18 @@ IMG = np.zeros((5, 5))
             "image must hold real numbers",
         ),
         (lambda: cnnrs.create_padding(IMG, -1), ValueError, "d must be an integer >= 0, got -1"),
+        (lambda: cnnrs.create_padding(IMG, 10**15), ValueError, "too large"),
+        (lambda: cnnrs.create_padding(IMG, 2**62), ValueError, "too large"),
+        (
+            lambda: cnnrs.convolution(IMG, np.ones((3, 3)), padding=10**15),
+            ValueError,
+            "fits in memory",
+        ),
+        (
+            lambda: cnnrs.convolution(IMG, np.ones((3, 3)), padding=2**62),
+            ValueError,
+            "fits in memory",
+        ),
         (
             lambda: cnnrs.create_padding(IMG, 1, "wrap"),
             ValueError,

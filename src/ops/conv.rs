@@ -353,7 +353,12 @@ pub(crate) fn conv2d_with<T: ConvElem>(
     }
     let (pt, pb) = resolve(p.padding, h, kh, p.stride);
     let (pl, pr) = resolve(p.padding, w, kw, p.stride);
-    let (hp, wp) = (h + pt + pb, w + pl + pr);
+    let (Some(hp), Some(wp)) = (
+        h.checked_add(pt).and_then(|v| v.checked_add(pb)),
+        w.checked_add(pl).and_then(|v| v.checked_add(pr)),
+    ) else {
+        return Err(Error::invalid("padding is too large"));
+    };
     if kh > hp || kw > wp {
         return Err(Error::invalid(format!(
             "kernel ({kh}, {kw}) is larger than the padded image ({hp}, {wp}); \
@@ -384,10 +389,17 @@ pub(crate) fn conv2d_with<T: ConvElem>(
         wo,
     };
     let fused = allow_fused && kh == 3 && kw == 3 && p.stride == 1;
-    let work = n * ho * wo * kh * kw * c;
-    let out = super::build_rows(n * ho, wo, work >= CONV_PARALLEL_WORK, |first, chunk| {
-        conv_rows(isa, &ctx, first, fused, chunk);
-    });
+    let work = [n, ho, wo, kh, kw, c]
+        .into_iter()
+        .fold(1usize, usize::saturating_mul);
+    let out = super::build_rows(
+        n.saturating_mul(ho),
+        wo,
+        work >= CONV_PARALLEL_WORK,
+        |first, chunk| {
+            conv_rows(isa, &ctx, first, fused, chunk);
+        },
+    )?;
     Ok(Array3::from_shape_vec((n, ho, wo), out).expect("shape matches length"))
 }
 

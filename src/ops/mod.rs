@@ -41,14 +41,25 @@ pub(crate) const PARALLEL_WORK: usize = 1 << 18;
 /// outputs are advised to use transparent huge pages (as numpy does for its own
 /// arrays): first-touching 64 MiB in 4 KiB pages costs more page faults than a
 /// 3×3 convolution costs arithmetic.
-pub(crate) fn build_rows<T, F>(rows: usize, row_len: usize, parallel: bool, f: F) -> Vec<T>
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when the output cannot be allocated (a padding
+/// so large that the result does not fit in memory), instead of aborting.
+pub(crate) fn build_rows<T, F>(rows: usize, row_len: usize, parallel: bool, f: F) -> Result<Vec<T>>
 where
     T: Default + Copy + Send + Sync,
     F: Fn(usize, &mut [T]) + Sync,
 {
     use std::mem::MaybeUninit;
-    let len = rows * row_len;
-    let mut out: Vec<T> = Vec::with_capacity(len);
+    let too_big = || {
+        Error::invalid(format!(
+            "the result would have {rows} × {row_len} elements, more than fits in memory; \
+             use a smaller padding"
+        ))
+    };
+    let len = rows.checked_mul(row_len).ok_or_else(too_big)?;
+    let mut out: Vec<T> = Vec::new();
+    out.try_reserve_exact(len).map_err(|_| too_big())?;
     #[cfg(target_os = "linux")]
     advise_huge_pages(out.as_ptr().cast(), len * std::mem::size_of::<T>());
     // Rows per call of `f`: about 32 KiB, so the zeroed rows are still in L1
@@ -80,7 +91,7 @@ where
     // SAFETY: the chunks above cover all `len` elements of the spare capacity
     // and `run` initialised each of them.
     unsafe { out.set_len(len) };
-    out
+    Ok(out)
 }
 
 #[cfg(target_os = "linux")]

@@ -99,13 +99,22 @@ pub fn pad<T: Copy + Default + Send + Sync>(
     }
     let x = x.as_standard_layout();
     let src = x.as_slice().expect("standard layout is contiguous");
-    let (ho, wo) = (h + pad.top + pad.bottom, w + pad.left + pad.right);
+    let grow = |n: usize, a: usize, b: usize| n.checked_add(a).and_then(|v| v.checked_add(b));
+    let (Some(ho), Some(wo)) = (grow(h, pad.top, pad.bottom), grow(w, pad.left, pad.right)) else {
+        return Err(Error::invalid("d is too large"));
+    };
     let row_in = w * c;
-    let row_out = wo * c;
+    let too_big = || {
+        Error::invalid(format!(
+            "d = {} makes the result too large for memory",
+            pad.top.max(pad.left)
+        ))
+    };
+    let row_out = wo.checked_mul(c).ok_or_else(too_big)?;
     // Column map once: where each padded column reads from.
-    let cols: Vec<Option<usize>> = (0..wo)
-        .map(|j| source_index(j, pad.left, w, &mode))
-        .collect();
+    let mut cols: Vec<Option<usize>> = Vec::new();
+    cols.try_reserve_exact(wo).map_err(|_| too_big())?;
+    cols.extend((0..wo).map(|j| source_index(j, pad.left, w, &mode)));
     let fill = |i: usize, out_row: &mut [T]| {
         let Some(r) = source_index(i, pad.top, h, &mode) else {
             if let PadMode::Constant(v) = mode {
@@ -130,13 +139,13 @@ pub fn pad<T: Copy + Default + Send + Sync>(
     let out = super::build_rows(
         ho,
         row_out,
-        ho * row_out >= PARALLEL_WORK * 4,
+        ho.saturating_mul(row_out) >= PARALLEL_WORK * 4,
         |first, chunk| {
             for (i, row) in (first..).zip(chunk.chunks_exact_mut(row_out)) {
                 fill(i, row);
             }
         },
-    );
+    )?;
     Ok(Array3::from_shape_vec((ho, wo, c), out).expect("shape matches length"))
 }
 

@@ -230,7 +230,7 @@ pub(crate) fn max_pool_with<T: Pixel>(
     let parallel = ho * wo * c * p.size * p.size >= POOL_PARALLEL_WORK;
     let out = super::build_rows(ho, wo * c, parallel, |first, chunk| {
         max_rows(isa, &ctx, first, fused, chunk);
-    });
+    })?;
     Ok(Array3::from_shape_vec((ho, wo, c), out).expect("shape matches length"))
 }
 
@@ -265,7 +265,7 @@ pub(crate) fn avg_pool_with<T: Pixel>(
     let parallel = ho * wo * c * p.size * p.size >= POOL_PARALLEL_WORK;
     let out = super::build_rows(ho, wo * c, parallel, |first, chunk| {
         avg_rows(isa, &ctx, first, fused, chunk);
-    });
+    })?;
     Ok(Array3::from_shape_vec((ho, wo, c), out).expect("shape matches length"))
 }
 

@@ -9,8 +9,8 @@ Each kernel has a one-line description of what it does to an image::
     'Sobel X: horizontal gradient; bright on vertical edges (dark-to-light left to right).'
     >>> cnnrs.convolution(image, kernels.SOBEL_X, padding="same")
 
-``STUDY_KERNELS`` maps the course notebook's readable titles ("Kernal 1" …
-"Kernal 5" and the Gaussian blur) to its kernels, in the notebook's order.
+``STUDY_KERNELS`` maps the course notebook's readable titles ("Kernel 1" …
+"Kernel 5" and the Gaussian blur) to its kernels, in the notebook's order.
 """
 
 from __future__ import annotations
@@ -79,13 +79,13 @@ DESCRIPTIONS: dict[str, str] = {
 
 #: The course notebook's kernels with readable titles, in its order.
 STUDY_KERNELS: dict[str, np.ndarray] = {
-    "Kernal 1: vertical edges (Prewitt-like, [1, 0, -1] rows)": _frozen(
+    "Kernel 1: vertical edges (Prewitt-like, [1, 0, -1] rows)": _frozen(
         [[1, 0, -1], [1, 0, -1], [1, 0, -1]]
     ),
-    "Kernal 2: horizontal edges (Prewitt Y)": PREWITT_Y,
-    "Kernal 3: Sobel X (vertical edges)": SOBEL_X,
-    "Kernal 4: Sobel Y (horizontal edges)": SOBEL_Y,
-    "Kernal 5: outline (Laplacian with -5 centre, darkens flat areas)": _frozen(
+    "Kernel 2: horizontal edges (Prewitt Y)": PREWITT_Y,
+    "Kernel 3: Sobel X (vertical edges)": SOBEL_X,
+    "Kernel 4: Sobel Y (horizontal edges)": SOBEL_Y,
+    "Kernel 5: outline (Laplacian with -5 centre, darkens flat areas)": _frozen(
         [[0, 1, 0], [1, -5, 1], [0, 1, 0]]
     ),
     "Gaussian blur (1/16 [[1, 2, 1], [2, 4, 2], [1, 2, 1]])": GAUSSIAN_BLUR,

@@ -257,21 +257,7 @@ impl AvgElem for f64 {
     }
 }
 
-/// Formats a shape as numpy prints it: `(3, 3)`, `(5,)`.
-#[must_use]
-pub fn shape_str(shape: &[usize]) -> String {
-    match shape {
-        [one] => format!("({one},)"),
-        _ => format!(
-            "({})",
-            shape
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
-}
+pub use crate::error::shape_str;
 
 #[cfg(test)]
 mod tests {

@@ -62,20 +62,6 @@ fn kfold_indices(
     Ok(to_py_splits(py, splits))
 }
 
-fn shape_text(shape: &[usize]) -> String {
-    match shape {
-        [one] => format!("({one},)"),
-        _ => format!(
-            "({})",
-            shape
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
-}
-
 /// Class codes for any label array-like of shape (N,) or (N, 1). The folds
 /// depend only on which samples share a class, so codes from `np.unique`
 /// give the same folds as the labels themselves, whatever their dtype.
@@ -90,7 +76,7 @@ fn label_codes(labels: &Bound<'_, PyAny>) -> PyResult<Vec<i64>> {
         _ => {
             return Err(Error::invalid(format!(
                 "labels must be 1-D (N,) or a column (N, 1), got shape {}",
-                shape_text(&shape)
+                crate::error::shape_str(&shape)
             ))
             .into())
         }

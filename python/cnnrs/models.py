@@ -118,6 +118,10 @@ class Model:
     ) -> None:
         if seed is None:
             seed = int(np.random.SeedSequence().entropy % (2**63))
+        elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise TypeError(f"seed must be an integer or None, got {type(seed).__name__}")
+        elif not 0 <= seed < 2**64:
+            raise ValueError(f"seed must be in [0, 2**64), got {seed}")
         if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)):
             raise TypeError(f"learning_rate must be a number, got {type(learning_rate).__name__}")
         self._net = _core.Network(architecture, float(learning_rate), device, int(seed))

@@ -8,7 +8,11 @@ scikit-learn's bundled digits (real 8x8 images).
 from __future__ import annotations
 
 import json
+import signal
 import struct
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -393,3 +397,26 @@ def test_cuda_training_matches_cpu_quality(digits):
     assert m.device == "cuda:0"
     m.fit(x[:1500], y[:1500], epochs=5, verbose=0)
     assert m.evaluate(x[1500:], y[1500:])["accuracy"] > 0.9
+
+
+def test_ctrl_c_stops_training_between_batches(tmp_path):
+    """A real SIGINT reaches Python while Rust trains with the GIL released."""
+    script = tmp_path / "train.py"
+    script.write_text(
+        "import sys, numpy as np, cnnrs\n"
+        "x = np.random.default_rng(0).integers(0, 255, (4096, 16, 16, 3), dtype=np.uint8)\n"
+        "y = np.arange(4096) % 10\n"
+        "m = cnnrs.Model('vgg3block', device='cpu', seed=0)\n"
+        "print('training', flush=True)\n"
+        "try:\n"
+        "    m.fit(x, y, epochs=1000, batch_size=32, verbose=0)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted', m.predict(x[:4]).shape, flush=True)\n"
+    )
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "training"
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert out.strip() == "interrupted (4, 10)"
+    assert proc.returncode == 0

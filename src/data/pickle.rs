@@ -337,6 +337,7 @@ impl<'a> Machine<'a> {
         Ok(())
     }
 
+    #[allow(clippy::too_many_lines)] // one arm per opcode: a dispatch table reads best whole
     fn run(mut self) -> Step<Value> {
         loop {
             let at = self.pos;

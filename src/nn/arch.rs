@@ -19,7 +19,6 @@ pub enum Init {
 impl Init {
     /// The half-width `l` of the uniform distribution for these fans.
     #[must_use]
-    #[allow(clippy::cast_precision_loss)]
     pub fn limit(self, fan_in: usize, fan_out: usize) -> f64 {
         match self {
             Init::HeUniform => (6.0 / fan_in as f64).sqrt(),
@@ -259,7 +258,6 @@ pub fn parse_specs(specs: &[(String, Vec<SpecArg>)]) -> Result<Vec<Layer>> {
                 size: positive(i, "pool size", args.first(), Some(2))?,
             },
             "dropout" => {
-                #[allow(clippy::cast_precision_loss)]
                 let rate = match args.first() {
                     Some(SpecArg::Float(r)) => *r,
                     Some(SpecArg::Int(r)) => *r as f64,

@@ -78,7 +78,6 @@ impl Images<'_> {
 
     /// The images on `device` as float32 NCHW.
     fn to_tensor(self, device: Device) -> Tensor {
-        #[allow(clippy::cast_possible_wrap)]
         let shape = self.shape.map(|d| d as i64);
         let t = match self.pixels {
             Pixels::U8(p) => Tensor::from_slice(p),
@@ -353,7 +352,6 @@ impl Model {
             }
         }
         let plan = arch::plan(&self.layers, input_shape, num_classes)?;
-        #[allow(clippy::cast_possible_wrap)]
         tch::manual_seed(self.seed as i64);
         let vs = VarStore::new(self.device);
         let net = Network::build(&vs.root(), &self.layers, &plan, input_shape[2])?;
@@ -510,66 +508,19 @@ impl Model {
         });
 
         self.fits += 1;
-        #[allow(clippy::cast_possible_wrap)]
         tch::manual_seed(self.seed.wrapping_add(self.fits.wrapping_mul(0x9E37_79B9)) as i64);
         let built = self.built.as_mut().expect("built above");
-        let n = x.len();
-        let batches = n.div_ceil(cfg.batch_size);
-        let sync_every = if device.is_cuda() { 25 } else { 1 };
         let mut history = History::default();
-        #[allow(clippy::cast_possible_wrap)]
-        let n64 = n as i64;
         for epoch in 0..cfg.epochs {
             let start = Instant::now();
-            let order = if cfg.shuffle {
-                Tensor::randperm(n64, (Kind::Int64, device))
-            } else {
-                Tensor::arange(n64, (Kind::Int64, device))
-            };
-            let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
-            let mut correct = Tensor::zeros([], (Kind::Int64, device));
-            let mut seen = 0usize;
-            let mut metrics = (0.0, 0.0);
-            for b in 0..batches {
-                let len = cfg.batch_size.min(n - b * cfg.batch_size);
-                #[allow(clippy::cast_possible_wrap)]
-                let idx = order.narrow(0, (b * cfg.batch_size) as i64, len as i64);
-                let xb = xt.index_select(0, &idx);
-                let yb = yt.index_select(0, &idx);
-                let logits = built.net.forward_t(&xb, true);
-                let loss = logits.cross_entropy_for_logits(&yb);
-                built.opt.backward_step(&loss);
-                seen += len;
-                tch::no_grad(|| {
-                    #[allow(clippy::cast_precision_loss)]
-                    let _ = loss_sum.g_add_(&(loss.detach() * len as f64));
-                    let _ =
-                        correct.g_add_(&logits.argmax(-1, false).eq_tensor(&yb).sum(Kind::Int64));
-                });
-                let last = b + 1 == batches;
-                let read = last || b % sync_every == 0;
-                #[allow(clippy::cast_precision_loss)]
-                if read {
-                    metrics = (
-                        loss_sum.double_value(&[]) / seen as f64,
-                        correct.int64_value(&[]) as f64 / seen as f64,
-                    );
-                }
-                monitor.batch(&BatchProgress {
-                    epoch,
-                    epochs: cfg.epochs,
-                    batch: b,
-                    batches,
-                    metrics: read.then_some(metrics),
-                })?;
-            }
+            let (loss, accuracy) = train_epoch(built, &xt, &yt, epoch, cfg, monitor)?;
             let val_metrics = match &val {
                 Some((vx, vy)) => Some(evaluate_tensors(&built.net, vx, vy, monitor)?),
                 None => None,
             };
             let logs = EpochLogs {
-                loss: metrics.0,
-                accuracy: metrics.1,
+                loss,
+                accuracy,
                 val: val_metrics,
                 seconds: start.elapsed().as_secs_f64(),
             };
@@ -616,7 +567,6 @@ impl Model {
         let batches = n.div_ceil(batch_size);
         for i in 0..batches {
             let len = batch_size.min(n - i * batch_size);
-            #[allow(clippy::cast_possible_wrap)]
             let xb = xt.narrow(0, (i * batch_size) as i64, len as i64);
             let p = tch::no_grad(|| b.net.probabilities(&xb)).to_device(Device::Cpu);
             out.extend(Vec::<f32>::try_from(p.flatten(0, -1))?);
@@ -767,6 +717,61 @@ impl Model {
     }
 }
 
+/// One pass over the shuffled training data; returns the epoch's running
+/// (loss, accuracy) as Keras reports them. Batches are gathered on the device;
+/// the running sums stay there and are read only when progress shows them
+/// (every batch on CPU, every 25th and the last on CUDA).
+fn train_epoch(
+    built: &mut Built,
+    x: &Tensor,
+    y: &Tensor,
+    epoch: usize,
+    cfg: &FitConfig,
+    monitor: &mut dyn Monitor,
+) -> Result<(f64, f64)> {
+    let device = x.device();
+    let n = usize::try_from(x.size()[0]).unwrap_or(0);
+    let batches = n.div_ceil(cfg.batch_size);
+    let sync_every = if device.is_cuda() { 25 } else { 1 };
+    let order = if cfg.shuffle {
+        Tensor::randperm(n as i64, (Kind::Int64, device))
+    } else {
+        Tensor::arange(n as i64, (Kind::Int64, device))
+    };
+    let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
+    let mut correct = Tensor::zeros([], (Kind::Int64, device));
+    let mut seen = 0usize;
+    let mut metrics = (0.0, 0.0);
+    for b in 0..batches {
+        let len = cfg.batch_size.min(n - b * cfg.batch_size);
+        let idx = order.narrow(0, (b * cfg.batch_size) as i64, len as i64);
+        let yb = y.index_select(0, &idx);
+        let logits = built.net.forward_t(&x.index_select(0, &idx), true);
+        let loss = logits.cross_entropy_for_logits(&yb);
+        built.opt.backward_step(&loss);
+        seen += len;
+        tch::no_grad(|| {
+            let _ = loss_sum.g_add_(&(loss.detach() * len as f64));
+            let _ = correct.g_add_(&logits.argmax(-1, false).eq_tensor(&yb).sum(Kind::Int64));
+        });
+        let read = b + 1 == batches || b % sync_every == 0;
+        if read {
+            metrics = (
+                loss_sum.double_value(&[]) / seen as f64,
+                correct.int64_value(&[]) as f64 / seen as f64,
+            );
+        }
+        monitor.batch(&BatchProgress {
+            epoch,
+            epochs: cfg.epochs,
+            batch: b,
+            batches,
+            metrics: read.then_some(metrics),
+        })?;
+    }
+    Ok(metrics)
+}
+
 fn evaluate_tensors(
     net: &Network,
     x: &Tensor,
@@ -780,7 +785,6 @@ fn evaluate_tensors(
     let batches = n.div_ceil(INFERENCE_BATCH);
     for i in 0..batches {
         let len = INFERENCE_BATCH.min(n - i * INFERENCE_BATCH);
-        #[allow(clippy::cast_possible_wrap)]
         let (start, len64) = ((i * INFERENCE_BATCH) as i64, len as i64);
         tch::no_grad(|| {
             let logits = net.forward_t(&x.narrow(0, start, len64), false);
@@ -797,7 +801,6 @@ fn evaluate_tensors(
             metrics: None,
         })?;
     }
-    #[allow(clippy::cast_precision_loss)]
     Ok((
         loss_sum.double_value(&[]) / n as f64,
         correct.int64_value(&[]) as f64 / n as f64,

@@ -43,7 +43,6 @@ fn uniform(init: Init, fan_in: usize, fan_out: usize) -> TchInit {
     TchInit::Uniform { lo: -l, up: l }
 }
 
-#[allow(clippy::cast_possible_wrap)]
 fn i(v: usize) -> i64 {
     v as i64
 }

@@ -23,6 +23,8 @@ pub use image_io::{load_image, LoadOptions};
 pub use padding::{pad, Pad, PadMode};
 pub use pool::{avg_pool, max_pool, PoolParams};
 
+use std::mem::MaybeUninit;
+
 use crate::error::{Error, Result};
 
 /// Below this many multiply-adds (or compared elements) a kernel runs on the
@@ -50,22 +52,10 @@ where
     T: Default + Copy + Send + Sync,
     F: Fn(usize, &mut [T]) + Sync,
 {
-    use std::mem::MaybeUninit;
-    let too_big = || {
-        Error::invalid(format!(
-            "the result would have {rows} × {row_len} elements, more than fits in memory; \
-             use a smaller padding"
-        ))
-    };
-    let len = rows.checked_mul(row_len).ok_or_else(too_big)?;
-    let mut out: Vec<T> = Vec::new();
-    out.try_reserve_exact(len).map_err(|_| too_big())?;
-    #[cfg(target_os = "linux")]
-    advise_huge_pages(out.as_ptr().cast(), len * std::mem::size_of::<T>());
     // Rows per call of `f`: about 32 KiB, so the zeroed rows are still in L1
     // when the kernel writes them.
     let rows_per_call = ((32 << 10) / (row_len * std::mem::size_of::<T>()).max(1)).max(1);
-    let run = |first: usize, chunk: &mut [MaybeUninit<T>]| {
+    let zero_then_fill = |first: usize, chunk: &mut [MaybeUninit<T>]| {
         let step = rows_per_call * row_len.max(1);
         for (n, part) in chunk.chunks_mut(step).enumerate() {
             for m in part.iter_mut() {
@@ -77,6 +67,41 @@ where
             f(first + n * rows_per_call, part);
         }
     };
+    // SAFETY: `zero_then_fill` initialises every element it is given.
+    unsafe { build_rows_uninit(rows, row_len, parallel, zero_then_fill) }
+}
+
+/// [`build_rows`] without the zeroing, for kernels that write every output
+/// element (the fused 3×3 convolution): `f(first_row, chunk)` receives whole
+/// rows, uninitialised: on one thread all of them in one call, in parallel a
+/// few dozen per task.
+///
+/// # Safety
+/// `f` must initialise every element of each chunk it is given.
+///
+/// # Errors
+/// As [`build_rows`].
+pub(crate) unsafe fn build_rows_uninit<T, F>(
+    rows: usize,
+    row_len: usize,
+    parallel: bool,
+    f: F,
+) -> Result<Vec<T>>
+where
+    T: Copy + Send + Sync,
+    F: Fn(usize, &mut [MaybeUninit<T>]) + Sync,
+{
+    let too_big = || {
+        Error::invalid(format!(
+            "the result would have {rows} × {row_len} elements, more than fits in memory; \
+             use a smaller padding"
+        ))
+    };
+    let len = rows.checked_mul(row_len).ok_or_else(too_big)?;
+    let mut out: Vec<T> = Vec::new();
+    out.try_reserve_exact(len).map_err(|_| too_big())?;
+    #[cfg(target_os = "linux")]
+    advise_huge_pages(out.as_ptr().cast(), len * std::mem::size_of::<T>());
     let spare = &mut out.spare_capacity_mut()[..len];
     if parallel && row_len > 0 && rows > 1 {
         use rayon::prelude::*;
@@ -84,12 +109,12 @@ where
         spare
             .par_chunks_mut(per_task * row_len)
             .enumerate()
-            .for_each(|(t, chunk)| run(t * per_task, chunk));
+            .for_each(|(t, chunk)| f(t * per_task, chunk));
     } else {
-        run(0, spare);
+        f(0, spare);
     }
     // SAFETY: the chunks above cover all `len` elements of the spare capacity
-    // and `run` initialised each of them.
+    // and the caller promised that `f` initialised each of them.
     unsafe { out.set_len(len) };
     Ok(out)
 }
@@ -171,7 +196,7 @@ macro_rules! impl_pixel_int {
             #[inline(always)]
             #[allow(clippy::cast_lossless, clippy::cast_precision_loss)]
             fn to_avg(self) -> f64 { self as f64 }
-            #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            #[allow(clippy::cast_lossless)]
             fn from_f64_exact(v: f64, what: &str) -> Result<Self> {
                 let (lo, hi) = (<$t>::MIN as f64, <$t>::MAX as f64);
                 if v.fract() == 0.0 && v >= lo && v <= hi {

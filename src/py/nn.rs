@@ -28,8 +28,8 @@ enum Owned<'a> {
 }
 
 struct ImageArg<'py> {
-    _u8: Option<PyReadonlyArray4<'py, u8>>,
-    _f32: Option<PyReadonlyArray4<'py, f32>>,
+    u8s: Option<PyReadonlyArray4<'py, u8>>,
+    f32s: Option<PyReadonlyArray4<'py, f32>>,
     shape: [usize; 4],
 }
 
@@ -38,8 +38,8 @@ fn extract_images<'py>(x: &Bound<'py, PyAny>, what: &str) -> PyResult<ImageArg<'
         let s = a.shape();
         let shape = [s[0], s[1], s[2], s[3]];
         return Ok(ImageArg {
-            _u8: Some(a),
-            _f32: None,
+            u8s: Some(a),
+            f32s: None,
             shape,
         });
     }
@@ -47,8 +47,8 @@ fn extract_images<'py>(x: &Bound<'py, PyAny>, what: &str) -> PyResult<ImageArg<'
         let s = a.shape();
         let shape = [s[0], s[1], s[2], s[3]];
         return Ok(ImageArg {
-            _u8: None,
-            _f32: Some(a),
+            u8s: None,
+            f32s: Some(a),
             shape,
         });
     }
@@ -59,7 +59,7 @@ fn extract_images<'py>(x: &Bound<'py, PyAny>, what: &str) -> PyResult<ImageArg<'
 
 impl ImageArg<'_> {
     fn owned(&self) -> Owned<'_> {
-        if let Some(a) = &self._u8 {
+        if let Some(a) = &self.u8s {
             let v = a.as_array();
             return Owned::U8(match v.to_slice() {
                 Some(s) => Cow::Borrowed(s),
@@ -67,7 +67,7 @@ impl ImageArg<'_> {
             });
         }
         let v = self
-            ._f32
+            .f32s
             .as_ref()
             .expect("one of the two is set")
             .as_array();

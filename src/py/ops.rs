@@ -167,7 +167,7 @@ impl<'py, T: Element + ConvElem> Input<'py, T> {
 }
 
 /// A 2-D `(H, W)` or 3-D `(H, W, C)` image as `(H, W, C)`.
-fn hwc<'a, T>(x: ArrayViewD<'a, T>) -> PyResult<ArrayView3<'a, T>> {
+fn hwc<T>(x: ArrayViewD<'_, T>) -> PyResult<ArrayView3<'_, T>> {
     match x.ndim() {
         2 => Ok(x
             .into_dimensionality::<Ix2>()
@@ -479,12 +479,12 @@ fn pooling<'py>(
 ///     The file is not a GIF/PNG/JPEG/BMP image or is corrupt.
 #[pyfunction]
 #[pyo3(signature = (path, grayscale=true, size=None))]
-fn load_image<'py>(
-    py: Python<'py>,
+fn load_image(
+    py: Python<'_>,
     path: PathBuf,
     grayscale: bool,
     size: Option<Vec<i64>>,
-) -> PyResult<Bound<'py, PyAny>> {
+) -> PyResult<Bound<'_, PyAny>> {
     let size = match size.as_deref() {
         None => None,
         Some(&[w, h]) => {

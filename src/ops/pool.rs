@@ -148,31 +148,16 @@ fn max_2x2_body<T: Pixel, const FMA: bool>(
     }
 }
 
-/// Output rows of an average pooling, in the same order of additions on the
-/// fused 2×2 path and the generic one. Integers are averaged in `f64`.
+/// Output rows of an average pooling, in the same order of additions as the
+/// fused 2×2 path ([`avg_2x2_body`]). Integers are averaged in `f64`.
 #[inline(always)]
-fn avg_body<T: Pixel, const FMA: bool>(
-    ctx: &PoolCtx<'_, T>,
-    first: usize,
-    fused: bool,
-    out: &mut [T::Avg],
-) {
+fn avg_body<T: Pixel, const FMA: bool>(ctx: &PoolCtx<'_, T>, first: usize, out: &mut [T::Avg]) {
     let (c, s, p) = (ctx.c, ctx.stride, ctx.size);
     let width = ctx.wo * c;
     let count = T::Avg::from_count(p * p);
     let mut tmp: Vec<T::Avg> = Vec::new();
     for (i, orow) in (first..).zip(out.chunks_exact_mut(width)) {
         let r0 = i * s;
-        if fused {
-            let (a, b) = (ctx.row(r0), ctx.row(r0 + 1));
-            let (a0, a1, b0, b1) = (&a[..width], &a[c..c + width], &b[..width], &b[c..c + width]);
-            for (q, o) in orow.iter_mut().enumerate() {
-                let left = a0[q].to_avg() + b0[q].to_avg();
-                let right = a1[q].to_avg() + b1[q].to_avg();
-                *o = (left + right) / count;
-            }
-            continue;
-        }
         tmp.clear();
         tmp.extend(ctx.row(r0).iter().map(|x| x.to_avg()));
         for di in 1..p {
@@ -206,7 +191,30 @@ fn avg_body<T: Pixel, const FMA: bool>(
 
 multiversion!(fn max_rows<T: Pixel>(ctx: &PoolCtx<'_, T>, first: usize, out: &mut [T]) => max_body);
 multiversion!(fn max_2x2_rows<T: Pixel>(ctx: &PoolCtx<'_, T>, first: usize, out: &mut [MaybeUninit<T>]) => max_2x2_body);
-multiversion!(fn avg_rows<T: Pixel>(ctx: &PoolCtx<'_, T>, first: usize, fused: bool, out: &mut [T::Avg]) => avg_body);
+/// Output rows of the 2×2 stride-1 average pooling, written without zeroing
+/// first; the additions are those of [`avg_body`]'s fused path.
+#[inline(always)]
+fn avg_2x2_body<T: Pixel, const FMA: bool>(
+    ctx: &PoolCtx<'_, T>,
+    first: usize,
+    out: &mut [MaybeUninit<T::Avg>],
+) {
+    let c = ctx.c;
+    let width = ctx.wo * c;
+    let count = T::Avg::from_count(4);
+    for (i, orow) in (first..).zip(out.chunks_exact_mut(width)) {
+        let (a, b) = (ctx.row(i), ctx.row(i + 1));
+        let (a0, a1, b0, b1) = (&a[..width], &a[c..c + width], &b[..width], &b[c..c + width]);
+        for (q, o) in orow.iter_mut().enumerate() {
+            let left = a0[q].to_avg() + b0[q].to_avg();
+            let right = a1[q].to_avg() + b1[q].to_avg();
+            o.write((left + right) / count);
+        }
+    }
+}
+
+multiversion!(fn avg_2x2_rows<T: Pixel>(ctx: &PoolCtx<'_, T>, first: usize, out: &mut [MaybeUninit<T::Avg>]) => avg_2x2_body);
+multiversion!(fn avg_rows<T: Pixel>(ctx: &PoolCtx<'_, T>, first: usize, out: &mut [T::Avg]) => avg_body);
 
 /// Checks the arguments and returns the output size `(ho, wo)`.
 fn check(x: &ArrayView3<'_, impl Pixel>, p: &PoolParams) -> Result<(usize, usize)> {
@@ -304,9 +312,18 @@ pub(crate) fn avg_pool_with<T: Pixel>(
     };
     let fused = allow_fused && p.size == 2 && p.stride == 1;
     let parallel = ho * wo * c * p.size * p.size >= POOL_PARALLEL_WORK;
-    let out = super::build_rows(ho, wo * c, parallel, |first, chunk| {
-        avg_rows(isa, &ctx, first, fused, chunk);
-    })?;
+    let out = if fused {
+        // SAFETY: `avg_2x2_rows` writes every element of each chunk of whole rows.
+        unsafe {
+            super::build_rows_uninit(ho, wo * c, parallel, |first, chunk| {
+                avg_2x2_rows(isa, &ctx, first, chunk);
+            })?
+        }
+    } else {
+        super::build_rows(ho, wo * c, parallel, |first, chunk| {
+            avg_rows(isa, &ctx, first, chunk);
+        })?
+    };
     Ok(Array3::from_shape_vec((ho, wo, c), out).expect("shape matches length"))
 }
 
@@ -381,12 +398,15 @@ mod tests {
         }
     }
 
-    /// The fused 2×2 max path writes its output without zeroing it first: on
+    /// The fused 2×2 paths write their output without zeroing it first: on
     /// every width (narrow, odd, wider than a vector), channel count, element
     /// type and instruction set, every element must equal the generic path's.
     #[test]
-    fn fused_2x2_max_writes_every_element_like_the_generic_path() {
-        fn check<T: Pixel>(f: impl Fn(usize, usize, usize) -> T) {
+    fn fused_2x2_paths_write_every_element_like_the_generic_path() {
+        fn check<T: Pixel>(f: impl Fn(usize, usize, usize) -> T)
+        where
+            T::Avg: PartialEq,
+        {
             for &(h, w, c) in &[
                 (2, 2, 1),
                 (3, 2, 3),
@@ -398,9 +418,12 @@ mod tests {
                 let x = Array3::from_shape_fn((h, w, c), |(i, j, k)| f(i, j, k));
                 let pp = PoolParams { size: 2, stride: 1 };
                 let want = max_pool_with(x.view(), &pp, Isa::Baseline, false).unwrap();
+                let want_avg = avg_pool_with(x.view(), &pp, Isa::Baseline, false).unwrap();
                 for isa in Isa::available() {
                     let got = max_pool_with(x.view(), &pp, isa, true).unwrap();
                     assert_eq!(got, want, "({h}, {w}, {c}) {isa:?}");
+                    let got = avg_pool_with(x.view(), &pp, isa, true).unwrap();
+                    assert_eq!(got, want_avg, "avg ({h}, {w}, {c}) {isa:?}");
                 }
             }
         }

@@ -139,13 +139,57 @@ fn max_2x2_body<T: Pixel, const FMA: bool>(
     let c = ctx.c;
     let width = ctx.wo * c;
     let any_nan = |xs: &[T]| xs.iter().fold(false, |n, v| n | v.is_nan());
-    for (i, orow) in (first..).zip(out.chunks_exact_mut(width)) {
+    let mut pairs = out.chunks_exact_mut(2 * width);
+    let mut i = first;
+    for pair in &mut pairs {
+        let (o0, o1) = pair.split_at_mut(width);
+        let (a, b, d) = (ctx.row(i), ctx.row(i + 1), ctx.row(i + 2));
+        if max_2x2_pair::<T>(a, b, d, c, o0, o1)
+            || any_nan(&a[width..])
+            || any_nan(&b[width..])
+            || any_nan(&d[width..])
+        {
+            max_2x2_part::<T, true>(a, b, c, 0, o0);
+            max_2x2_part::<T, true>(b, d, c, 0, o1);
+        }
+        i += 2;
+    }
+    let orow = pairs.into_remainder();
+    if !orow.is_empty() {
         let (a, b) = (ctx.row(i), ctx.row(i + 1));
         let nan = max_2x2_part::<T, false>(a, b, c, 0, orow);
         if nan || any_nan(&a[width..]) || any_nan(&b[width..]) {
             max_2x2_part::<T, true>(a, b, c, 0, orow);
         }
     }
+}
+
+/// Two output rows of the 2×2 max pooling from input rows `a`, `b`, `d`: each
+/// loaded element of `b` serves both. One `max` per comparison; the result
+/// says whether the left columns of the three rows held a NaN.
+#[inline(always)]
+fn max_2x2_pair<T: Pixel>(
+    a: &[T],
+    b: &[T],
+    d: &[T],
+    c: usize,
+    o0: &mut [MaybeUninit<T>],
+    o1: &mut [MaybeUninit<T>],
+) -> bool {
+    let n = o0.len();
+    let (a0, a1) = (&a[..n], &a[c..c + n]);
+    let (b0, b1) = (&b[..n], &b[c..c + n]);
+    let (d0, d1) = (&d[..n], &d[c..c + n]);
+    let o1 = &mut o1[..n];
+    let mut nan = false;
+    for q in 0..n {
+        let (x0, y0, z0) = (a0[q], b0[q], d0[q]);
+        let (x1, y1, z1) = (a1[q], b1[q], d1[q]);
+        o0[q].write(x0.fast_max(y0).fast_max(x1.fast_max(y1)));
+        o1[q].write(y0.fast_max(z0).fast_max(y1.fast_max(z1)));
+        nan |= x0.is_nan() | y0.is_nan() | z0.is_nan();
+    }
+    nan
 }
 
 /// Output rows of an average pooling, in the same order of additions as the
@@ -431,6 +475,26 @@ mod tests {
         check(|i, j, k| ((i * 31 + j * 17 + k) % 97) as f64 * 0.37);
         check(|i, j, k| ((i * 31 + j * 17 + k) % 251) as u8);
         check(|i, j, k| ((i * 31 + j * 17 + k) % 97) as i64 - 40);
+    }
+
+    /// Big enough to be split over rayon's threads, so chunks start on odd rows
+    /// and end with a lone row; NaNs sit at chunk-sized strides.
+    #[test]
+    fn fused_2x2_max_in_parallel_chunks_equals_the_generic_path() {
+        let mut x = Array3::from_shape_fn((1031, 1001, 1), |(i, j, _)| {
+            ((i * 31 + j * 17) % 97) as f32 * 0.37
+        });
+        for r in (3..1031).step_by(67) {
+            x[[r, (r * 13) % 1001, 0]] = f32::NAN;
+        }
+        let pp = PoolParams { size: 2, stride: 1 };
+        let want = max_pool_with(x.view(), &pp, Isa::Baseline, false).unwrap();
+        for isa in Isa::available() {
+            let got = max_pool_with(x.view(), &pp, isa, true).unwrap();
+            for (a, b) in got.iter().zip(&want) {
+                assert!(a == b || (a.is_nan() && b.is_nan()), "{isa:?}");
+            }
+        }
     }
 
     #[test]

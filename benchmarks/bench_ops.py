@@ -39,9 +39,31 @@ Python loops, so ≥ 100× over them is out of reach where the work is bound by 
 as long as two `x.copy()` of the image. The 512² cases are cache-resident; there the gap
 to 100× is arithmetic (nine multiply-adds per pixel on one core: at 512² cnnrs stays on
 the calling thread, since waking rayon's workers beside OpenCV's and PyTorch's pools
-cost more than it saved). Against OpenCV, float32 3×3 convolution and 2×2 max pooling
-are within run-to-run noise of parity on this shared 2-core VM (another engineer's builds
-and training runs were loading it); float64 is faster throughout.
+cost more than it saved; re-measured for the current kernel, with the machine partly
+loaded: 0.054–0.057 ms on rayon's pool vs 0.044 ms on the calling thread). The fused 3×3
+convolution computes four output rows per pass (each loaded input row serves three of
+them), writes its output without zeroing it first, and stores each step only after
+loading the next one's inputs (a fresh 1 MB output usually lies a multiple of 4 KiB from
+a fresh input, and stores just ahead of the next loads in the low 12 address bits stalled
+those loads: 0.053 vs 0.043 ms at 512²). The fused 2×2 poolings now also write their
+output without zeroing it first, and max pooling computes two output rows per pass (the
+shared middle row is loaded once for both); in interleaved runs against `cv2.dilate`
+(30 rounds, this machine) that took 2×2 max pooling from 0.041 to 0.026 ms at 512²
+float32, 0.063 to 0.046 ms float64, about 6.3 to 5.3 ms at 4096² float32 and 11.5 to
+9.1 ms float64; average pooling at 512² float32 went from 0.038 to 0.030 ms. At 4096²
+the pooling is memory-bound, and a quarter to a third of its time is the kernel zeroing
+the fresh 64 MB output's huge pages on first touch (`clear_page_erms` in `perf`), which
+OpenCV's output pays too. Streaming (non-temporal) stores for large outputs were tried
+and dropped: the just-zeroed lines are still in cache, so they saved no
+read-for-ownership traffic and made 4096² float32 slower (medians of back-to-back calls
+11 ms vs 7 ms). 2×2 max pooling at 4096² float32 is still bimodal in this benchmark's
+rounds: calls made right after another cnnrs call often take 9–11 ms, as long as on one
+thread (`RAYON_NUM_THREADS=1`: 9.7 ms), against 5.2–5.5 ms when another library's call
+came between (1.2–1.4× `cv2.dilate` in interleaved runs of 30 rounds); the cause was not
+found within the time box (`perf` shows the fresh output's page zeroing split unevenly
+between rayon's two workers, and OpenBLAS threads spinning beside them), so its ratio
+in the table can land at parity or below. This run had the machine to itself (nothing else running, checked
+every 3 s).
 """
 
 

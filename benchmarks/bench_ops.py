@@ -62,8 +62,8 @@ thread (`RAYON_NUM_THREADS=1`: 9.7 ms), against 5.2–5.5 ms when another librar
 came between (1.2–1.4× `cv2.dilate` in interleaved runs of 30 rounds); the cause was not
 found within the time box (`perf` shows the fresh output's page zeroing split unevenly
 between rayon's two workers, and OpenBLAS threads spinning beside them), so its ratio
-in the table can land at parity or below. This run had the machine to itself (nothing else running, checked
-every 3 s).
+in the table can land at parity or below. This run had the machine to itself
+(nothing else running, checked every 3 s).
 """
 
 

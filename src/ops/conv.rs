@@ -33,51 +33,36 @@ pub trait ConvElem: Pixel + Default {
     fn add(self, other: Self) -> Self;
 }
 
-impl ConvElem for f32 {
-    #[inline(always)]
-    fn madd<const FMA: bool>(self, k: Self, acc: Self) -> Self {
-        if FMA {
-            self.mul_add(k, acc)
-        } else {
-            acc + self * k
+/// Floats multiply-add in their own type, fused when `FMA` is set.
+macro_rules! float_conv_elem {
+    ($t:ty, $from:ident) => {
+        impl ConvElem for $t {
+            #[inline(always)]
+            fn madd<const FMA: bool>(self, k: Self, acc: Self) -> Self {
+                if FMA {
+                    self.mul_add(k, acc)
+                } else {
+                    acc + self * k
+                }
+            }
+            #[inline(always)]
+            fn from_pixel<S: Pixel>(s: S) -> Self {
+                s.$from()
+            }
+            #[inline(always)]
+            fn mul(self, k: Self) -> Self {
+                self * k
+            }
+            #[inline(always)]
+            fn add(self, other: Self) -> Self {
+                self + other
+            }
         }
-    }
-    #[inline(always)]
-    fn from_pixel<S: Pixel>(s: S) -> Self {
-        s.to_f32()
-    }
-    #[inline(always)]
-    fn mul(self, k: Self) -> Self {
-        self * k
-    }
-    #[inline(always)]
-    fn add(self, other: Self) -> Self {
-        self + other
-    }
+    };
 }
 
-impl ConvElem for f64 {
-    #[inline(always)]
-    fn madd<const FMA: bool>(self, k: Self, acc: Self) -> Self {
-        if FMA {
-            self.mul_add(k, acc)
-        } else {
-            acc + self * k
-        }
-    }
-    #[inline(always)]
-    fn from_pixel<S: Pixel>(s: S) -> Self {
-        s.to_f64()
-    }
-    #[inline(always)]
-    fn mul(self, k: Self) -> Self {
-        self * k
-    }
-    #[inline(always)]
-    fn add(self, other: Self) -> Self {
-        self + other
-    }
-}
+float_conv_elem!(f32, to_f32);
+float_conv_elem!(f64, to_f64);
 
 impl ConvElem for i64 {
     #[inline(always)]

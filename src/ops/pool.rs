@@ -298,33 +298,16 @@ pub(crate) fn max_pool_with<T: Pixel>(
     isa: Isa,
     allow_fused: bool,
 ) -> Result<Array3<T>> {
-    let (ho, wo) = check(&x, p)?;
-    let (_, w, c) = x.dim();
-    let x = x.as_standard_layout();
-    let src = x.as_slice().expect("standard layout is contiguous");
-    let ctx = PoolCtx {
-        src,
-        c,
-        row_len: w * c,
-        size: p.size,
-        stride: p.stride,
-        wo,
-    };
-    let fused = allow_fused && p.size == 2 && p.stride == 1;
-    let parallel = ho * wo * c * p.size * p.size >= POOL_PARALLEL_WORK;
-    let out = if fused {
-        // SAFETY: `max_2x2_rows` writes every element of each chunk of whole rows.
-        unsafe {
-            super::build_rows_uninit(ho, wo * c, parallel, |first, chunk| {
-                max_2x2_rows(isa, &ctx, first, chunk);
-            })?
-        }
-    } else {
-        super::build_rows(ho, wo * c, parallel, |first, chunk| {
-            max_rows(isa, &ctx, first, chunk);
-        })?
-    };
-    Ok(Array3::from_shape_vec((ho, wo, c), out).expect("shape matches length"))
+    // SAFETY: `max_2x2_rows` writes every element of each chunk of whole rows.
+    unsafe {
+        pool_with(
+            x,
+            p,
+            allow_fused,
+            |ctx, first, chunk| max_2x2_rows(isa, ctx, first, chunk),
+            |ctx, first, chunk| max_rows(isa, ctx, first, chunk),
+        )
+    }
 }
 
 /// Average pooling of an `(H, W, C)` image: `(H', W', C)`; floats keep their
@@ -342,6 +325,37 @@ pub(crate) fn avg_pool_with<T: Pixel>(
     isa: Isa,
     allow_fused: bool,
 ) -> Result<Array3<T::Avg>> {
+    // SAFETY: `avg_2x2_rows` writes every element of each chunk of whole rows.
+    unsafe {
+        pool_with(
+            x,
+            p,
+            allow_fused,
+            |ctx, first, chunk| avg_2x2_rows(isa, ctx, first, chunk),
+            |ctx, first, chunk| avg_rows(isa, ctx, first, chunk),
+        )
+    }
+}
+
+/// The driver shared by max and average pooling: checks the arguments, lays
+/// the image out contiguously and fills the output's row chunks with `fused`
+/// (2×2, stride 1) or `generic`, on rayon's pool when the work is large.
+///
+/// # Safety
+/// `fused` must write every element of each chunk it is given.
+unsafe fn pool_with<T, O, F, G>(
+    x: ArrayView3<T>,
+    p: &PoolParams,
+    allow_fused: bool,
+    fused: F,
+    generic: G,
+) -> Result<Array3<O>>
+where
+    T: Pixel,
+    O: Copy + Default + Send + Sync,
+    F: Fn(&PoolCtx<'_, T>, usize, &mut [MaybeUninit<O>]) + Sync,
+    G: Fn(&PoolCtx<'_, T>, usize, &mut [O]) + Sync,
+{
     let (ho, wo) = check(&x, p)?;
     let (_, w, c) = x.dim();
     let x = x.as_standard_layout();
@@ -354,18 +368,17 @@ pub(crate) fn avg_pool_with<T: Pixel>(
         stride: p.stride,
         wo,
     };
-    let fused = allow_fused && p.size == 2 && p.stride == 1;
     let parallel = ho * wo * c * p.size * p.size >= POOL_PARALLEL_WORK;
-    let out = if fused {
-        // SAFETY: `avg_2x2_rows` writes every element of each chunk of whole rows.
+    let out = if allow_fused && p.size == 2 && p.stride == 1 {
+        // SAFETY: the caller guarantees `fused` writes every element.
         unsafe {
             super::build_rows_uninit(ho, wo * c, parallel, |first, chunk| {
-                avg_2x2_rows(isa, &ctx, first, chunk);
+                fused(&ctx, first, chunk);
             })?
         }
     } else {
         super::build_rows(ho, wo * c, parallel, |first, chunk| {
-            avg_rows(isa, &ctx, first, chunk);
+            generic(&ctx, first, chunk);
         })?
     };
     Ok(Array3::from_shape_vec((ho, wo, c), out).expect("shape matches length"))

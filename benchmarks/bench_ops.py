@@ -61,8 +61,10 @@ rounds: calls made right after another cnnrs call often take 9–11 ms, as long 
 thread (`RAYON_NUM_THREADS=1`: 9.7 ms), against 5.2–5.5 ms when another library's call
 came between (1.2–1.4× `cv2.dilate` in interleaved runs of 30 rounds); the cause was not
 found within the time box (`perf` shows the fresh output's page zeroing split unevenly
-between rayon's two workers, and OpenBLAS threads spinning beside them), so its ratio
-in the table can land at parity or below. This run had the machine to itself
+between rayon's two workers, and OpenBLAS threads spinning beside them). The same holds
+for every 4096² float32 row: two back-to-back full runs of the same code gave 3×3
+convolution 0.87× and 1.6× OpenCV, max pooling 1.39× and 1.4×, so a 4096² ratio in the
+table can land at parity or below. This run had the machine to itself
 (nothing else running, checked every 3 s).
 """
 

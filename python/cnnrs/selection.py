@@ -177,14 +177,18 @@ def cross_validate(
         **kwargs,
     }
     _split_params(params)  # unknown keyword -> ValueError before any work
-    result = _evaluate_grid([params], x, y, cv, seed, stratified, verbose, backend, ray_kwargs)
+    xa, ya, num_classes = _prepare(x, y)
+    result = _evaluate_grid(
+        [params], xa, ya, num_classes, cv, seed, stratified, verbose, backend, ray_kwargs
+    )
     return result[0]
 
 
 def _evaluate_grid(
     grid: Sequence[Mapping[str, Any]],
-    x: Any,
-    y: Any,
+    xa: np.ndarray,
+    ya: np.ndarray,
+    num_classes: int,
     cv: Any,
     seed: int,
     stratified: bool,
@@ -192,7 +196,6 @@ def _evaluate_grid(
     backend: str,
     kwargs: Mapping[str, Any],
 ) -> list[dict[str, Any]]:
-    xa, ya, num_classes = _prepare(x, y)
     folds = make_folds(xa, ya, cv, seed, stratified)
     if backend == "ray":
         from .distributed import run_grid_on_ray
@@ -310,7 +313,10 @@ def grid_search(
     grid = parameter_grid(param_grid)
     for params in grid:
         _split_params(params)
-    results = _evaluate_grid(grid, x, y, cv, seed, stratified, verbose, backend, kwargs)
+    xa, ya, num_classes = _prepare(x, y)
+    results = _evaluate_grid(
+        grid, xa, ya, num_classes, cv, seed, stratified, verbose, backend, kwargs
+    )
     means = [r["mean_accuracy"] for r in results]
     if all(np.isnan(m) for m in means):
         raise RuntimeError("every grid point failed; see the errors in the results")
@@ -333,7 +339,6 @@ def grid_search(
     if refit:
         if verbose:
             print(f"Refitting the best parameters on all {len(y)} images: {_describe(grid[best])}")
-        xa, ya, num_classes = _prepare(x, y)
         model_kw, fit_kw = _split_params(grid[best])
         model_kw.setdefault("seed", seed)
         model = Model(**model_kw)

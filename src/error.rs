@@ -1,7 +1,8 @@
 //! The one error type of the crate. Core modules return `Result<_, Error>`;
-//! the binding layer maps each variant onto a Python exception in one place
-//! (`py::errors`), so a user sees `ValueError`, `TypeError`, `FileNotFoundError`
-//! or a `cnnrs.CnnrsError` subclass, never a panic.
+//! the `From<Error> for PyErr` at the bottom of this file maps each variant
+//! onto a Python exception in one place, so a user sees `ValueError`,
+//! `TypeError`, `FileNotFoundError`, `MemoryError` or a `cnnrs.CnnrsError`
+//! subclass, never a panic.
 
 use std::path::PathBuf;
 
@@ -42,12 +43,27 @@ pub enum Error {
     /// The user interrupted a long computation (maps to `KeyboardInterrupt`).
     #[error("interrupted")]
     Interrupted,
+
+    /// An allocation was refused, or would exceed what the machine can give
+    /// (maps to `MemoryError`).
+    #[error("{0}")]
+    OutOfMemory(String),
+
+    /// The object can no longer be used safely, e.g. a model whose training
+    /// step failed halfway (maps to `cnnrs.CnnrsError`).
+    #[error("{0}")]
+    Unusable(String),
 }
 
 impl Error {
     /// Shorthand for [`Error::InvalidArgument`].
     pub fn invalid(msg: impl Into<String>) -> Self {
         Error::InvalidArgument(msg.into())
+    }
+
+    /// Shorthand for [`Error::InvalidType`].
+    pub fn invalid_type(msg: impl Into<String>) -> Self {
+        Error::InvalidType(msg.into())
     }
 
     /// Shorthand for [`Error::Format`].
@@ -88,8 +104,12 @@ pub fn shape_str(shape: &[usize]) -> String {
 mod python {
     use super::Error;
     use pyo3::exceptions::{
-        PyException, PyFileNotFoundError, PyKeyboardInterrupt, PyOSError, PyTypeError, PyValueError,
+        PyException, PyFileNotFoundError, PyKeyboardInterrupt, PyMemoryError, PyOSError,
+        PyTypeError, PyValueError,
     };
+    use pyo3::prelude::*;
+    use pyo3::sync::PyOnceLock;
+    use pyo3::types::{PyTuple, PyType};
     use pyo3::PyErr;
 
     pyo3::create_exception!(
@@ -100,16 +120,44 @@ mod python {
     );
     pyo3::create_exception!(
         cnnrs,
-        DataFormatError,
-        CnnrsError,
-        "A file exists but its content is not valid: a corrupt image, dataset batch or model file."
-    );
-    pyo3::create_exception!(
-        cnnrs,
         TorchError,
         CnnrsError,
         "libtorch reported a failure while building, training or running a model."
     );
+
+    /// `cnnrs.DataFormatError(CnnrsError, ValueError)`: a file exists but its
+    /// content is not valid. It is a `ValueError` too, as `json.JSONDecodeError`
+    /// is, so `except ValueError` catches a bad file the way Python users expect.
+    /// `create_exception!` takes one base, so the type is made here with both.
+    pub fn data_format_error(py: Python<'_>) -> &Bound<'_, PyType> {
+        static TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+        TYPE.get_or_init(py, || {
+            let bases = PyTuple::new(
+                py,
+                [py.get_type::<CnnrsError>(), py.get_type::<PyValueError>()],
+            )
+            .expect("a tuple of two types");
+            // SAFETY: a correct call of the C API: the name is "module.Name",
+            // the doc a NUL-terminated string, the bases a tuple of exception
+            // types; the result is a new reference to a type, or NULL with an
+            // exception set, which `assume_owned_or_err` turns into `Err`.
+            let ptr = unsafe {
+                pyo3::ffi::PyErr_NewExceptionWithDoc(
+                    c"cnnrs.DataFormatError".as_ptr(),
+                    c"A file exists but its content is not valid: a corrupt image, dataset batch \
+                      or model file. Both a cnnrs.CnnrsError and a ValueError."
+                        .as_ptr(),
+                    bases.as_ptr(),
+                    std::ptr::null_mut(),
+                )
+            };
+            // SAFETY: `ptr` is the new reference (or NULL) returned just above.
+            unsafe { Bound::from_owned_ptr_or_err(py, ptr) }
+                .and_then(|t| Ok(t.cast_into::<PyType>()?.unbind()))
+                .expect("Failed to initialize cnnrs.DataFormatError")
+        })
+        .bind(py)
+    }
 
     impl From<Error> for PyErr {
         fn from(err: Error) -> PyErr {
@@ -123,13 +171,17 @@ mod python {
                     path.display().to_string(),
                 )),
                 Error::Io { .. } => PyOSError::new_err(msg),
-                Error::Format(_) => DataFormatError::new_err(msg),
+                Error::Format(_) => {
+                    Python::attach(|py| PyErr::from_type(data_format_error(py).clone(), msg))
+                }
                 Error::Torch(_) => TorchError::new_err(msg),
                 Error::Interrupted => PyKeyboardInterrupt::new_err(msg),
+                Error::OutOfMemory(_) => PyMemoryError::new_err(msg),
+                Error::Unusable(_) => CnnrsError::new_err(msg),
             }
         }
     }
 }
 
 #[cfg(feature = "python")]
-pub use python::{CnnrsError, DataFormatError, TorchError};
+pub use python::{data_format_error, CnnrsError, TorchError};

@@ -5,11 +5,13 @@
 //! - [`nn`]: architectures, training, evaluation on libtorch through `tch` (no Python);
 //! - [`data`]: CIFAR-10 readers and cross-validation folds (no Python);
 //! - [`metrics`]: confusion matrix and per-class scores (no Python);
+//! - [`fileio`]: the one atomic writer and the bounded reader (no Python);
 //! - `py` (feature `python`): the thin PyO3 layer that converts, validates and
 //!   releases the GIL, and holds the one `#[pymodule]`.
 
 pub mod data;
 pub mod error;
+pub mod fileio;
 pub mod metrics;
 pub mod nn;
 pub mod ops;
@@ -27,7 +29,8 @@ fn core_module(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()>
     use pyo3::types::PyModuleMethods;
     let py = m.py();
     m.add("CnnrsError", py.get_type::<error::CnnrsError>())?;
-    m.add("DataFormatError", py.get_type::<error::DataFormatError>())?;
+    m.add("DataFormatError", error::data_format_error(py))?;
     m.add("TorchError", py.get_type::<error::TorchError>())?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     py::register(m)
 }

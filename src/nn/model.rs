@@ -621,7 +621,7 @@ impl Model {
         let info = HashMap::from([(META_KEY.to_string(), meta_json)]);
         let buffer = safetensors::serialize(tensors, &Some(info))
             .map_err(|e| Error::format(format!("cannot serialise the model: {e}")))?;
-        write_atomically(path, &buffer)
+        crate::fileio::write_atomically(path, &buffer)
     }
 
     /// Reads a model written by [`Model::save`] onto `device`.
@@ -825,38 +825,6 @@ impl safetensors::View for F32View {
     fn data_len(&self) -> usize {
         self.bytes.len()
     }
-}
-
-/// Writes `bytes` to a temporary file beside `path`, syncs it and renames it
-/// over `path`, so readers see the old file or the new one, never half of one.
-///
-/// # Errors
-/// `Io` when the folder is missing or not writable.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| Error::invalid(format!("path {} does not name a file", path.display())))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(path, e));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

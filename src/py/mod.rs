@@ -2,7 +2,10 @@
 //! arguments, validate what Python can get wrong, release the GIL around the
 //! core call and convert results back to numpy. No math lives here.
 
+#[allow(dead_code)] // used by the bindings as they move onto it
+mod args;
 mod data;
+mod fileio;
 mod metrics;
 mod nn;
 mod ops;
@@ -15,6 +18,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     runtime::register(m)?;
     ops::register(m)?;
     data::register(m)?;
+    fileio::register(m)?;
     metrics::register(m)?;
     nn::register(m)?;
     Ok(())

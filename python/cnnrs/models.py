@@ -263,7 +263,15 @@ class Model:
         if printer is None and verbose:
             printer = KerasProgress(verbose)
         history = self._net.fit(
-            xa, ya, num_classes, epochs, batch_size, vx, vy, bool(shuffle), printer
+            xa,
+            ya,
+            num_classes=num_classes,
+            epochs=epochs,
+            batch_size=batch_size,
+            validation_x=vx,
+            validation_y=vy,
+            shuffle=bool(shuffle),
+            printer=printer,
         )
         self.history = history
         return history

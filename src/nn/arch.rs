@@ -312,6 +312,83 @@ impl Plan {
     }
 }
 
+/// The most parameters a network may have (2 GiB of float32 weights): beyond
+/// that a typo (`("dense", 2000000)`) or a hostile model file would allocate
+/// until the machine gives up.
+pub const MAX_PARAMS: usize = 1 << 29;
+/// The most classes a classifier may have (a label of 10⁹ would otherwise make
+/// the output layer 10⁹ wide).
+pub const MAX_CLASSES: usize = 100_000;
+/// The largest convolution kernel and pooling window accepted.
+pub const MAX_WINDOW: usize = 256;
+
+impl Layer {
+    /// Checks the layer's own values, exactly as [`parse_specs`] checks a
+    /// user's: layers read from a file go through this too.
+    ///
+    /// # Errors
+    /// `InvalidArgument` naming layer `i`.
+    pub fn validate(&self, i: usize) -> Result<()> {
+        let bad =
+            |what: &str, v: String| Err(Error::invalid(format!("layer {i}: {what}, got {v}")));
+        match *self {
+            Layer::Conv {
+                filters,
+                kernel_size,
+                ..
+            } => {
+                if filters == 0 || filters > MAX_PARAMS {
+                    return bad(
+                        "conv filters must be a positive integer",
+                        filters.to_string(),
+                    );
+                }
+                if kernel_size == 0 || kernel_size > MAX_WINDOW {
+                    return bad(
+                        &format!("conv kernel size must be in [1, {MAX_WINDOW}]"),
+                        kernel_size.to_string(),
+                    );
+                }
+            }
+            Layer::MaxPool { size } | Layer::AvgPool { size } => {
+                if size == 0 || size > MAX_WINDOW {
+                    return bad(
+                        &format!("pool size must be in [1, {MAX_WINDOW}]"),
+                        size.to_string(),
+                    );
+                }
+            }
+            Layer::Dropout { rate } => {
+                if !(0.0..1.0).contains(&rate) {
+                    return bad("dropout rate must be a number in [0, 1)", rate.to_string());
+                }
+            }
+            Layer::Dense { units, .. } => {
+                if units == 0 || units > MAX_PARAMS {
+                    return bad("dense units must be a positive integer", units.to_string());
+                }
+            }
+            Layer::BatchNorm | Layer::Flatten => {}
+        }
+        Ok(())
+    }
+}
+
+fn too_big(what: &str) -> Error {
+    Error::invalid(format!(
+        "{what}: the network would have more than {MAX_PARAMS} parameters (2 GiB of float32 \
+         weights); use fewer filters or units, or pool before flatten"
+    ))
+}
+
+/// `a * b + c`, or the "too big" error.
+fn params(a: usize, b: usize, c: usize, what: &str) -> Result<usize> {
+    a.checked_mul(b)
+        .and_then(|v| v.checked_add(c))
+        .filter(|&v| v <= MAX_PARAMS)
+        .ok_or_else(|| too_big(what))
+}
+
 /// Keras's automatic layer names: `conv2d`, `conv2d_1`, …
 struct Namer(std::collections::HashMap<&'static str, usize>);
 
@@ -328,13 +405,8 @@ impl Namer {
     }
 }
 
-/// Follows the shapes through `layers` plus the classification head.
-///
-/// # Errors
-/// `InvalidArgument` when a layer cannot take the shape it receives (a pool
-/// that would leave 0×0, dense before flatten, conv after flatten) or when
-/// the input shape or class count is degenerate.
-pub fn plan(layers: &[Layer], input_shape: [usize; 3], num_classes: usize) -> Result<Plan> {
+/// The input shape and class count a plan may start from.
+fn check_inputs(input_shape: [usize; 3], num_classes: usize) -> Result<()> {
     let [h, w, c] = input_shape;
     if h == 0 || w == 0 || c == 0 {
         return Err(Error::invalid(format!(
@@ -346,10 +418,38 @@ pub fn plan(layers: &[Layer], input_shape: [usize; 3], num_classes: usize) -> Re
             "a classifier needs at least 2 classes, got {num_classes}"
         )));
     }
+    if num_classes > MAX_CLASSES {
+        return Err(Error::invalid(format!(
+            "num_classes (the largest label + 1) must be at most {MAX_CLASSES}, got {num_classes}; \
+             labels must be class indices 0..num_classes-1"
+        )));
+    }
+    if h.checked_mul(w)
+        .and_then(|v| v.checked_mul(c))
+        .is_none_or(|v| v > MAX_PARAMS)
+    {
+        return Err(Error::invalid(format!(
+            "input shape ({h}, {w}, {c}) is too large: at most {MAX_PARAMS} values per image"
+        )));
+    }
+    Ok(())
+}
+
+/// Follows the shapes through `layers` plus the classification head.
+///
+/// # Errors
+/// `InvalidArgument` when a layer cannot take the shape it receives (a pool
+/// that would leave 0×0, dense before flatten, conv after flatten) or when
+/// the input shape or class count is degenerate.
+pub fn plan(layers: &[Layer], input_shape: [usize; 3], num_classes: usize) -> Result<Plan> {
+    check_inputs(input_shape, num_classes)?;
+    let [h, w, c] = input_shape;
     let mut namer = Namer(std::collections::HashMap::new());
     let mut shape = vec![h, w, c];
     let mut out = Vec::with_capacity(layers.len() + 1);
+    let mut total = 0usize;
     for (i, layer) in layers.iter().enumerate() {
+        layer.validate(i)?;
         let spatial = shape.len() == 3;
         let (name, kind, trainable, non_trainable) = match layer {
             Layer::Conv {
@@ -363,7 +463,9 @@ pub fn plan(layers: &[Layer], input_shape: [usize; 3], num_classes: usize) -> Re
                          after flatten and receives {shape:?}"
                     )));
                 }
-                let params = kernel_size * kernel_size * shape[2] * filters + filters;
+                let what = format!("layer {i} (conv)");
+                let fan_in = params(kernel_size * kernel_size, shape[2], 0, &what)?;
+                let params = params(fan_in, *filters, *filters, &what)?;
                 shape[2] = *filters;
                 (namer.next("conv2d"), "Conv2D", params, 0)
             }
@@ -404,11 +506,12 @@ pub fn plan(layers: &[Layer], input_shape: [usize; 3], num_classes: usize) -> Re
                          add a (\"flatten\",) layer before it"
                     )));
                 }
-                let params = shape[0] * units + units;
+                let params = params(shape[0], *units, *units, &format!("layer {i} (dense)"))?;
                 shape = vec![*units];
                 (namer.next("dense"), "Dense", params, 0)
             }
         };
+        total = params(1, total, trainable + non_trainable, &format!("layer {i}"))?;
         out.push(LayerPlan {
             name,
             kind,
@@ -423,11 +526,13 @@ pub fn plan(layers: &[Layer], input_shape: [usize; 3], num_classes: usize) -> Re
              classification head receives a vector"
         )));
     }
+    let head = params(shape[0], num_classes, num_classes, "the output layer")?;
+    params(1, total, head, "the output layer")?;
     out.push(LayerPlan {
         name: namer.next("dense"),
         kind: "Dense",
         output_shape: vec![num_classes],
-        trainable_params: shape[0] * num_classes + num_classes,
+        trainable_params: head,
         non_trainable_params: 0,
     });
     Ok(Plan { layers: out })
@@ -544,6 +649,38 @@ mod tests {
         assert!(parse_specs(&[s("dropout", vec![SpecArg::Float(1.5)])]).is_err());
         assert!(parse_specs(&[s("conv", vec![SpecArg::Int(0)])]).is_err());
         assert!(parse_specs(&[]).is_err());
+        // Limits: a huge dense layer or class count is refused before anything is built.
+        let huge = parse_specs(&[
+            s("flatten", vec![]),
+            s("dense", vec![SpecArg::Int(200_000)]),
+        ])
+        .unwrap();
+        let err = plan(&huge, [64, 64, 3], 10).unwrap_err().to_string();
+        assert!(err.contains("parameters"), "{err}");
+        let flat = parse_specs(&[s("flatten", vec![])]).unwrap();
+        assert!(plan(&flat, [8, 8, 1], 1_000_000_000).is_err());
+        assert!(plan(&flat, [usize::MAX, 2, 1], 10).is_err());
+        // Layers that did not come through parse_specs (a model file) are checked too.
+        for bad in [
+            Layer::MaxPool { size: 0 },
+            Layer::Dropout { rate: 5.0 },
+            Layer::Dropout { rate: f64::NAN },
+            Layer::Conv {
+                filters: 0,
+                kernel_size: 3,
+                init: Init::HeUniform,
+            },
+            Layer::Conv {
+                filters: usize::MAX,
+                kernel_size: 3,
+                init: Init::HeUniform,
+            },
+        ] {
+            assert!(
+                plan(&[bad.clone(), Layer::Flatten], [8, 8, 1], 10).is_err(),
+                "{bad:?}"
+            );
+        }
         let dense_first = parse_specs(&[s("dense", vec![SpecArg::Int(4)])]).unwrap();
         assert!(plan(&dense_first, [8, 8, 1], 10).is_err());
     }

@@ -1,11 +1,30 @@
-//! Neural networks on libtorch: architectures, training loop, evaluation.
+//! Neural networks on libtorch, one room per concern:
+//! - [`arch`]: architectures as data, layer specs and the shape/parameter plan;
+//! - [`network`]: the plan made real on libtorch and its forward pass;
+//! - [`input`]: images, labels and the fitted normalisation;
+//! - [`device`]: device names and the memory layout per device;
+//! - [`precision`]: fp32 / bf16 / fp16 (autocast) and loss scaling;
+//! - [`train`]: the training and inference loops and their progress protocol;
+//! - [`model`]: `Model`, which owns a model and drives the loops;
+//! - [`checkpoint`]: the saved-model file format;
+//! - [`torch_ext`]: what tch lacks (autocast per device and dtype, per-model
+//!   random generators), through our own small C++ shim.
 
 pub mod arch;
+pub mod checkpoint;
+pub mod device;
+pub mod input;
 pub mod model;
 pub mod network;
+pub mod precision;
+pub mod torch_ext;
+pub mod train;
 
 pub use arch::{Layer, Plan};
-pub use model::{FitConfig, History, Images, Model, Monitor, Pixels};
+pub use input::{Images, Pixels};
+pub use model::{Model, ModelConfig};
+pub use precision::Precision;
+pub use train::{FitConfig, History, Monitor};
 
 /// The version of libtorch this build links, e.g. "2.11.0".
 #[must_use]

@@ -1,325 +1,85 @@
 //! A trainable classifier: an architecture, its parameters on a device, the
-//! Adam optimiser, and the input normalisation fitted on the training data.
-//! Training, evaluation, prediction and (atomic) save/load live here.
+//! Adam optimiser, the precision it trains in, and the input normalisation
+//! fitted on the training data. `Model` owns the model; the loops live in
+//! [`super::train`], inputs in [`super::input`], the file format in
+//! [`super::checkpoint`].
 
-use std::collections::HashMap;
-use std::path::Path;
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
 use tch::nn::{self, OptimizerConfig, VarStore};
-use tch::{Device, Kind, Reduction, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use super::arch::{self, Layer, Plan};
+use super::device::{preferred_layout, Layout};
+use super::input::{check_labels, Images, Normalization};
 use super::network::Network;
+use super::precision::{GradScaler, Precision};
+use super::train::{self, DeviceData, FitConfig, History, Monitor, Trainer};
 use crate::error::{Error, Result};
 
 /// Keras's Adam defaults (beta_1 0.9, beta_2 0.999, epsilon 1e-7).
 const ADAM_EPS: f64 = 1e-7;
-/// Batch size for evaluation and prediction.
-pub const INFERENCE_BATCH: usize = 256;
 
-/// Images in Keras layout (N, H, W, C), borrowed from the caller, contiguous.
-#[derive(Clone, Copy, Debug)]
-pub enum Pixels<'a> {
-    U8(&'a [u8]),
-    F32(&'a [f32]),
-}
-
-#[derive(Clone, Copy, Debug)]
-pub struct Images<'a> {
-    pub pixels: Pixels<'a>,
-    /// (N, H, W, C)
-    pub shape: [usize; 4],
-}
-
-impl Images<'_> {
-    #[must_use]
-    pub fn len(&self) -> usize {
-        self.shape[0]
-    }
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.shape[0] == 0
-    }
-    /// (H, W, C)
-    #[must_use]
-    pub fn image_shape(&self) -> [usize; 3] {
-        [self.shape[1], self.shape[2], self.shape[3]]
-    }
-
-    fn validate(&self, what: &str) -> Result<()> {
-        let numel: usize = self.shape.iter().product();
-        let len = match self.pixels {
-            Pixels::U8(p) => p.len(),
-            Pixels::F32(p) => {
-                if let Some(pos) = p.iter().position(|v| !v.is_finite()) {
-                    return Err(Error::invalid(format!(
-                        "{what} contains a non-finite value ({}) at flat index {pos}; \
-                         images must be finite numbers",
-                        p[pos]
-                    )));
-                }
-                p.len()
-            }
-        };
-        assert_eq!(
-            len, numel,
-            "binding layer passed a buffer of the wrong length"
-        );
-        if self.shape.contains(&0) {
-            return Err(Error::invalid(format!(
-                "{what} must be a non-empty batch of images (N, H, W, C), got shape {:?}",
-                self.shape
-            )));
-        }
-        Ok(())
-    }
-
-    /// The images on `device` as float32 NCHW.
-    fn to_tensor(self, device: Device) -> Tensor {
-        let shape = self.shape.map(|d| d as i64);
-        let t = match self.pixels {
-            Pixels::U8(p) => Tensor::from_slice(p),
-            Pixels::F32(p) => Tensor::from_slice(p),
-        };
-        t.to_device(device)
-            .view(shape)
-            .permute([0, 3, 1, 2])
-            .to_kind(Kind::Float)
-            .contiguous()
-    }
-}
-
-/// Per-channel mean and standard deviation, fitted on training images.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Normalization {
-    pub mean: Vec<f32>,
-    pub std: Vec<f32>,
-}
-
-impl Normalization {
-    fn fit(x: &Tensor) -> Self {
-        let mean = x.mean_dim([0i64, 2, 3].as_slice(), false, Kind::Float);
-        let std = x
-            .std_correction([0i64, 2, 3].as_slice(), 0, false)
-            .clamp_min(1e-7);
-        Normalization {
-            mean: Vec::<f32>::try_from(mean.to_device(Device::Cpu)).unwrap_or_default(),
-            std: Vec::<f32>::try_from(std.to_device(Device::Cpu)).unwrap_or_default(),
-        }
-    }
-
-    fn apply(&self, x: &Tensor) -> Tensor {
-        let c = i64::try_from(self.mean.len()).unwrap_or(0);
-        let mean = Tensor::from_slice(&self.mean)
-            .to_device(x.device())
-            .view([1, c, 1, 1]);
-        let std = Tensor::from_slice(&self.std)
-            .to_device(x.device())
-            .view([1, c, 1, 1]);
-        ((x - mean) / std).contiguous()
-    }
-}
-
-/// How `fit` runs.
+/// Everything a model is made from before it sees data.
 #[derive(Clone, Debug)]
-pub struct FitConfig {
-    pub epochs: usize,
-    pub batch_size: usize,
-    pub shuffle: bool,
+pub struct ModelConfig {
+    /// A built-in name, or "custom_layers" for user specs.
+    pub architecture: String,
+    pub layers: Vec<Layer>,
+    pub learning_rate: f64,
+    pub device: Device,
+    /// As asked; resolved for the device by [`Model::new`].
+    pub precision: Precision,
+    pub seed: u64,
 }
 
-/// Metrics of one epoch, as Keras logs them.
-#[derive(Clone, Debug, PartialEq)]
-pub struct EpochLogs {
-    pub loss: f64,
-    pub accuracy: f64,
-    pub val: Option<(f64, f64)>,
-    pub seconds: f64,
-}
-
-/// Progress inside an epoch. `metrics` (running loss and accuracy) is filled
-/// only on batches where reading them costs no device synchronisation worth
-/// mentioning: every batch on CPU, every few batches on CUDA, and the last.
-#[derive(Clone, Copy, Debug)]
-pub struct BatchProgress {
-    pub epoch: usize,
-    pub epochs: usize,
-    pub batch: usize,
-    pub batches: usize,
-    pub metrics: Option<(f64, f64)>,
-}
-
-/// Receives progress; returning `Err` (e.g. [`Error::Interrupted`]) stops the
-/// work between two batches, leaving the model consistent and usable.
-pub trait Monitor {
-    /// Called between batches of any long computation.
-    ///
-    /// # Errors
-    /// Whatever should stop the computation.
-    fn batch(&mut self, progress: &BatchProgress) -> Result<()>;
-    /// Called after each epoch.
-    ///
-    /// # Errors
-    /// Whatever should stop training.
-    fn epoch_end(&mut self, epoch: usize, epochs: usize, logs: &EpochLogs) -> Result<()>;
-}
-
-/// A monitor that watches nothing.
-pub struct Silent;
-
-impl Monitor for Silent {
-    fn batch(&mut self, _: &BatchProgress) -> Result<()> {
-        Ok(())
-    }
-    fn epoch_end(&mut self, _: usize, _: usize, _: &EpochLogs) -> Result<()> {
-        Ok(())
-    }
-}
-
-/// Keras's history: one value per epoch.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct History {
-    pub loss: Vec<f64>,
-    pub accuracy: Vec<f64>,
-    pub val_loss: Vec<f64>,
-    pub val_accuracy: Vec<f64>,
-}
-
-/// What is saved beside the weights, as JSON in the safetensors header.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct SavedMeta {
-    format: u32,
-    architecture: String,
-    layers: Vec<Layer>,
-    learning_rate: f64,
-    input_shape: [usize; 3],
-    num_classes: usize,
-    class_names: Option<Vec<String>>,
-    normalization: Normalization,
-    seed: u64,
-}
-
-const FORMAT_VERSION: u32 = 1;
-const META_KEY: &str = "cnnrs";
-
-struct Built {
-    vs: VarStore,
-    net: Network,
+/// The parts that exist once the model knows its input shape and classes.
+pub(super) struct Built {
+    pub(super) vs: VarStore,
+    pub(super) net: Network,
     opt: nn::Optimizer,
-    plan: Plan,
-    input_shape: [usize; 3],
-    num_classes: usize,
-    normalization: Option<Normalization>,
-}
-
-/// Parses "auto", "cpu", "cuda" or "cuda:N".
-///
-/// # Errors
-/// `InvalidArgument` for any other string or a CUDA device that is not there.
-pub fn parse_device(spec: &str) -> Result<Device> {
-    let count = super::cuda_device_count();
-    let cuda = |i: usize| {
-        if i < count {
-            Ok(Device::Cuda(i))
-        } else if count == 0 {
-            Err(Error::invalid(format!(
-                "device {spec:?} was requested but libtorch sees no CUDA device; \
-                 use device=\"cpu\" or \"auto\""
-            )))
-        } else {
-            Err(Error::invalid(format!(
-                "device {spec:?} does not exist: libtorch sees {count} CUDA device(s), cuda:0..cuda:{}",
-                count - 1
-            )))
-        }
-    };
-    match spec {
-        "auto" => Ok(if count > 0 {
-            Device::Cuda(0)
-        } else {
-            Device::Cpu
-        }),
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => cuda(0),
-        s => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
-            Some(Ok(i)) => cuda(i),
-            _ => Err(Error::invalid(format!(
-                "device must be \"auto\", \"cpu\", \"cuda\" or \"cuda:N\", got {spec:?}"
-            ))),
-        },
-    }
-}
-
-/// The name of a device as users write it.
-#[must_use]
-pub fn device_name(d: Device) -> String {
-    match d {
-        Device::Cuda(i) => format!("cuda:{i}"),
-        Device::Mps => "mps".into(),
-        Device::Vulkan => "vulkan".into(),
-        Device::Cpu => "cpu".into(),
-    }
+    pub(super) plan: Plan,
+    pub(super) input_shape: [usize; 3],
+    pub(super) num_classes: usize,
+    pub(super) normalization: Option<Normalization>,
+    scaler: Option<GradScaler>,
 }
 
 /// A CNN classifier with Keras's training semantics.
 pub struct Model {
-    architecture: String,
-    layers: Vec<Layer>,
-    learning_rate: f64,
-    device: Device,
-    seed: u64,
+    config: ModelConfig,
+    layout: Layout,
     fits: u64,
     class_names: Option<Vec<String>>,
     built: Option<Built>,
 }
 
-fn check_labels(y: &[i64], n: usize, classes: usize, what: &str) -> Result<()> {
-    if y.len() != n {
-        return Err(Error::invalid(format!(
-            "{what}: x has {n} images but y has {} labels; they must be the same length",
-            y.len()
-        )));
-    }
-    if let Some(bad) = y
-        .iter()
-        .find(|&&v| v < 0 || v >= i64::try_from(classes).unwrap_or(i64::MAX))
-    {
-        return Err(Error::invalid(format!(
-            "{what}: label {bad} is out of range; labels must be integers in [0, {classes})"
-        )));
-    }
-    Ok(())
-}
-
 impl Model {
     /// A model that builds its parameters at the first `fit` (input shape and
-    /// class count come from the data), like a Keras `Sequential` without `input_shape`.
+    /// class count come from the data), like a Keras `Sequential` without
+    /// `input_shape`. `config.precision` is resolved for the device here.
     ///
     /// # Errors
-    /// `InvalidArgument` for a non-positive or non-finite learning rate.
-    pub fn new(
-        architecture: String,
-        layers: Vec<Layer>,
-        learning_rate: f64,
-        device: Device,
-        seed: u64,
-    ) -> Result<Self> {
-        if !(learning_rate.is_finite() && learning_rate > 0.0) {
+    /// `InvalidArgument` for a non-positive or non-finite learning rate, or a
+    /// precision the device cannot run.
+    pub fn new(mut config: ModelConfig) -> Result<Self> {
+        let lr = config.learning_rate;
+        if !(lr.is_finite() && lr > 0.0) {
             return Err(Error::invalid(format!(
-                "learning_rate must be a positive finite number, got {learning_rate}"
+                "learning_rate must be a positive finite number, got {lr}"
             )));
         }
-        if device.is_cuda() {
+        for (i, layer) in config.layers.iter().enumerate() {
+            layer.validate(i)?;
+        }
+        config.precision = config.precision.resolve(config.device)?;
+        if config.device.is_cuda() {
             tch::Cuda::cudnn_set_benchmark(true);
         }
+        let layout = preferred_layout(config.device, config.precision.is_reduced());
         Ok(Model {
-            architecture,
-            layers,
-            learning_rate,
-            device,
-            seed,
+            config,
+            layout,
             fits: 0,
             class_names: None,
             built: None,
@@ -351,13 +111,15 @@ impl Model {
                 )));
             }
         }
-        let plan = arch::plan(&self.layers, input_shape, num_classes)?;
-        tch::manual_seed(self.seed as i64);
-        let vs = VarStore::new(self.device);
-        let net = Network::build(&vs.root(), &self.layers, &plan, input_shape[2])?;
+        let plan = arch::plan(&self.config.layers, input_shape, num_classes)?;
+        tch::manual_seed(self.config.seed as i64);
+        let vs = VarStore::new(self.config.device);
+        let mut net = Network::build(&vs.root(), &self.config.layers, &plan, input_shape[2])?;
+        net.set_layout(self.layout)?;
         let opt = nn::Adam::default()
             .eps(ADAM_EPS)
-            .build(&vs, self.learning_rate)?;
+            .build(&vs, self.config.learning_rate)?;
+        let scaler = (self.config.precision == Precision::Fp16).then(GradScaler::default);
         self.built = Some(Built {
             vs,
             net,
@@ -366,25 +128,39 @@ impl Model {
             input_shape,
             num_classes,
             normalization: None,
+            scaler,
         });
         Ok(())
     }
 
     #[must_use]
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+    #[must_use]
     pub fn architecture(&self) -> &str {
-        &self.architecture
+        &self.config.architecture
     }
     #[must_use]
     pub fn layers(&self) -> &[Layer] {
-        &self.layers
+        &self.config.layers
     }
     #[must_use]
     pub fn learning_rate(&self) -> f64 {
-        self.learning_rate
+        self.config.learning_rate
     }
     #[must_use]
     pub fn device(&self) -> Device {
-        self.device
+        self.config.device
+    }
+    /// The precision this model trains in (resolved: never `Auto`).
+    #[must_use]
+    pub fn precision(&self) -> Precision {
+        self.config.precision
+    }
+    #[must_use]
+    pub fn seed(&self) -> u64 {
+        self.config.seed
     }
     /// The shape/parameter plan, once built.
     #[must_use]
@@ -408,6 +184,9 @@ impl Model {
     pub fn class_names(&self) -> Option<&[String]> {
         self.class_names.as_deref()
     }
+    pub(super) fn built(&self) -> Option<&Built> {
+        self.built.as_ref()
+    }
 
     /// Sets the class names (one per class), saved with the model. Before the
     /// model is built the count is checked by `build`.
@@ -427,12 +206,34 @@ impl Model {
         Ok(())
     }
 
+    /// Sets statistics read from a file (the checkpoint reader's way in).
+    pub(super) fn set_normalization(&mut self, n: Normalization) -> Result<()> {
+        let b = self
+            .built
+            .as_mut()
+            .ok_or_else(|| Error::invalid("the model is not built"))?;
+        if n.mean.len() != b.input_shape[2] {
+            return Err(Error::invalid(format!(
+                "normalisation has {} channels but the model takes {}",
+                n.mean.len(),
+                b.input_shape[2]
+            )));
+        }
+        b.normalization = Some(n);
+        Ok(())
+    }
+
     fn ready(&self, x: &Images, what: &str) -> Result<&Built> {
         let b = self.built.as_ref().ok_or_else(|| {
             Error::invalid(format!(
                 "{what}: the model has not been trained yet; call fit first"
             ))
         })?;
+        if b.normalization.is_none() {
+            return Err(Error::invalid(format!(
+                "{what}: the model has not been trained yet; call fit first"
+            )));
+        }
         x.validate("x")?;
         if x.image_shape() != b.input_shape {
             return Err(Error::invalid(format!(
@@ -444,13 +245,23 @@ impl Model {
         Ok(b)
     }
 
-    /// Normalised float32 NCHW images on the model's device.
-    fn prepare(&self, x: Images) -> Tensor {
-        let t = x.to_tensor(self.device);
-        match self.normalization() {
-            Some(n) => n.apply(&t),
-            None => t,
+    /// Builds the model for `x` and fits the normalisation on it unless it
+    /// has one already (the first fit's statistics are kept, as Keras's
+    /// `Normalization.adapt` once). `fit` calls this; the binding calls it
+    /// first to publish the model's shape before the epochs start.
+    ///
+    /// # Errors
+    /// As [`Model::build`] and [`Normalization::fit`].
+    pub fn prepare(&mut self, x: Images, num_classes: usize) -> Result<Option<Tensor>> {
+        x.validate("x")?;
+        self.build(x.image_shape(), num_classes)?;
+        let b = self.built.as_mut().expect("built above");
+        if b.normalization.is_some() {
+            return Ok(None);
         }
+        let raw = x.to_device(self.config.device)?;
+        b.normalization = Some(Normalization::fit(&raw)?);
+        Ok(Some(raw))
     }
 
     /// Trains for `cfg.epochs` epochs on (x, y), Keras-style: the reported
@@ -470,12 +281,7 @@ impl Model {
         cfg: &FitConfig,
         monitor: &mut dyn Monitor,
     ) -> Result<History> {
-        if cfg.batch_size == 0 {
-            return Err(Error::invalid("batch_size must be >= 1, got 0"));
-        }
-        if cfg.epochs == 0 {
-            return Err(Error::invalid("epochs must be >= 1, got 0"));
-        }
+        cfg.validate()?;
         x.validate("x")?;
         check_labels(y, x.len(), num_classes, "fit")?;
         if let Some((vx, vy)) = &validation {
@@ -489,36 +295,62 @@ impl Model {
                 )));
             }
         }
-        self.build(x.image_shape(), num_classes)?;
-        let device = self.device;
-        let raw = x.to_tensor(device);
-        let built = self.built.as_mut().expect("built above");
+        let raw = match self.prepare(x, num_classes)? {
+            Some(raw) => raw,
+            None => x.to_device(self.config.device)?,
+        };
+        let device = self.config.device;
+        let (layout, autocast) = (self.layout, self.config.precision.autocast());
+        let built = self.built.as_mut().expect("prepared above");
         let norm = built
             .normalization
-            .get_or_insert_with(|| Normalization::fit(&raw))
-            .clone();
-        let xt = norm.apply(&raw);
-        drop(raw);
-        let yt = Tensor::from_slice(y).to_device(device);
-        let val = validation.map(|(vx, vy)| {
-            (
-                norm.apply(&vx.to_tensor(device)),
-                Tensor::from_slice(vy).to_device(device),
-            )
-        });
+            .as_ref()
+            .expect("prepared above")
+            .on(device)?;
+        let data = DeviceData {
+            x: raw,
+            y: Tensor::f_from_slice(y)?.f_to_device(device)?,
+            norm: &norm,
+            layout,
+        };
+        let val = match validation {
+            Some((vx, vy)) => Some(DeviceData {
+                x: vx.to_device(device)?,
+                y: Tensor::f_from_slice(vy)?.f_to_device(device)?,
+                norm: &norm,
+                layout,
+            }),
+            None => None,
+        };
 
         self.fits += 1;
-        tch::manual_seed(self.seed.wrapping_add(self.fits.wrapping_mul(0x9E37_79B9)) as i64);
-        let built = self.built.as_mut().expect("built above");
+        let seed = self
+            .config
+            .seed
+            .wrapping_add(self.fits.wrapping_mul(0x9E37_79B9));
+        tch::manual_seed(seed as i64);
+        let n = x.len() as i64;
+        let mut trainer = Trainer {
+            net: &built.net,
+            opt: &mut built.opt,
+            autocast,
+            scaler: built.scaler.as_mut(),
+        };
         let mut history = History::default();
         for epoch in 0..cfg.epochs {
             let start = Instant::now();
-            let (loss, accuracy) = train_epoch(built, &xt, &yt, epoch, cfg, monitor)?;
+            let order = if cfg.shuffle {
+                Tensor::f_randperm(n, (Kind::Int64, device))?
+            } else {
+                Tensor::f_arange(n, (Kind::Int64, device))?
+            };
+            let (loss, accuracy) =
+                train::train_epoch(&mut trainer, &data, &order, epoch, cfg, monitor)?;
             let val_metrics = match &val {
-                Some((vx, vy)) => Some(evaluate_tensors(&built.net, vx, vy, monitor)?),
+                Some(v) => Some(train::evaluate(trainer.net, autocast, v, monitor)?),
                 None => None,
             };
-            let logs = EpochLogs {
+            let logs = train::EpochLogs {
                 loss,
                 accuracy,
                 val: val_metrics,
@@ -542,9 +374,15 @@ impl Model {
     pub fn evaluate(&self, x: Images, y: &[i64], monitor: &mut dyn Monitor) -> Result<(f64, f64)> {
         let b = self.ready(&x, "evaluate")?;
         check_labels(y, x.len(), b.num_classes, "evaluate")?;
-        let xt = self.prepare(x);
-        let yt = Tensor::from_slice(y).to_device(self.device);
-        evaluate_tensors(&b.net, &xt, &yt, monitor)
+        let device = self.config.device;
+        let norm = b.normalization.as_ref().expect("ready").on(device)?;
+        let data = DeviceData {
+            x: x.to_device(device)?,
+            y: Tensor::f_from_slice(y)?.f_to_device(device)?,
+            norm: &norm,
+            layout: self.layout,
+        };
+        train::evaluate(&b.net, self.config.precision.autocast(), &data, monitor)
     }
 
     /// Class probabilities, row-major (N × classes).
@@ -561,276 +399,26 @@ impl Model {
             return Err(Error::invalid("batch_size must be >= 1, got 0"));
         }
         let b = self.ready(&x, "predict")?;
-        let xt = self.prepare(x);
-        let n = x.len();
-        let mut out = Vec::with_capacity(n * b.num_classes);
-        let batches = n.div_ceil(batch_size);
-        for i in 0..batches {
-            let len = batch_size.min(n - i * batch_size);
-            let xb = xt.narrow(0, (i * batch_size) as i64, len as i64);
-            let p = tch::no_grad(|| b.net.probabilities(&xb)).to_device(Device::Cpu);
-            out.extend(Vec::<f32>::try_from(p.flatten(0, -1))?);
-            monitor.batch(&BatchProgress {
-                epoch: 0,
-                epochs: 1,
-                batch: i,
-                batches,
-                metrics: None,
-            })?;
-        }
-        Ok(out)
-    }
-
-    /// Writes the weights and everything needed to use them again to `path`
-    /// (safetensors, metadata as JSON in its header). The file appears
-    /// whole or not at all: it is written beside `path` and renamed.
-    ///
-    /// # Errors
-    /// `InvalidArgument` for an untrained model, `Io` for write failures.
-    pub fn save(&self, path: &Path) -> Result<()> {
-        let b = self.built.as_ref().ok_or_else(|| {
-            Error::invalid("save: the model has not been built or trained yet; call fit first")
-        })?;
-        let normalization = b.normalization.clone().ok_or_else(|| {
-            Error::invalid("save: the model has not been trained yet; call fit first")
-        })?;
-        let meta = SavedMeta {
-            format: FORMAT_VERSION,
-            architecture: self.architecture.clone(),
-            layers: self.layers.clone(),
-            learning_rate: self.learning_rate,
-            input_shape: b.input_shape,
-            num_classes: b.num_classes,
-            class_names: self.class_names.clone(),
-            normalization,
-            seed: self.seed,
-        };
-        let meta_json = serde_json::to_string(&meta).map_err(|e| Error::format(e.to_string()))?;
-        let mut tensors = Vec::new();
-        for (name, t) in b.vs.variables() {
-            let t = t.to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
-            let shape: Vec<usize> = t
-                .size()
-                .iter()
-                .map(|&d| usize::try_from(d).unwrap_or(0))
-                .collect();
-            let data: Vec<f32> = Vec::try_from(t.flatten(0, -1))?;
-            let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-            tensors.push((name, F32View { shape, bytes }));
-        }
-        let info = HashMap::from([(META_KEY.to_string(), meta_json)]);
-        let buffer = safetensors::serialize(tensors, &Some(info))
-            .map_err(|e| Error::format(format!("cannot serialise the model: {e}")))?;
-        crate::fileio::write_atomically(path, &buffer)
-    }
-
-    /// Reads a model written by [`Model::save`] onto `device`.
-    ///
-    /// # Errors
-    /// `NotFound`/`Io` for unreadable files, `Format` for files that are not
-    /// complete cnnrs models.
-    pub fn load(path: &Path, device: Device) -> Result<Self> {
-        let buffer = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let bad = |why: String| {
-            Error::format(format!(
-                "{} is not a valid cnnrs model file: {why}",
-                path.display()
-            ))
-        };
-        let st =
-            safetensors::SafeTensors::deserialize(&buffer).map_err(|e| bad(format!("{e:?}")))?;
-        let (_, header) =
-            safetensors::SafeTensors::read_metadata(&buffer).map_err(|e| bad(format!("{e:?}")))?;
-        let meta_json = header
-            .metadata()
-            .as_ref()
-            .and_then(|m| m.get(META_KEY))
-            .ok_or_else(
-                || bad("it has no cnnrs metadata (was it written by Model.save?)".into()),
-            )?;
-        let meta: SavedMeta = serde_json::from_str(meta_json).map_err(|e| bad(e.to_string()))?;
-        if meta.format != FORMAT_VERSION {
-            return Err(bad(format!(
-                "format version {} is not supported (this cnnrs reads version {FORMAT_VERSION})",
-                meta.format
-            )));
-        }
-        let mut model = Model::new(
-            meta.architecture,
-            meta.layers,
-            meta.learning_rate,
-            device,
-            meta.seed,
+        let device = self.config.device;
+        let norm = b.normalization.as_ref().expect("ready").on(device)?;
+        train::predict(
+            &b.net,
+            self.config.precision.autocast(),
+            &x.to_device(device)?,
+            &norm,
+            self.layout,
+            batch_size,
+            monitor,
         )
-        .map_err(|e| bad(e.to_string()))?;
-        model
-            .build(meta.input_shape, meta.num_classes)
-            .map_err(|e| bad(e.to_string()))?;
-        if meta.normalization.mean.len() != meta.input_shape[2]
-            || meta.normalization.std.len() != meta.input_shape[2]
-        {
-            return Err(bad(
-                "normalisation statistics do not match the channel count".into(),
-            ));
-        }
-        let built = model.built.as_mut().expect("built above");
-        built.normalization = Some(meta.normalization);
-        let vars = built.vs.variables();
-        if st.len() != vars.len() {
-            return Err(bad(format!(
-                "it holds {} tensors but the architecture has {}",
-                st.len(),
-                vars.len()
-            )));
-        }
-        for (name, var) in vars {
-            let view = st
-                .tensor(&name)
-                .map_err(|_| bad(format!("tensor {name:?} is missing")))?;
-            let expected: Vec<usize> = var
-                .size()
-                .iter()
-                .map(|&d| usize::try_from(d).unwrap_or(0))
-                .collect();
-            if view.dtype() != safetensors::Dtype::F32 || view.shape() != expected.as_slice() {
-                return Err(bad(format!(
-                    "tensor {name:?} is {:?} {:?}, expected F32 {expected:?}",
-                    view.dtype(),
-                    view.shape()
-                )));
-            }
-            let values: Vec<f32> = view
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
-            let src = Tensor::from_slice(&values)
-                .view(var.size().as_slice())
-                .to_device(device);
-            tch::no_grad(|| {
-                let mut var = var;
-                var.copy_(&src);
-            });
-        }
-        model.class_names = meta.class_names;
-        Ok(model)
-    }
-}
-
-/// One pass over the shuffled training data; returns the epoch's running
-/// (loss, accuracy) as Keras reports them. Batches are gathered on the device;
-/// the running sums stay there and are read only when progress shows them
-/// (every batch on CPU, every 25th and the last on CUDA).
-fn train_epoch(
-    built: &mut Built,
-    x: &Tensor,
-    y: &Tensor,
-    epoch: usize,
-    cfg: &FitConfig,
-    monitor: &mut dyn Monitor,
-) -> Result<(f64, f64)> {
-    let device = x.device();
-    let n = usize::try_from(x.size()[0]).unwrap_or(0);
-    let batches = n.div_ceil(cfg.batch_size);
-    let sync_every = if device.is_cuda() { 25 } else { 1 };
-    let order = if cfg.shuffle {
-        Tensor::randperm(n as i64, (Kind::Int64, device))
-    } else {
-        Tensor::arange(n as i64, (Kind::Int64, device))
-    };
-    let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
-    let mut correct = Tensor::zeros([], (Kind::Int64, device));
-    let mut seen = 0usize;
-    let mut metrics = (0.0, 0.0);
-    for b in 0..batches {
-        let len = cfg.batch_size.min(n - b * cfg.batch_size);
-        let idx = order.narrow(0, (b * cfg.batch_size) as i64, len as i64);
-        let yb = y.index_select(0, &idx);
-        let logits = built.net.forward_t(&x.index_select(0, &idx), true);
-        let loss = logits.cross_entropy_for_logits(&yb);
-        built.opt.backward_step(&loss);
-        seen += len;
-        tch::no_grad(|| {
-            let _ = loss_sum.g_add_(&(loss.detach() * len as f64));
-            let _ = correct.g_add_(&logits.argmax(-1, false).eq_tensor(&yb).sum(Kind::Int64));
-        });
-        let read = b + 1 == batches || b % sync_every == 0;
-        if read {
-            metrics = (
-                loss_sum.double_value(&[]) / seen as f64,
-                correct.int64_value(&[]) as f64 / seen as f64,
-            );
-        }
-        monitor.batch(&BatchProgress {
-            epoch,
-            epochs: cfg.epochs,
-            batch: b,
-            batches,
-            metrics: read.then_some(metrics),
-        })?;
-    }
-    Ok(metrics)
-}
-
-fn evaluate_tensors(
-    net: &Network,
-    x: &Tensor,
-    y: &Tensor,
-    monitor: &mut dyn Monitor,
-) -> Result<(f64, f64)> {
-    let n = usize::try_from(x.size()[0]).unwrap_or(0);
-    let device = x.device();
-    let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
-    let mut correct = Tensor::zeros([], (Kind::Int64, device));
-    let batches = n.div_ceil(INFERENCE_BATCH);
-    for i in 0..batches {
-        let len = INFERENCE_BATCH.min(n - i * INFERENCE_BATCH);
-        let (start, len64) = ((i * INFERENCE_BATCH) as i64, len as i64);
-        tch::no_grad(|| {
-            let logits = net.forward_t(&x.narrow(0, start, len64), false);
-            let yb = y.narrow(0, start, len64);
-            let l = logits.cross_entropy_loss::<Tensor>(&yb, None, Reduction::Sum, -100, 0.0);
-            let _ = loss_sum.g_add_(&l.to_kind(Kind::Double));
-            let _ = correct.g_add_(&logits.argmax(-1, false).eq_tensor(&yb).sum(Kind::Int64));
-        });
-        monitor.batch(&BatchProgress {
-            epoch: 0,
-            epochs: 1,
-            batch: i,
-            batches,
-            metrics: None,
-        })?;
-    }
-    Ok((
-        loss_sum.double_value(&[]) / n as f64,
-        correct.int64_value(&[]) as f64 / n as f64,
-    ))
-}
-
-struct F32View {
-    shape: Vec<usize>,
-    bytes: Vec<u8>,
-}
-
-impl safetensors::View for F32View {
-    fn dtype(&self) -> safetensors::Dtype {
-        safetensors::Dtype::F32
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
-        std::borrow::Cow::Borrowed(&self.bytes)
-    }
-    fn data_len(&self) -> usize {
-        self.bytes.len()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::arch;
+    use crate::nn::input::Pixels;
+    use crate::nn::train::Silent;
+    use crate::nn::{checkpoint, device::parse_device};
 
     /// Two separable classes: images whose top half is bright vs bottom half.
     fn toy(n: usize) -> (Vec<u8>, Vec<i64>) {
@@ -855,13 +443,14 @@ mod tests {
     static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
     fn model(seed: u64) -> Model {
-        Model::new(
-            "baseline".into(),
-            arch::builtin("baseline").unwrap(),
-            1e-3,
-            Device::Cpu,
+        Model::new(ModelConfig {
+            architecture: "baseline".into(),
+            layers: arch::builtin("baseline").unwrap(),
+            learning_rate: 1e-3,
+            device: Device::Cpu,
+            precision: Precision::Fp32,
             seed,
-        )
+        })
         .unwrap()
     }
 
@@ -884,13 +473,14 @@ mod tests {
             .unwrap();
         assert_eq!(h.loss.len(), 3);
         assert_eq!(h.val_accuracy.len(), 3);
-        let (_, acc) = m.evaluate(images, &y, &mut Silent).unwrap();
+        let (loss, acc) = m.evaluate(images, &y, &mut Silent).unwrap();
         assert!(acc > 0.95, "accuracy {acc}");
+        assert_eq!((loss, acc), (h.val_loss[2], h.val_accuracy[2]));
 
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.safetensors");
-        m.save(&path).unwrap();
-        let loaded = Model::load(&path, Device::Cpu).unwrap();
+        checkpoint::save(&m, &path).unwrap();
+        let loaded = checkpoint::load(&path, Device::Cpu).unwrap();
         let p1 = m.predict(images, 64, &mut Silent).unwrap();
         let p2 = loaded.predict(images, 64, &mut Silent).unwrap();
         assert_eq!(p1, p2);
@@ -898,7 +488,7 @@ mod tests {
 
         std::fs::write(&path, b"not a model").unwrap();
         assert!(matches!(
-            Model::load(&path, Device::Cpu),
+            checkpoint::load(&path, Device::Cpu),
             Err(Error::Format(_))
         ));
     }

@@ -1,10 +1,12 @@
 //! A planned architecture made real on libtorch: parameters in a `VarStore`
-//! (named after the Keras layers) and a forward pass in NCHW.
+//! (named after the Keras layers) and a forward pass in NCHW (logical shape;
+//! the memory may be channels-last, see [`super::device::Layout`]).
 
 use tch::nn::{Init as TchInit, Path};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use super::arch::{Init, Layer, Plan};
+use super::device::Layout;
 use crate::error::Result;
 
 /// Keras's BatchNormalization(momentum=0.99, epsilon=1e-3) in PyTorch's terms.
@@ -121,19 +123,44 @@ impl Network {
         Ok(Network { ops })
     }
 
+    /// Lays the convolution weights out as `layout` (the values do not
+    /// change; libtorch picks its channels-last kernels when input and weight
+    /// are both channels-last).
+    ///
+    /// # Errors
+    /// A libtorch failure.
+    pub fn set_layout(&mut self, layout: Layout) -> Result<()> {
+        for op in &mut self.ops {
+            if let Op::Conv { w, .. } = op {
+                let data = match layout {
+                    Layout::ChannelsLast => w
+                        .f_permute([0, 2, 3, 1])?
+                        .f_contiguous()?
+                        .f_permute([0, 3, 1, 2])?,
+                    Layout::Contiguous => w.f_contiguous()?,
+                };
+                tch::no_grad(|| w.f_set_data(&data))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Logits for a batch `x` of shape (N, C, H, W); `train` switches dropout
     /// on and batch norm to batch statistics (updating its running averages).
-    pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+    ///
+    /// # Errors
+    /// A libtorch failure (e.g. out of memory on the device).
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut x = x.shallow_clone();
         for op in &self.ops {
             x = match op {
                 Op::Conv { w, b } => x
-                    .conv2d_padding(w, Some(b), [1, 1], "same", [1, 1], 1)
-                    .relu(),
-                Op::MaxPool(k) => x.max_pool2d([*k, *k], [*k, *k], [0, 0], [1, 1], false),
-                Op::AvgPool(k) => x.avg_pool2d([*k, *k], [*k, *k], [0, 0], false, true, None),
-                Op::Dropout(rate) => x.dropout(*rate, train),
-                Op::BatchNorm { w, b, mean, var } => x.batch_norm(
+                    .f_conv2d_padding(w, Some(b), [1, 1], "same", [1, 1], 1)?
+                    .f_relu()?,
+                Op::MaxPool(k) => x.f_max_pool2d([*k, *k], [*k, *k], [0, 0], [1, 1], false)?,
+                Op::AvgPool(k) => x.f_avg_pool2d([*k, *k], [*k, *k], [0, 0], false, true, None)?,
+                Op::Dropout(rate) => x.f_dropout(*rate, train)?,
+                Op::BatchNorm { w, b, mean, var } => x.f_batch_norm(
                     Some(w),
                     Some(b),
                     Some(mean),
@@ -142,23 +169,18 @@ impl Network {
                     BN_MOMENTUM,
                     BN_EPS,
                     true,
-                ),
-                Op::Flatten => x.flatten(1, -1),
+                )?,
+                Op::Flatten => x.f_flatten(1, -1)?,
                 Op::Dense { w, b, relu } => {
-                    let y = x.linear(w, Some(b));
+                    let y = x.f_linear(w, Some(b))?;
                     if *relu {
-                        y.relu()
+                        y.f_relu()?
                     } else {
                         y
                     }
                 }
             };
         }
-        x
-    }
-
-    /// Class probabilities (softmax of the logits) in inference mode.
-    pub fn probabilities(&self, x: &Tensor) -> Tensor {
-        self.forward_t(x, false).softmax(-1, Kind::Float)
+        Ok(x)
     }
 }

@@ -2,7 +2,6 @@
 //! arguments, validate what Python can get wrong, release the GIL around the
 //! core call and convert results back to numpy. No math lives here.
 
-#[allow(dead_code)] // used by the bindings as they move onto it
 mod args;
 mod data;
 mod fileio;

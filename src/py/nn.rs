@@ -3,22 +3,29 @@
 //! Arrays are extracted before the GIL is released; training runs detached and
 //! re-attaches only between batches to check for Ctrl-C and hand progress to
 //! the Python printer. libtorch panics are caught and raised as `TorchError`.
+//! See [`PyNetwork`] for the locking rule.
 
 use std::borrow::Cow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use ndarray::Array2;
 use numpy::{IntoPyArray, PyArray2, PyReadonlyArray1, PyReadonlyArray4, PyUntypedArrayMethods};
-use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
+use super::args;
 use crate::error::{Error, TorchError};
-use crate::nn::arch::{self, Layer, SpecArg};
-use crate::nn::model::{self, BatchProgress, EpochLogs, FitConfig, Images, Model, Monitor, Pixels};
+use crate::nn::arch::{self, Layer, Plan, SpecArg};
+use crate::nn::input::{Images, Normalization, Pixels};
+use crate::nn::model::{Model, ModelConfig};
+use crate::nn::precision::{Precision, PRECISIONS};
+use crate::nn::train::{BatchProgress, EpochLogs, FitConfig, Monitor};
+use crate::nn::{checkpoint, device};
 
 /// Images as numpy gave them: uint8 or float32 (N, H, W, C).
 enum ImageArg<'py> {
@@ -163,19 +170,6 @@ impl Monitor for PyMonitor {
     }
 }
 
-/// Runs `f` with the GIL released, turning a libtorch panic into `TorchError`.
-fn detached<T: Send>(py: Python<'_>, f: impl FnOnce() -> PyResult<T> + Send) -> PyResult<T> {
-    py.detach(|| catch_unwind(AssertUnwindSafe(f)))
-        .unwrap_or_else(|payload| {
-            let msg = payload
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_string()))
-                .unwrap_or_else(|| "unknown failure".into());
-            Err(TorchError::new_err(format!("libtorch failed: {msg}")))
-        })
-}
-
 fn spec_arg(v: &Bound<'_, PyAny>, layer: usize) -> PyResult<SpecArg> {
     if v.is_instance_of::<pyo3::types::PyBool>() {
         return Err(Error::invalid(format!("layer {layer}: unexpected boolean argument")).into());
@@ -242,35 +236,222 @@ fn architecture_arg(a: &Bound<'_, PyAny>) -> PyResult<(String, Vec<Layer>)> {
     Ok(("custom_layers".to_string(), arch::parse_specs(&specs)?))
 }
 
+/// The payload of a caught panic, as text.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_string()))
+        .unwrap_or_else(|| "unknown failure".into())
+}
+
+/// An identifier of the calling OS thread (the address of a thread-local).
+fn thread_tag() -> usize {
+    thread_local!(static TAG: u8 = const { 0 });
+    TAG.with(|t| std::ptr::from_ref(t) as usize)
+}
+
+/// `"fp32" | "bf16" | "fp16" | "auto"`, parsed once at the boundary.
+struct PrecisionArg(Precision);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for PrecisionArg {
+    type Error = PyErr;
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let s = args::choice(&obj, "precision", &PRECISIONS)?;
+        Ok(PrecisionArg(Precision::parse(s)?))
+    }
+}
+
+/// `"auto" | "cpu" | "cuda" | "cuda:N"`, parsed once at the boundary.
+struct DeviceArg(tch::Device);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for DeviceArg {
+    type Error = PyErr;
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let Ok(s) = obj.cast::<PyString>() else {
+            return Err(PyTypeError::new_err(format!(
+                "device must be \"auto\", \"cpu\", \"cuda\" or \"cuda:N\", got {}",
+                args::short_repr(&obj)
+            )));
+        };
+        let s = s.to_cow()?;
+        Ok(DeviceArg(obj.py().detach(|| device::parse_device(&s))?))
+    }
+}
+
+/// What never changes once a model has its weights: shape, classes, plan
+/// and normalisation. Published once (lock-free) so readers never wait for
+/// a fit in progress.
+struct Facts {
+    input_shape: [usize; 3],
+    num_classes: usize,
+    plan: Plan,
+}
+
 /// The Rust network behind `cnnrs.Model`: architecture, weights, optimiser,
-/// normalisation. Thread-safe; every method releases the GIL while it works.
+/// normalisation.
+///
+/// Thread safety follows one rule: nothing waits for the model's lock while
+/// attached to the interpreter. Settings fixed at construction live outside
+/// the lock; the shape, plan and normalisation are published once, lock-free,
+/// when they become known; everything else goes through
+/// [`PyNetwork::with_model`], which releases the GIL before taking the lock.
+/// So a thread reading `input_shape` during another thread's `fit` returns at
+/// once, and a second `fit` on the same model waits its turn. Calling a
+/// method that needs the lock from inside this model's own fit (a progress
+/// printer or callback) raises `RuntimeError` instead of deadlocking.
+/// A libtorch failure in the middle of a training step leaves the model
+/// marked unusable (`cnnrs.CnnrsError`), never silently half-updated.
 #[pyclass(name = "Network", module = "cnnrs._core")]
 pub struct PyNetwork {
-    inner: Mutex<Model>,
+    architecture: String,
+    layers_json: String,
+    learning_rate: f64,
+    device: tch::Device,
+    precision: Precision,
+    seed: u64,
+    facts: OnceLock<Facts>,
+    normalization: OnceLock<Normalization>,
+    class_names: Mutex<Option<Vec<String>>>,
+    model: Mutex<Model>,
+    /// `thread_tag()` of the thread holding `model`, 0 when free.
+    holder: AtomicUsize,
+    /// Why the model is unusable, once a mutating call failed halfway.
+    broken: OnceLock<String>,
+}
+
+/// Whether a call may change the weights (a panic inside it breaks the model).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    Write,
 }
 
 impl PyNetwork {
-    fn lock(&self) -> MutexGuard<'_, Model> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    fn from_model(m: Model) -> PyResult<Self> {
+        let layers_json =
+            serde_json::to_string(m.layers()).map_err(|e| Error::format(e.to_string()))?;
+        let net = PyNetwork {
+            architecture: m.architecture().to_string(),
+            layers_json,
+            learning_rate: m.learning_rate(),
+            device: m.device(),
+            precision: m.precision(),
+            seed: m.seed(),
+            facts: OnceLock::new(),
+            normalization: OnceLock::new(),
+            class_names: Mutex::new(m.class_names().map(<[String]>::to_vec)),
+            model: Mutex::new(m),
+            holder: AtomicUsize::new(0),
+            broken: OnceLock::new(),
+        };
+        net.publish(&net.model.lock().unwrap_or_else(PoisonError::into_inner));
+        Ok(net)
+    }
+
+    /// Publishes what became known about `m` (idempotent).
+    fn publish(&self, m: &Model) {
+        if let (Some(input_shape), Some(num_classes), Some(plan)) =
+            (m.input_shape(), m.num_classes(), m.plan())
+        {
+            let _ = self.facts.set(Facts {
+                input_shape,
+                num_classes,
+                plan: plan.clone(),
+            });
+        }
+        if let Some(n) = m.normalization() {
+            let _ = self.normalization.set(n.clone());
+        }
+    }
+
+    /// The one way to the model: releases the GIL, then takes the lock, runs
+    /// `f` with panics caught, and publishes what `f` made known.
+    fn with_model<T: Send>(
+        &self,
+        py: Python<'_>,
+        what: &str,
+        access: Access,
+        f: impl FnOnce(&mut Model) -> PyResult<T> + Send,
+    ) -> PyResult<T> {
+        let me = thread_tag();
+        if self.holder.load(Ordering::Acquire) == me {
+            return Err(PyRuntimeError::new_err(format!(
+                "Model.{what} cannot be called from inside this model's own fit/evaluate/predict \
+                 (a progress printer or callback runs while the model is busy); read properties \
+                 there, or call it after the fit returns"
+            )));
+        }
+        let unusable = |why: &String| -> PyErr {
+            Error::Unusable(format!(
+                "this model can no longer be used: {why}. Its weights may be half-updated; \
+                 load a saved copy (cnnrs.Model.load) or create a new model"
+            ))
+            .into()
+        };
+        if let Some(why) = self.broken.get() {
+            return Err(unusable(why));
+        }
+        py.detach(|| {
+            let mut guard = self.model.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(why) = self.broken.get() {
+                return Err(unusable(why));
+            }
+            self.holder.store(me, Ordering::Release);
+            let result = catch_unwind(AssertUnwindSafe(|| f(&mut guard)));
+            self.holder.store(0, Ordering::Release);
+            self.publish(&guard);
+            match result {
+                Ok(r) => r,
+                Err(payload) => {
+                    let msg = panic_message(payload.as_ref());
+                    if access == Access::Write {
+                        let _ = self
+                            .broken
+                            .set(format!("libtorch failed during {what}: {msg}"));
+                    }
+                    Err(TorchError::new_err(format!("libtorch failed: {msg}")))
+                }
+            }
+        })
     }
 }
 
 #[pymethods]
 impl PyNetwork {
     #[new]
-    #[pyo3(signature = (architecture, learning_rate=5e-4, device="auto", seed=0))]
+    #[pyo3(signature = (architecture, learning_rate=None, device=None, seed=None, *, precision=None))]
     fn new(
+        py: Python<'_>,
         architecture: &Bound<'_, PyAny>,
-        learning_rate: f64,
-        device: &str,
-        seed: u64,
+        learning_rate: Option<&Bound<'_, PyAny>>,
+        device: Option<DeviceArg>,
+        seed: Option<&Bound<'_, PyAny>>,
+        precision: Option<PrecisionArg>,
     ) -> PyResult<Self> {
         let (name, layers) = architecture_arg(architecture)?;
-        let device = model::parse_device(device)?;
-        let m = Model::new(name, layers, learning_rate, device, seed)?;
-        Ok(PyNetwork {
-            inner: Mutex::new(m),
-        })
+        let learning_rate = learning_rate
+            .map(|v| args::positive_number(v, "learning_rate"))
+            .transpose()?
+            .unwrap_or(5e-4);
+        let seed = seed
+            .map(|v| args::int_in(v, "seed", 0, i64::MAX))
+            .transpose()?
+            .unwrap_or(0) as u64;
+        let device = match device {
+            Some(d) => d.0,
+            None => py.detach(|| device::parse_device("auto"))?,
+        };
+        let config = ModelConfig {
+            architecture: name,
+            layers,
+            learning_rate,
+            device,
+            precision: precision.map_or(Precision::Fp32, |p| p.0),
+            seed,
+        };
+        let m = py.detach(|| Model::new(config))?;
+        PyNetwork::from_model(m)
     }
 
     /// Allocates the weights for images of `input_shape` (H, W, C) and `num_classes`.
@@ -278,27 +459,35 @@ impl PyNetwork {
         &self,
         py: Python<'_>,
         input_shape: (usize, usize, usize),
-        num_classes: usize,
+        num_classes: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         let (h, w, c) = input_shape;
-        detached(py, || Ok(self.lock().build([h, w, c], num_classes)?))
+        let k = args::usize_in(num_classes, "num_classes", 2, arch::MAX_CLASSES)?;
+        self.with_model(py, "build", Access::Write, |m| Ok(m.build([h, w, c], k)?))
     }
 
-    #[pyo3(signature = (x, y, num_classes, epochs, batch_size, validation_x=None, validation_y=None, shuffle=true, printer=None))]
+    /// Trains on (x, y); returns the Keras history dict.
+    #[pyo3(signature = (x, y, *, num_classes, epochs, batch_size, validation_x=None, validation_y=None, shuffle=None, printer=None))]
     #[allow(clippy::too_many_arguments)]
     fn fit<'py>(
         &self,
         py: Python<'py>,
         x: &Bound<'py, PyAny>,
         y: PyReadonlyArray1<'py, i64>,
-        num_classes: usize,
-        epochs: usize,
-        batch_size: usize,
+        num_classes: &Bound<'py, PyAny>,
+        epochs: &Bound<'py, PyAny>,
+        batch_size: &Bound<'py, PyAny>,
         validation_x: Option<&Bound<'py, PyAny>>,
         validation_y: Option<PyReadonlyArray1<'py, i64>>,
-        shuffle: bool,
+        shuffle: Option<&Bound<'py, PyAny>>,
         printer: Option<Py<PyAny>>,
     ) -> PyResult<Bound<'py, PyDict>> {
+        let cfg = FitConfig {
+            epochs: args::usize_in(epochs, "epochs", 1, 1 << 31)?,
+            batch_size: args::usize_in(batch_size, "batch_size", 1, 1 << 31)?,
+            shuffle: shuffle.map_or(Ok(true), |s| args::flag(s, "shuffle"))?,
+        };
+        let num_classes = args::usize_in(num_classes, "num_classes", 2, arch::MAX_CLASSES)?;
         let xa = extract_images(x, "x")?;
         let va = validation_x
             .map(|v| extract_images(v, "validation x"))
@@ -306,30 +495,24 @@ impl PyNetwork {
         let (xo, yo) = (xa.owned(), labels(&y));
         let vo = va.as_ref().map(ImageArg::owned);
         let vy = validation_y.as_ref().map(labels);
-        let cfg = FitConfig {
-            epochs,
-            batch_size,
-            shuffle,
-        };
         let x_shape = xa.shape();
-        let mut monitor = PyMonitor::new(printer);
         let val_shape = va.as_ref().map(ImageArg::shape);
-        let history = detached(py, || {
+        let mut monitor = PyMonitor::new(printer);
+        let r = self.with_model(py, "fit", Access::Write, |m| {
             let val = match (&vo, val_shape, &vy) {
                 (Some(o), Some(shape), Some(l)) => Some((images(o, shape), l.as_ref())),
                 _ => None,
             };
-            let r = self.lock().fit(
-                images(&xo, x_shape),
-                &yo,
-                num_classes,
-                val,
-                &cfg,
-                &mut monitor,
-            );
-            Ok((r, monitor))
-        })
-        .and_then(|(r, monitor)| monitor.finish(r))?;
+            let x = images(&xo, x_shape);
+            // Build and fit the normalisation first, so the model's shape is
+            // published (readable from other threads) before the epochs start.
+            let prepared = m.prepare(x, num_classes).map(|_| ());
+            if prepared.is_ok() {
+                self.publish(m);
+            }
+            Ok(prepared.and_then(|()| m.fit(x, &yo, num_classes, val, &cfg, &mut monitor)))
+        });
+        let history = monitor.finish(r?)?;
         let d = PyDict::new(py);
         d.set_item("loss", history.loss)?;
         d.set_item("accuracy", history.accuracy)?;
@@ -350,110 +533,147 @@ impl PyNetwork {
         let xa = extract_images(x, "x")?;
         let (xo, yo, shape) = (xa.owned(), labels(&y), xa.shape());
         let mut monitor = PyMonitor::new(None);
-        detached(py, || {
-            let r = self.lock().evaluate(images(&xo, shape), &yo, &mut monitor);
-            Ok((r, monitor))
-        })
-        .and_then(|(r, monitor)| monitor.finish(r))
+        let r = self.with_model(py, "evaluate", Access::Read, |m| {
+            Ok(m.evaluate(images(&xo, shape), &yo, &mut monitor))
+        });
+        monitor.finish(r?)
     }
 
     /// Class probabilities (N, classes), float32.
-    #[pyo3(signature = (x, batch_size=256))]
+    #[pyo3(signature = (x, batch_size=None))]
     fn predict<'py>(
         &self,
         py: Python<'py>,
         x: &Bound<'py, PyAny>,
-        batch_size: usize,
+        batch_size: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let batch_size =
+            batch_size.map_or(Ok(256), |b| args::usize_in(b, "batch_size", 1, 1 << 31))?;
         let xa = extract_images(x, "x")?;
         let (xo, shape) = (xa.owned(), xa.shape());
         let mut monitor = PyMonitor::new(None);
-        let (probs, k) = detached(py, || {
-            let m = self.lock();
-            let r = m.predict(images(&xo, shape), batch_size, &mut monitor);
-            Ok(((r, m.num_classes().unwrap_or(0)), monitor))
-        })
-        .and_then(|((r, k), monitor)| Ok((monitor.finish(r)?, k)))?;
-        let n = xa.shape()[0];
-        let arr =
-            Array2::from_shape_vec((n, k), probs).map_err(|e| Error::format(e.to_string()))?;
+        let r = self.with_model(py, "predict", Access::Read, |m| {
+            let k = m.num_classes().unwrap_or(0);
+            Ok(m.predict(images(&xo, shape), batch_size, &mut monitor)
+                .map(|p| (p, k)))
+        });
+        let (probs, k) = monitor.finish(r?)?;
+        let arr = Array2::from_shape_vec((shape[0], k), probs)
+            .map_err(|e| Error::format(e.to_string()))?;
         Ok(arr.into_pyarray(py))
     }
 
     /// Writes the model to `path` atomically.
     fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
-        detached(py, || Ok(self.lock().save(&path)?))
+        self.with_model(py, "save", Access::Read, |m| {
+            Ok(checkpoint::save(m, &path)?)
+        })
     }
 
     /// Reads a model written by `save`.
     #[staticmethod]
-    #[pyo3(signature = (path, device="auto"))]
-    fn load(py: Python<'_>, path: PathBuf, device: &str) -> PyResult<Self> {
-        let device = model::parse_device(device)?;
-        let m = detached(py, || Ok(Model::load(&path, device)?))?;
-        Ok(PyNetwork {
-            inner: Mutex::new(m),
-        })
+    #[pyo3(signature = (path, device=None))]
+    fn load(py: Python<'_>, path: PathBuf, device: Option<DeviceArg>) -> PyResult<Self> {
+        let m = py.detach(|| -> crate::Result<Model> {
+            let device = match device {
+                Some(d) => d.0,
+                None => device::parse_device("auto")?,
+            };
+            catch_unwind(AssertUnwindSafe(|| checkpoint::load(&path, device))).unwrap_or_else(|p| {
+                Err(Error::format(format!(
+                    "{} could not be loaded: {}",
+                    path.display(),
+                    panic_message(p.as_ref())
+                )))
+            })
+        })?;
+        PyNetwork::from_model(m)
     }
 
     #[getter]
-    fn architecture(&self) -> String {
-        self.lock().architecture().to_string()
+    fn architecture(&self) -> &str {
+        &self.architecture
     }
 
     #[getter]
     fn learning_rate(&self) -> f64 {
-        self.lock().learning_rate()
+        self.learning_rate
     }
 
     #[getter]
     fn device(&self) -> String {
-        model::device_name(self.lock().device())
+        device::device_name(self.device)
+    }
+
+    /// The precision the model trains in, resolved for its device ("auto" never shows).
+    #[getter]
+    fn precision(&self) -> &'static str {
+        self.precision.name()
+    }
+
+    #[getter]
+    fn seed(&self) -> u64 {
+        self.seed
     }
 
     #[getter]
     fn input_shape(&self) -> Option<(usize, usize, usize)> {
-        self.lock().input_shape().map(|[h, w, c]| (h, w, c))
+        self.facts.get().map(|f| {
+            let [h, w, c] = f.input_shape;
+            (h, w, c)
+        })
     }
 
     #[getter]
     fn num_classes(&self) -> Option<usize> {
-        self.lock().num_classes()
+        self.facts.get().map(|f| f.num_classes)
     }
 
     #[getter]
     fn class_names(&self) -> Option<Vec<String>> {
-        self.lock().class_names().map(<[String]>::to_vec)
+        self.class_names
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     #[setter]
-    fn set_class_names(&self, names: Option<Vec<String>>) -> PyResult<()> {
-        Ok(self.lock().set_class_names(names)?)
+    fn set_class_names(&self, py: Python<'_>, names: Option<Vec<String>>) -> PyResult<()> {
+        let kept = names.clone();
+        self.with_model(py, "class_names", Access::Read, |m| {
+            Ok(m.set_class_names(names)?)
+        })?;
+        *self
+            .class_names
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = kept;
+        Ok(())
     }
 
     /// (mean, std) per channel fitted on the training images, or None before fit.
     #[getter]
     fn normalization(&self) -> Option<(Vec<f32>, Vec<f32>)> {
-        self.lock()
-            .normalization()
+        self.normalization
+            .get()
             .map(|n| (n.mean.clone(), n.std.clone()))
     }
 
     /// The hidden layer specs as JSON (`[{"type": "conv", "filters": 32, ...}, ...]`).
     #[getter]
-    fn layer_specs_json(&self) -> PyResult<String> {
-        serde_json::to_string(self.lock().layers()).map_err(|e| Error::format(e.to_string()).into())
+    fn layer_specs_json(&self) -> &str {
+        &self.layers_json
     }
 
     /// Keras-style layer table once built: dicts of name, type, output_shape,
     /// trainable_params, non_trainable_params (head included).
     #[getter]
     fn plan<'py>(&self, py: Python<'py>) -> PyResult<Option<Vec<Bound<'py, PyDict>>>> {
-        let m = self.lock();
-        let Some(plan) = m.plan() else {
+        let Some(facts) = self.facts.get() else {
             return Ok(None);
         };
-        plan.layers
+        facts
+            .plan
+            .layers
             .iter()
             .map(|l| {
                 let d = PyDict::new(py);

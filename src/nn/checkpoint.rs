@@ -1,0 +1,330 @@
+//! The saved-model format: one safetensors file holding every tensor of the
+//! `VarStore` as float32 and, in its header's metadata, the JSON that rebuilds
+//! the model (architecture and layers, input shape, classes, normalisation,
+//! precision).
+//!
+//! Reading follows safetensors' own rule for files from elsewhere: read the
+//! header with a bounded read, validate every size and shape against it and
+//! against the architecture it describes (layers checked exactly as a user's
+//! specs are), check the file is exactly as long as that implies, and only
+//! then allocate anything.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use super::arch::{self, Layer};
+use super::input::Normalization;
+use super::model::{Model, ModelConfig};
+use super::precision::Precision;
+use crate::error::{Error, Result};
+
+/// What is saved beside the weights, as JSON in the safetensors header.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct SavedMeta {
+    format: u32,
+    architecture: String,
+    layers: Vec<Layer>,
+    learning_rate: f64,
+    input_shape: [usize; 3],
+    num_classes: usize,
+    class_names: Option<Vec<String>>,
+    normalization: Normalization,
+    seed: u64,
+    /// Absent in format 1 files (which were all float32).
+    #[serde(default = "fp32")]
+    precision: Precision,
+}
+
+fn fp32() -> Precision {
+    Precision::Fp32
+}
+
+const FORMAT_VERSION: u32 = 2;
+const META_KEY: &str = "cnnrs";
+/// safetensors' own bound on the JSON header.
+const MAX_HEADER: u64 = 100 << 20;
+
+struct F32View {
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+impl safetensors::View for F32View {
+    fn dtype(&self) -> safetensors::Dtype {
+        safetensors::Dtype::F32
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Borrowed(&self.bytes)
+    }
+    fn data_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+/// Writes the weights and everything needed to use them again to `path`
+/// (safetensors, metadata as JSON in its header), atomically: the file
+/// appears whole or not at all, never through a symlink.
+///
+/// # Errors
+/// `InvalidArgument` for an untrained model, `Io` for write failures.
+pub fn save(model: &Model, path: &Path) -> Result<()> {
+    let b = model.built().ok_or_else(|| {
+        Error::invalid("save: the model has not been built or trained yet; call fit first")
+    })?;
+    let normalization = b.normalization.clone().ok_or_else(|| {
+        Error::invalid("save: the model has not been trained yet; call fit first")
+    })?;
+    let config = model.config();
+    let meta = SavedMeta {
+        format: FORMAT_VERSION,
+        architecture: config.architecture.clone(),
+        layers: config.layers.clone(),
+        learning_rate: config.learning_rate,
+        input_shape: b.input_shape,
+        num_classes: b.num_classes,
+        class_names: model.class_names().map(<[String]>::to_vec),
+        normalization,
+        seed: config.seed,
+        precision: config.precision,
+    };
+    let meta_json = serde_json::to_string(&meta).map_err(|e| Error::format(e.to_string()))?;
+    let mut tensors = Vec::new();
+    for (name, t) in b.vs.variables() {
+        let t = t
+            .f_to_device(Device::Cpu)?
+            .f_to_kind(Kind::Float)?
+            .f_contiguous()?;
+        let shape: Vec<usize> = t
+            .size()
+            .iter()
+            .map(|&d| usize::try_from(d).unwrap_or(0))
+            .collect();
+        let data: Vec<f32> = Vec::try_from(t.f_flatten(0, -1)?)?;
+        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        tensors.push((name, F32View { shape, bytes }));
+    }
+    let info = HashMap::from([(META_KEY.to_string(), meta_json)]);
+    let buffer = safetensors::serialize(tensors, &Some(info))
+        .map_err(|e| Error::format(format!("cannot serialise the model: {e}")))?;
+    crate::fileio::write_atomically(path, &buffer)
+}
+
+/// One tensor entry of a safetensors header.
+#[derive(Clone, Deserialize)]
+struct Entry {
+    dtype: String,
+    shape: Vec<usize>,
+    data_offsets: [u64; 2],
+}
+
+/// The parts of a file checked before anything is allocated from it.
+struct Header {
+    len: u64,
+    entries: HashMap<String, Entry>,
+    meta: SavedMeta,
+}
+
+/// Reads and parses the header with a bounded read.
+fn read_header(file: &mut File, file_len: u64, bad: &dyn Fn(String) -> Error) -> Result<Header> {
+    let mut len8 = [0u8; 8];
+    file.read_exact(&mut len8)
+        .map_err(|_| bad("it is shorter than a safetensors header".into()))?;
+    let len = u64::from_le_bytes(len8);
+    if len > MAX_HEADER || len + 8 > file_len {
+        return Err(bad(format!(
+            "its header claims {len} bytes in a file of {file_len}"
+        )));
+    }
+    let mut header = vec![0u8; len as usize];
+    file.read_exact(&mut header)
+        .map_err(|e| bad(format!("its header cannot be read: {e}")))?;
+    let mut raw: HashMap<String, serde_json::Value> =
+        serde_json::from_slice(&header).map_err(|e| bad(format!("its header: {e}")))?;
+    let meta_json = raw
+        .remove("__metadata__")
+        .and_then(|m| m.get(META_KEY).and_then(|v| v.as_str().map(String::from)))
+        .ok_or_else(|| bad("it has no cnnrs metadata (was it written by Model.save?)".into()))?;
+    let meta: SavedMeta = serde_json::from_str(&meta_json).map_err(|e| bad(e.to_string()))?;
+    if !(1..=FORMAT_VERSION).contains(&meta.format) {
+        return Err(bad(format!(
+            "format version {} is not supported (this cnnrs reads versions 1 to {FORMAT_VERSION})",
+            meta.format
+        )));
+    }
+    let entries = raw
+        .into_iter()
+        .map(|(name, value)| {
+            serde_json::from_value::<Entry>(value)
+                .map(|e| (name.clone(), e))
+                .map_err(|err| bad(format!("tensor {name:?}: {err}")))
+        })
+        .collect::<Result<_>>()?;
+    Ok(Header { len, entries, meta })
+}
+
+/// Checks the tensors hold exactly the architecture's weights, as float32,
+/// packed without gaps, and that the file is exactly that long; returns the
+/// size of the data section.
+fn check_tensors(
+    h: &Header,
+    total_params: usize,
+    file_len: u64,
+    bad: &dyn Fn(String) -> Error,
+) -> Result<u64> {
+    let mut declared = 0u64;
+    let mut spans = Vec::with_capacity(h.entries.len());
+    for (name, e) in &h.entries {
+        let numel = e
+            .shape
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+            .ok_or_else(|| bad(format!("tensor {name:?} has an absurd shape")))?;
+        let span = e.data_offsets[1].checked_sub(e.data_offsets[0]);
+        if e.dtype != "F32" || span != numel.checked_mul(4) {
+            return Err(bad(format!(
+                "tensor {name:?} is not a float32 tensor of its stated shape"
+            )));
+        }
+        declared = declared.saturating_add(numel);
+        spans.push(e.data_offsets);
+    }
+    if declared != total_params as u64 {
+        return Err(bad(format!(
+            "it holds {declared} weights but its architecture has {total_params}"
+        )));
+    }
+    spans.sort_unstable();
+    let mut end = 0;
+    for [start, stop] in spans {
+        if start != end {
+            return Err(bad("its tensors overlap or leave gaps".into()));
+        }
+        end = stop;
+    }
+    if 8 + h.len + end != file_len {
+        return Err(bad(format!(
+            "it is {file_len} bytes long but its header describes {}",
+            8 + h.len + end
+        )));
+    }
+    Ok(end)
+}
+
+/// Copies each tensor of `data` into the model's variable of the same name.
+fn copy_weights(
+    model: &Model,
+    entries: &HashMap<String, Entry>,
+    data: &[u8],
+    bad: &dyn Fn(String) -> Error,
+) -> Result<()> {
+    let built = model.built().expect("built by the caller");
+    let vars = built.vs.variables();
+    if entries.len() != vars.len() {
+        return Err(bad(format!(
+            "it holds {} tensors but the architecture has {}",
+            entries.len(),
+            vars.len()
+        )));
+    }
+    for (name, var) in vars {
+        let e = entries
+            .get(&name)
+            .ok_or_else(|| bad(format!("tensor {name:?} is missing")))?;
+        let expected: Vec<usize> = var
+            .size()
+            .iter()
+            .map(|&d| usize::try_from(d).unwrap_or(0))
+            .collect();
+        if e.shape != expected {
+            return Err(bad(format!(
+                "tensor {name:?} has shape {:?}, expected {expected:?}",
+                e.shape
+            )));
+        }
+        let bytes = &data[e.data_offsets[0] as usize..e.data_offsets[1] as usize];
+        let values: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let src = Tensor::f_from_slice(&values)?
+            .f_view(var.size().as_slice())?
+            .f_to_device(var.device())?;
+        tch::no_grad(|| {
+            let mut var = var;
+            var.f_copy_(&src)
+        })?;
+    }
+    Ok(())
+}
+
+/// Reads a model written by [`save`] onto `device`.
+///
+/// # Errors
+/// `NotFound`/`Io` for unreadable files, `Format` for files that are not
+/// complete, consistent cnnrs models.
+pub fn load(path: &Path, device: Device) -> Result<Model> {
+    let bad = |why: String| {
+        Error::format(format!(
+            "{} is not a valid cnnrs model file: {why}",
+            path.display()
+        ))
+    };
+    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let md = file.metadata().map_err(|e| Error::io(path, e))?;
+    if !md.is_file() {
+        return Err(bad("it is not a regular file".into()));
+    }
+    let file_len = md.len();
+    // 1. The header, with a bounded read; 2. the architecture it describes,
+    //    validated as a user's would be, and the tensors that implies, checked
+    //    against the header and the file length before anything is allocated.
+    let header = read_header(&mut file, file_len, &bad)?;
+    let meta = header.meta.clone();
+    let plan = arch::plan(&meta.layers, meta.input_shape, meta.num_classes)
+        .map_err(|e| bad(e.to_string()))?;
+    let normalization = Normalization::new(meta.normalization.mean, meta.normalization.std)
+        .map_err(|e| bad(e.to_string()))?;
+    if normalization.mean.len() != meta.input_shape[2] {
+        return Err(bad(
+            "normalisation statistics do not match the channel count".into(),
+        ));
+    }
+    let end = check_tensors(&header, plan.total_params(), file_len, &bad)?;
+
+    // 3. Now the data (its size is known and backed by the file) and the model.
+    let mut data = Vec::new();
+    data.try_reserve_exact(end as usize)
+        .map_err(|_| Error::OutOfMemory(format!("cannot allocate {end} bytes for the weights")))?;
+    file.take(end)
+        .read_to_end(&mut data)
+        .map_err(|e| Error::io(path, e))?;
+    if data.len() as u64 != end {
+        return Err(bad("it was truncated while being read".into()));
+    }
+    // A float16-trained model evaluates in float32 on a CPU.
+    let precision = meta.precision.resolve(device).unwrap_or(Precision::Fp32);
+    let mut model = Model::new(ModelConfig {
+        architecture: meta.architecture,
+        layers: meta.layers,
+        learning_rate: meta.learning_rate,
+        device,
+        precision,
+        seed: meta.seed,
+    })
+    .map_err(|e| bad(e.to_string()))?;
+    model
+        .build(meta.input_shape, meta.num_classes)
+        .map_err(|e| bad(e.to_string()))?;
+    model.set_normalization(normalization)?;
+    copy_weights(&model, &header.entries, &data, &bad)?;
+    model.set_class_names(meta.class_names)?;
+    Ok(model)
+}

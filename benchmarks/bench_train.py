@@ -366,7 +366,10 @@ def main() -> None:
     if device == "cuda":
         machine = (
             f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}, "
-            f"cuDNN {torch.backends.cudnn.version()}); host {cpu_name()}"
+            f"cuDNN {torch.backends.cudnn.version()}); host {cpu_name()}; TF32 for fp32 "
+            f"convolutions {torch.backends.cudnn.allow_tf32}, matmuls "
+            f"{torch.backends.cuda.matmul.allow_tf32} (libtorch's global flags, the same for "
+            "cnnrs and PyTorch)"
         )
         heading = "## Training (CUDA)"
     else:

@@ -293,9 +293,6 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if device == "cuda":
         torch.backends.cudnn.benchmark = True
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (args.n, 32, 32, 3), dtype=np.uint8)
-    y = rng.integers(0, 10, args.n).astype(np.int64)
     torch.manual_seed(0)
 
     notes: list[str] = []
@@ -320,6 +317,9 @@ def main() -> None:
     total_start = time.perf_counter()
     for arch_name in archs:
         arch = ARCHS[arch_name]
+        rng = np.random.default_rng(0)
+        x = rng.integers(0, 256, (args.n, *arch.input_shape), dtype=np.uint8)
+        y = rng.integers(0, arch.classes, args.n).astype(np.int64)
         for batch in batch_sizes:
             cfgs = configs(arch, device, precisions)
             # Warm-up: two full batches and the last partial one, so every shape is seen.

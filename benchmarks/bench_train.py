@@ -1,23 +1,48 @@
-"""Training throughput: cnnrs.Model.fit against the same network in plain PyTorch eager.
+"""Training throughput: cnnrs.Model.fit at each precision against the same network in
+PyTorch eager at each of its usual speed settings, in one process on one device.
 
-Both run in this process, on the same device, with the same libtorch thread
-count, on CIFAR-shaped random data (N×32×32×3 uint8, 10 classes), batch 64,
-Adam: the data sits on the device once and each batch is gathered there.
-Prints a Markdown table (images/second and the ratio cnnrs / PyTorch) and,
-with --write, replaces the "## Training" section of benchmarks/RESULTS.md.
+Everything runs with one libtorch thread count (``torch.set_num_threads``; cnnrs and
+PyTorch share the libtorch that torch loaded), on CIFAR-shaped random data
+(N×32×32×3 uint8, 10 classes), Adam (lr 5e-4, Keras's eps 1e-7). Each fit moves the
+images to the device once, normalises them there with per-channel statistics fitted
+on the first fit, and gathers each shuffled batch there; like cnnrs (and Keras's
+progress bar) the peer accumulates loss and accuracy on the device and reads them
+every batch on CPU, every 25 batches on CUDA.
 
-    python benchmarks/bench_train.py [--n 2048] [--epochs 2] [--device cpu] [--write]
+Peers, per architecture and batch size:
+
+- cnnrs at each precision the build and the device support (``precision=`` "fp32",
+  "bf16", "fp16"; a build without the argument runs fp32 only, and the output says so);
+- PyTorch eager: float32, autocast bfloat16 and, on CUDA, autocast float16 with
+  ``torch.amp.GradScaler``, each with NCHW and with channels_last model and input.
+
+Every model gets one untimed warm-up fit (allocators, oneDNN/cuDNN kernel choice for
+the full and the last partial batch); then the peers are timed in rounds, in a
+rotating order, so load from elsewhere on the machine hits all alike, and the tables
+show medians. The ratio is cnnrs / the best PyTorch configuration at the same
+precision. --write replaces the "## Training" section of benchmarks/RESULTS.md (or
+"## Training (CUDA)" for --device cuda).
+
+    python benchmarks/bench_train.py [--device cpu] [--n 2048] [--epochs 2] [--rounds 5]
+        [--batch-sizes 64,256] [--archs baseline,with_batch_norm] [--precisions fp32,bf16]
+        [--threads N] [--write]
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import inspect
 import os
 import platform
 import re
+import shlex
+import statistics
+import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -27,151 +52,362 @@ from torch import nn
 import cnnrs
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
+PRECISIONS = ("fp32", "bf16", "fp16")
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+HAS_PRECISION = "precision" in inspect.signature(cnnrs.Model).parameters
 
 
-def torch_network(arch: str, classes: int) -> nn.Sequential:
-    """The course's architecture in PyTorch, initialised as Keras would."""
+# -- the networks in PyTorch ------------------------------------------------------------
+
+
+def _he_conv(cin: int, f: int) -> nn.Conv2d:
+    c = nn.Conv2d(cin, f, 3, padding="same")
+    nn.init.kaiming_uniform_(c.weight, nonlinearity="relu")
+    nn.init.zeros_(c.bias)
+    return c
+
+
+def _baseline(classes: int) -> nn.Sequential:
+    return nn.Sequential(
+        _he_conv(3, 32),
+        nn.ReLU(),
+        _he_conv(32, 32),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16 * 16 * 32, 128),
+        nn.ReLU(),
+        nn.Linear(128, classes),
+    )
+
+
+def _with_batch_norm(classes: int) -> nn.Sequential:
     layers: list[nn.Module] = []
     cin = 3
-
-    def conv(f: int, bn: bool) -> None:
-        nonlocal cin
-        c = nn.Conv2d(cin, f, 3, padding="same")
-        nn.init.kaiming_uniform_(c.weight, nonlinearity="relu")
-        nn.init.zeros_(c.bias)
-        layers.extend([c, nn.ReLU()])
-        if bn:
-            layers.append(nn.BatchNorm2d(f, eps=1e-3, momentum=0.01))
-        cin = f
-
-    if arch == "baseline":
-        conv(32, False)
-        conv(32, False)
-        layers += [nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16 * 16 * 32, 128), nn.ReLU()]
-    elif arch == "with_batch_norm":
-        for f, p in ((32, 0.2), (64, 0.3), (128, 0.4)):
-            conv(f, True)
-            conv(f, True)
-            layers += [nn.MaxPool2d(2), nn.Dropout(p)]
-        layers += [nn.Flatten(), nn.Linear(4 * 4 * 128, 128), nn.ReLU()]
-        layers += [nn.BatchNorm1d(128, eps=1e-3, momentum=0.01), nn.Dropout(0.5)]
-    else:
-        raise ValueError(arch)
+    for f, p in ((32, 0.2), (64, 0.3), (128, 0.4)):
+        for _ in range(2):
+            layers += [_he_conv(cin, f), nn.ReLU(), nn.BatchNorm2d(f, eps=1e-3, momentum=0.01)]
+            cin = f
+        layers += [nn.MaxPool2d(2), nn.Dropout(p)]
+    layers += [nn.Flatten(), nn.Linear(4 * 4 * 128, 128), nn.ReLU()]
+    layers += [nn.BatchNorm1d(128, eps=1e-3, momentum=0.01), nn.Dropout(0.5)]
     layers.append(nn.Linear(128, classes))
     return nn.Sequential(*layers)
 
 
-def torch_fit(
-    arch: str, x: np.ndarray, y: np.ndarray, epochs: int, batch: int, device: str
-) -> float:
-    """Seconds for the same fit in PyTorch eager (normalisation included, as cnnrs does)."""
-    start = time.perf_counter()
-    net = torch_network(arch, 10).to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=5e-4, eps=1e-7)
-    xt = torch.from_numpy(x).to(device).permute(0, 3, 1, 2).float()
-    mean = xt.mean(dim=(0, 2, 3), keepdim=True)
-    std = xt.std(dim=(0, 2, 3), keepdim=True, unbiased=False)
-    xt = ((xt - mean) / std).contiguous()
-    yt = torch.from_numpy(y).to(device)
-    n = xt.shape[0]
-    net.train()
-    for _ in range(epochs):
-        order = torch.randperm(n, device=device)
-        loss_sum = torch.zeros((), device=device)
-        for i in range(0, n, batch):
-            idx = order[i : i + batch]
-            xb, yb = xt.index_select(0, idx), yt.index_select(0, idx)
-            logits = net(xb)
-            loss = F.cross_entropy(logits, yb)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            loss_sum += loss.detach() * idx.numel()
-        float(loss_sum)  # the per-epoch metric read, as Keras/cnnrs do
+@dataclass(frozen=True)
+class Arch:
+    """One benchmarked architecture: what cnnrs.Model takes and the same network in
+    PyTorch (initialised as Keras would). Another entry (airbench94, say) goes in ARCHS."""
+
+    cnnrs_spec: object
+    torch_network: Callable[[int], nn.Module]
+    input_shape: tuple[int, int, int] = (32, 32, 3)
+    classes: int = 10
+
+
+ARCHS: dict[str, Arch] = {
+    "baseline": Arch("baseline", _baseline),
+    "with_batch_norm": Arch("with_batch_norm", _with_batch_norm),
+}
+
+
+# -- the peers ---------------------------------------------------------------------------
+
+
+class TorchPeer:
+    """The fit loop in PyTorch eager, at one precision and memory format."""
+
+    def __init__(self, arch: Arch, device: str, precision: str, channels_last: bool) -> None:
+        self.device = device
+        self.dtype = DTYPES.get(precision)
+        self.channels_last = channels_last
+        self.net = arch.torch_network(arch.classes).to(device)
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=5e-4, eps=1e-7)
+        self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+        self.stats: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def fit(self, x: np.ndarray, y: np.ndarray, epochs: int, batch: int) -> None:
+        dev = self.device
+        raw = torch.from_numpy(x).to(dev).permute(0, 3, 1, 2).float()  # NHWC in memory
+        if self.stats is None:
+            mean = raw.mean(dim=(0, 2, 3), keepdim=True)
+            std = raw.std(dim=(0, 2, 3), keepdim=True, unbiased=False).clamp_min(1e-7)
+            self.stats = (mean, std)
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        xt = ((raw - self.stats[0]) / self.stats[1]).contiguous(memory_format=fmt)
+        del raw
+        yt = torch.from_numpy(y).to(dev)
+        n = xt.shape[0]
+        sync_every = 25 if dev.startswith("cuda") else 1
+        device_type = "cuda" if dev.startswith("cuda") else "cpu"
+        self.net.train()
+        for _ in range(epochs):
+            order = torch.randperm(n, device=dev)
+            loss_sum = torch.zeros((), device=dev)
+            correct = torch.zeros((), dtype=torch.int64, device=dev)
+            batches = (n + batch - 1) // batch
+            for b in range(batches):
+                idx = order[b * batch : (b + 1) * batch]
+                xb = xt.index_select(0, idx).contiguous(memory_format=fmt)
+                yb = yt.index_select(0, idx)
+                with torch.autocast(device_type, self.dtype, enabled=self.dtype is not None):
+                    logits = self.net(xb)
+                    loss = F.cross_entropy(logits, yb)
+                self.opt.zero_grad()
+                if self.scaler is not None:
+                    self.scaler.scale(loss).backward()
+                    self.scaler.step(self.opt)
+                    self.scaler.update()
+                else:
+                    loss.backward()
+                    self.opt.step()
+                with torch.no_grad():
+                    loss_sum += loss.detach().float() * idx.numel()
+                    correct += (logits.argmax(-1) == yb).sum()
+                if b + 1 == batches or b % sync_every == 0:
+                    float(loss_sum), int(correct)  # the running metrics a progress bar shows
+
+
+class CnnrsPeer:
+    def __init__(self, arch: Arch, device: str, precision: str) -> None:
+        kwargs = {"precision": precision} if HAS_PRECISION else {}
+        self.model = cnnrs.Model(
+            arch.cnnrs_spec, learning_rate=5e-4, device=device, seed=0, **kwargs
+        )
+        self.resolved = getattr(self.model, "precision", "fp32")
+
+    def fit(self, x: np.ndarray, y: np.ndarray, epochs: int, batch: int) -> None:
+        self.model.fit(x, y, epochs=epochs, batch_size=batch, verbose=0)
+
+
+@dataclass
+class Config:
+    label: str  # "cnnrs", "PyTorch NCHW", "PyTorch channels_last"
+    precision: str
+    make: Callable[[], object]
+    seconds: list[float] = field(default_factory=list)
+    peer: object = None
+
+
+def configs(arch: Arch, device: str, precisions: list[str]) -> list[Config]:
+    out = []
+    for p in precisions:
+        if p == "fp32" or HAS_PRECISION:
+            out.append(Config("cnnrs", p, lambda p=p: CnnrsPeer(arch, device, p)))
+        for cl in (False, True):
+            label = "PyTorch channels_last" if cl else "PyTorch NCHW"
+            out.append(Config(label, p, lambda p=p, cl=cl: TorchPeer(arch, device, p, cl)))
+    return out
+
+
+def sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
+
+
+def timed_fit(cfg: Config, x, y, epochs: int, batch: int, device: str) -> float:
+    sync(device)
+    start = time.perf_counter()
+    cfg.peer.fit(x, y, epochs, batch)  # type: ignore[attr-defined]
+    sync(device)
     return time.perf_counter() - start
 
 
-def cnnrs_fit(
-    arch: str, x: np.ndarray, y: np.ndarray, epochs: int, batch: int, device: str
-) -> float:
-    start = time.perf_counter()
-    model = cnnrs.Model(arch, learning_rate=5e-4, device=device, seed=0)
-    model.fit(x, y, epochs=epochs, batch_size=batch, verbose=0)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
+# -- reporting ---------------------------------------------------------------------------
 
 
 def cpu_name() -> str:
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
 
 
+def cpu_bf16_flags() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((ln.split(":", 1)[1].split() for ln in f if ln.startswith("flags")), [])
+    except OSError:
+        flags = []
+    have = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
+    return ", ".join(have) if have else "no avx512_bf16/amx_bf16"
+
+
+def supported_precisions(device: str) -> list[str]:
+    """Precisions this device can run at all (for both cnnrs and PyTorch)."""
+    out = ["fp32", "bf16"]
+    if device.startswith("cuda"):
+        if not torch.cuda.is_bf16_supported(including_emulation=False):
+            out.remove("bf16")
+        out.append("fp16")
+    return out
+
+
+def fmt_rate(v: float | None) -> str:
+    return "—" if v is None else f"{v:,.0f}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--n", type=int, default=2048, help="training images per fit")
-    ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=2, help="best of this many fits each")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--epochs", type=int, default=2, help="epochs per timed fit")
+    ap.add_argument("--rounds", type=int, default=5, help="timed fits per peer (median)")
+    ap.add_argument("--batch-sizes", default="64,256", help="comma-separated")
+    ap.add_argument("--archs", default="baseline,with_batch_norm", help=f"of {list(ARCHS)}")
+    ap.add_argument(
+        "--precisions", default=None, help="comma-separated of fp32,bf16,fp16 (default: all)"
+    )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="libtorch intra-op threads for every peer (default: all cores)",
+    )
     ap.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
     args = ap.parse_args()
 
-    threads = torch.get_num_threads()
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (args.n, 32, 32, 3), dtype=np.uint8)
-    y = rng.integers(0, 10, args.n).astype(np.int64)
-    torch.manual_seed(0)
-    if args.device.startswith("cuda"):
+    device = args.device
+    if device == "cuda" and not (torch.cuda.is_available() and cnnrs.cuda_available()):
+        sys.exit("--device cuda: CUDA is not available to torch and cnnrs here")
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    archs = args.archs.split(",")
+    for a in archs:
+        if a not in ARCHS:
+            sys.exit(f"unknown architecture {a!r}; benchmarked ones: {', '.join(ARCHS)}")
+    can = supported_precisions(device)
+    wanted = args.precisions.split(",") if args.precisions else list(PRECISIONS)
+    for p in wanted:
+        if p not in PRECISIONS:
+            sys.exit(f"unknown precision {p!r}; accepted: {', '.join(PRECISIONS)}")
+    precisions = [p for p in PRECISIONS if p in wanted and p in can]
+    skipped = [p for p in wanted if p not in can] if args.precisions else []
+
+    torch.set_num_threads(args.threads)
+    if device == "cuda":
         torch.backends.cudnn.benchmark = True
-    # Warm up both (allocators, cuDNN autotuning, thread pools).
-    cnnrs_fit("baseline", x[:256], y[:256], 1, args.batch, args.device)
-    torch_fit("baseline", x[:256], y[:256], 1, args.batch, args.device)
+    torch.manual_seed(0)
+
+    notes: list[str] = []
+
+    def note(text: str) -> None:
+        if text not in notes:
+            notes.append(text)
+            print(text, file=sys.stderr)
+
+    if not HAS_PRECISION:
+        note(
+            "This cnnrs build has no `precision` argument: cnnrs runs at fp32 only, so the "
+            "bf16/fp16 rows show PyTorch alone."
+        )
+    if skipped:
+        note(f"Not run on this device: {', '.join(skipped)}.")
+    if HAS_PRECISION:
+        auto = cnnrs.Model("baseline", device=device, precision="auto").precision
+        note(f'cnnrs `precision="auto"` resolves to {auto} here.')
 
     rows = []
-    for arch in ("baseline", "with_batch_norm"):
-        ours = min(
-            cnnrs_fit(arch, x, y, args.epochs, args.batch, args.device) for _ in range(args.repeats)
-        )
-        peer = min(
-            torch_fit(arch, x, y, args.epochs, args.batch, args.device) for _ in range(args.repeats)
-        )
-        images = args.n * args.epochs
-        rows.append((arch, images / ours, images / peer, peer / ours))
+    total_start = time.perf_counter()
+    for arch_name in archs:
+        arch = ARCHS[arch_name]
+        rng = np.random.default_rng(0)
+        x = rng.integers(0, 256, (args.n, *arch.input_shape), dtype=np.uint8)
+        y = rng.integers(0, arch.classes, args.n).astype(np.int64)
+        for batch in batch_sizes:
+            cfgs = configs(arch, device, precisions)
+            # Warm-up: two full batches and the last partial one, so every shape is seen.
+            warm = min(args.n, 2 * batch + args.n % batch)
+            for cfg in list(cfgs):
+                try:
+                    cfg.peer = cfg.make()
+                except (ValueError, cnnrs.CnnrsError) as e:  # a precision this build refuses
+                    note(f"cnnrs {cfg.precision} not run: {e}.")
+                    cfgs.remove(cfg)
+                    continue
+                resolved = getattr(cfg.peer, "resolved", cfg.precision)
+                if resolved != cfg.precision:
+                    note(f"cnnrs {cfg.precision} not run: the model resolved it to {resolved}.")
+                    cfgs.remove(cfg)
+                    continue
+                cfg.peer.fit(x[:warm], y[:warm], 1, batch)  # type: ignore[attr-defined]
+            sync(device)
+            for r in range(args.rounds):
+                shift = r % len(cfgs)
+                for cfg in cfgs[shift:] + cfgs[:shift]:
+                    cfg.seconds.append(timed_fit(cfg, x, y, args.epochs, batch, device))
+            images = args.n * args.epochs
+            for p in precisions:
+                rate = {
+                    c.label: images / statistics.median(c.seconds) for c in cfgs if c.precision == p
+                }
+                ours = rate.get("cnnrs")
+                best = max(rate["PyTorch NCHW"], rate["PyTorch channels_last"])
+                ratio = "—" if ours is None else f"{ours / best:.2f}×"
+                row = (
+                    f"| {arch_name} | {batch} | {p} | {fmt_rate(ours)} "
+                    f"| {fmt_rate(rate['PyTorch NCHW'])} "
+                    f"| {fmt_rate(rate['PyTorch channels_last'])} | {ratio} |"
+                )
+                rows.append(row)
+                print(row, file=sys.stderr, flush=True)
+            for cfg in cfgs:
+                cfg.peer = None
+            if device == "cuda":
+                torch.cuda.empty_cache()
+    elapsed = time.perf_counter() - total_start
 
-    device = args.device
-    if device.startswith("cuda"):
-        device += f" ({torch.cuda.get_device_name()})"
+    if device == "cuda":
+        machine = (
+            f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}, "
+            f"cuDNN {torch.backends.cudnn.version()}); host {cpu_name()}; TF32 for fp32 "
+            f"convolutions {torch.backends.cudnn.allow_tf32}, matmuls "
+            f"{torch.backends.cuda.matmul.allow_tf32} (libtorch's global flags, the same for "
+            "cnnrs and PyTorch)"
+        )
+        heading = "## Training (CUDA)"
+    else:
+        machine = f"{cpu_name()}, {os.cpu_count()} cores ({cpu_bf16_flags()})"
+        heading = "## Training"
+    command = "python benchmarks/bench_train.py " + shlex.join(sys.argv[1:])
     lines = [
-        "## Training",
+        heading,
         "",
-        "`python benchmarks/bench_train.py "
-        f"--n {args.n} --epochs {args.epochs} --device {args.device}` "
-        f"on {datetime.date.today()}: {cpu_name()}, {os.cpu_count()} cores, device {device}, "
-        f"libtorch threads {threads}, torch {torch.__version__}. Fit of {args.n} CIFAR-shaped "
-        f"images (32×32×3 uint8, 10 classes) for {args.epochs} epochs, batch {args.batch}, "
-        f"best of {args.repeats}; the peer is the same network in PyTorch eager with the data "
-        "on the device and batches gathered there.",
+        f"Machine: {machine}. Date: {datetime.date.today()}. Command: `{command.strip()}` "
+        f"({elapsed:.0f} s).",
+        f"Threads: libtorch {torch.get_num_threads()} for every peer. Versions: cnnrs "
+        f"{cnnrs.__version__}, torch {torch.__version__}, numpy {np.__version__}, "
+        f"Python {platform.python_version()}.",
         "",
-        "| architecture | cnnrs images/s | PyTorch eager images/s | cnnrs / PyTorch |",
-        "|---|---:|---:|---:|",
+        f"images/s of `fit` on {args.n} CIFAR-shaped random images (32×32×3 uint8, 10 "
+        f"classes), {args.epochs} epoch(s) per fit, median of {args.rounds} fits per peer "
+        "timed in rotating rounds after one warm-up fit each; Adam (lr 5e-4, eps 1e-7); "
+        "data moved to the device once per fit, batches gathered there. PyTorch is eager "
+        "mode with the same network; bf16 and fp16 are `torch.autocast` (fp16 with "
+        "`torch.amp.GradScaler`); channels_last is model and input in "
+        "`torch.channels_last`. The last column is cnnrs / the faster PyTorch "
+        "configuration at the same precision (above 1: cnnrs is faster).",
+        "",
+        "| architecture | batch | precision | cnnrs | PyTorch NCHW | PyTorch channels_last "
+        "| cnnrs / best PyTorch |",
+        "|---|---:|---|---:|---:|---:|---:|",
+        *rows,
     ]
-    lines += [f"| {a} | {o:,.0f} | {p:,.0f} | {r:.2f}× |" for a, o, p, r in rows]
+    if notes:
+        lines += ["", " ".join(notes)]
     table = "\n".join(lines) + "\n"
     print(table)
     if args.write:
         text = RESULTS.read_text() if RESULTS.exists() else "# Benchmarks\n"
-        if "## Training" in text:
-            text = re.sub(
-                r"## Training\n.*?(?=\n## |\Z)", table.rstrip("\n") + "\n", text, flags=re.S
-            )
+        section = re.compile(re.escape(heading) + r"\n.*?(?=\n## |\Z)", flags=re.S)
+        if section.search(text):
+            text = section.sub(lambda _: table.rstrip("\n") + "\n", text)
         else:
             text = text.rstrip("\n") + "\n\n" + table
         RESULTS.write_text(text)

@@ -1,0 +1,175 @@
+"""cnnrs on CUDA: fit, evaluate, predict, save/load (on CUDA and back on the CPU) and the
+Ray backend with a GPU per trial, at every precision the Model supports (fp32, and bf16
+and fp16 once ``cnnrs.Model`` takes ``precision=``).
+
+Every test is marked ``gpu`` and skipped where cnnrs sees no CUDA device. The module
+imports only numpy, torch, cnnrs and pytest (Ray only inside its test), and uses only
+``pytest.mark.{gpu,skipif,parametrize}``, ``pytest.skip`` and ``pytest.importorskip``, so
+``benchmarks/gpu_check.sh`` can run it with a tiny runner where pytest is not installed.
+About 20 s on one GPU, most of it Ray's start-up.
+
+Tolerances on the probabilities: the same weights at the same precision on the same
+device, 1e-5 for fp32 and 1e-2 for bf16/fp16 (a fresh model may get other cuDNN
+algorithms); CUDA fp32 against CPU fp32, 2e-3 (cuDNN runs fp32 convolutions in TF32 by
+default on Ampere and newer, a 10-bit mantissa); reduced precision against fp32 of the
+same weights, the same class for at least 99% of the test images.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import inspect
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import pytest
+import torch
+
+import cnnrs
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not cnnrs.cuda_available(), reason="cnnrs sees no CUDA device"),
+]
+
+HAS_PRECISION = "precision" in inspect.signature(cnnrs.Model).parameters
+LOAD_HAS_PRECISION = "precision" in inspect.signature(cnnrs.Model.load).parameters
+PRECISIONS = ("fp32", "bf16", "fp16") if HAS_PRECISION else ("fp32",)
+ARCH, EPOCHS, BATCH = "baseline", 5, 32
+TMP = tempfile.mkdtemp(prefix="cnnrs-gpu-test-")
+atexit.register(shutil.rmtree, TMP, ignore_errors=True)
+
+
+def _kwargs(precision: str) -> dict[str, str]:
+    return {"precision": precision} if HAS_PRECISION else {}
+
+
+def _skip_unsupported(precision: str) -> None:
+    if precision == "bf16" and not torch.cuda.is_bf16_supported(including_emulation=False):
+        pytest.skip(f"{torch.cuda.get_device_name()} has no native bfloat16")
+
+
+@functools.cache
+def _digits():
+    (x, y), (x_test, y_test) = cnnrs.datasets.load_digits()
+    return x, y.ravel(), x_test, y_test.ravel()
+
+
+@functools.cache
+def _trained(precision: str):
+    """(model, history, its test predictions, saved path), trained once per precision."""
+    x, y, x_test, _ = _digits()
+    model = cnnrs.Model(ARCH, device="cuda", seed=0, **_kwargs(precision))
+    history = model.fit(x, y, epochs=EPOCHS, batch_size=BATCH, verbose=0)
+    path = os.path.join(TMP, f"digits-{precision}.safetensors")
+    model.save(path)
+    return model, history, model.predict(x_test), path
+
+
+def _load(path: str, device: str, precision: str) -> cnnrs.Model:
+    """The saved weights on ``device`` at ``precision`` (skips when that cannot be asked)."""
+    if LOAD_HAS_PRECISION:
+        model = cnnrs.Model.load(path, device=device, precision=precision)
+    else:
+        model = cnnrs.Model.load(path, device=device)
+    got = getattr(model, "precision", "fp32")
+    if got != precision:
+        pytest.skip(f"Model.load gave precision {got!r} and takes no precision= to ask {precision}")
+    return model
+
+
+def test_cuda_is_visible():
+    assert cnnrs.cuda_device_count() >= 1
+    assert torch.cuda.is_available()
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_fit_on_cuda(precision):
+    _skip_unsupported(precision)
+    model, history, _, _ = _trained(precision)
+    assert model.device == "cuda:0"
+    if HAS_PRECISION:
+        assert model.precision == precision
+    assert {"loss", "accuracy"} <= set(history)
+    for key in ("loss", "accuracy"):
+        assert len(history[key]) == EPOCHS
+        assert np.all(np.isfinite(history[key])), history
+    assert history["loss"][-1] < history["loss"][0]
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_evaluate_and_predict_on_cuda(precision):
+    _skip_unsupported(precision)
+    model, _, probs, _ = _trained(precision)
+    _, _, x_test, y_test = _digits()
+    assert probs.shape == (len(x_test), 10)
+    assert probs.dtype == np.float32
+    assert np.all(np.isfinite(probs))
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-3 if precision != "fp32" else 1e-5)
+    accuracy = float(np.mean(probs.argmax(axis=1) == y_test))
+    assert accuracy > 0.85, accuracy  # chance is 0.1; 5 epochs on CPU fp32 reach about 0.96
+    scores = model.evaluate(x_test, y_test)
+    assert np.isfinite(scores["loss"])
+    assert abs(scores["accuracy"] - accuracy) <= 0.01
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_save_load_on_cuda_predicts_the_same(precision):
+    _skip_unsupported(precision)
+    _, _, probs, path = _trained(precision)
+    _, _, x_test, _ = _digits()
+    loaded = _load(path, "cuda", precision)
+    assert loaded.device == "cuda:0"
+    atol = 1e-5 if precision == "fp32" else 1e-2
+    np.testing.assert_allclose(loaded.predict(x_test), probs, atol=atol)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_saved_on_cuda_loads_on_cpu(precision):
+    """Weights trained on CUDA (at any precision) predict the same on the CPU at fp32."""
+    _skip_unsupported(precision)
+    _, _, _, path = _trained(precision)
+    _, _, x_test, _ = _digits()
+    on_cpu = _load(path, "cpu", "fp32")
+    assert on_cpu.device == "cpu"
+    on_cuda = _load(path, "cuda", "fp32")
+    np.testing.assert_allclose(on_cpu.predict(x_test), on_cuda.predict(x_test), atol=2e-3)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_reduced_precision_agrees_with_fp32(precision):
+    if not HAS_PRECISION:
+        pytest.skip("this cnnrs build has no Model(precision=)")
+    _skip_unsupported(precision)
+    model, _, probs, path = _trained(precision)
+    _, _, x_test, _ = _digits()
+    fp32 = _load(path, "cuda", "fp32").predict(x_test)
+    agree = float(np.mean(probs.argmax(axis=1) == fp32.argmax(axis=1)))
+    assert agree >= 0.99, f"{precision} and fp32 pick the same class for only {agree:.1%}"
+
+
+def test_cross_validate_on_ray_with_a_gpu_per_trial():
+    ray = pytest.importorskip("ray")
+    x, y, _, _ = _digits()
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        cv = cnnrs.cross_validate(
+            ARCH,
+            x[:400],
+            y[:400],
+            cv=2,
+            epochs=2,
+            batch_size=BATCH,
+            verbose=0,
+            backend="ray",
+            resources_per_trial={"GPU": 1},
+        )
+    finally:
+        ray.shutdown()
+    assert "errors" not in cv, cv.get("errors")
+    assert len(cv["fold_accuracies"]) == 2
+    assert np.all(np.isfinite(cv["fold_accuracies"]))
+    assert cv["mean_accuracy"] > 0.3  # chance is 0.1; 2 epochs on 200 images

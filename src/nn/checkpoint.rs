@@ -265,12 +265,14 @@ fn copy_weights(
     Ok(())
 }
 
-/// Reads a model written by [`save`] onto `device`.
+/// Reads a model written by [`save`] onto `device`, to run in `precision`
+/// (None: the precision it was saved with, or float32 where the device
+/// cannot run that, e.g. a float16 model on a CPU).
 ///
 /// # Errors
 /// `NotFound`/`Io` for unreadable files, `Format` for files that are not
 /// complete, consistent cnnrs models.
-pub fn load(path: &Path, device: Device) -> Result<Model> {
+pub fn load(path: &Path, device: Device, precision: Option<Precision>) -> Result<Model> {
     let bad = |why: String| {
         Error::format(format!(
             "{} is not a valid cnnrs model file: {why}",
@@ -309,8 +311,10 @@ pub fn load(path: &Path, device: Device) -> Result<Model> {
     if data.len() as u64 != end {
         return Err(bad("it was truncated while being read".into()));
     }
-    // A float16-trained model evaluates in float32 on a CPU.
-    let precision = meta.precision.resolve(device).unwrap_or(Precision::Fp32);
+    let precision = match precision {
+        Some(p) => p.resolve(device)?,
+        None => meta.precision.resolve(device).unwrap_or(Precision::Fp32),
+    };
     let mut model = Model::new(ModelConfig {
         architecture: meta.architecture,
         layers: meta.layers,

@@ -480,7 +480,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.safetensors");
         checkpoint::save(&m, &path).unwrap();
-        let loaded = checkpoint::load(&path, Device::Cpu).unwrap();
+        let loaded = checkpoint::load(&path, Device::Cpu, None).unwrap();
         let p1 = m.predict(images, 64, &mut Silent).unwrap();
         let p2 = loaded.predict(images, 64, &mut Silent).unwrap();
         assert_eq!(p1, p2);
@@ -488,7 +488,7 @@ mod tests {
 
         std::fs::write(&path, b"not a model").unwrap();
         assert!(matches!(
-            checkpoint::load(&path, Device::Cpu),
+            checkpoint::load(&path, Device::Cpu, None),
             Err(Error::Format(_))
         ));
     }

@@ -572,14 +572,20 @@ impl PyNetwork {
 
     /// Reads a model written by `save`.
     #[staticmethod]
-    #[pyo3(signature = (path, device=None))]
-    fn load(py: Python<'_>, path: PathBuf, device: Option<DeviceArg>) -> PyResult<Self> {
+    #[pyo3(signature = (path, device=None, *, precision=None))]
+    fn load(
+        py: Python<'_>,
+        path: PathBuf,
+        device: Option<DeviceArg>,
+        precision: Option<PrecisionArg>,
+    ) -> PyResult<Self> {
+        let precision = precision.map(|p| p.0);
         let m = py.detach(|| -> crate::Result<Model> {
             let device = match device {
                 Some(d) => d.0,
                 None => device::parse_device("auto")?,
             };
-            catch_unwind(AssertUnwindSafe(|| checkpoint::load(&path, device))).unwrap_or_else(|p| {
+            catch_unwind(AssertUnwindSafe(|| checkpoint::load(&path, device, precision))).unwrap_or_else(|p| {
                 Err(Error::format(format!(
                     "{} could not be loaded: {}",
                     path.display(),

@@ -206,13 +206,3 @@ def test_data_is_converted_once_and_not_copied_again(digits, monkeypatch):
     calls.clear()
     model.fit(f32, y, epochs=1, verbose=0)
     assert np.shares_memory(calls[0][0], f32)  # float32 is not copied either
-
-
-def test_bool_labels_are_classes_0_and_1(digits):
-    x, _ = digits
-    x = x[:80]
-    flags = np.arange(80) % 2 == 0
-    a = cnnrs.Model("custom", device="cpu", seed=1).fit(x, flags, epochs=1, verbose=0)
-    b = cnnrs.Model("custom", device="cpu", seed=1).fit(x, flags.astype(int), epochs=1, verbose=0)
-    assert a == b
-    np.testing.assert_array_equal(cnnrs.metrics.confusion_matrix(flags, flags), [[40, 0], [0, 40]])

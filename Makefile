@@ -36,12 +36,14 @@ develop: setup
 demo: develop
 	$(PY) -m cnnrs demo $(DEMO_ARGS)
 
-lint: setup
+# develop first: the stub check imports the built extension.
+lint: develop
 	cargo fmt --check
 	cargo clippy --release --all-targets --features python -- -D warnings
 	$(BIN)/ruff check python tests benchmarks
 	$(BIN)/ruff format --check python tests benchmarks
 	$(BIN)/mypy
+	$(PY) tools/check_stubs.py
 
 rust-test: setup
 	LD_LIBRARY_PATH=$(TORCH_LIB) cargo test --release

@@ -284,6 +284,23 @@ def test_download_failure_caches_nothing(home, monkeypatch):
     assert list((home / "keras" / "datasets").iterdir()) == []
 
 
+def test_download_cut_off_midway_leaves_nothing(home, monkeypatch):
+    """The archive is streamed into the package's atomic writer: a connection that
+    dies after some bytes leaves neither a partial archive nor a temporary file."""
+    import urllib.request
+
+    class Dying(io.BytesIO):
+        def read(self, size=-1):
+            if self.tell() > 0:
+                raise ConnectionResetError("connection reset by peer")
+            return super().read(1000)
+
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: Dying(b"x" * 5000))
+    with pytest.raises(ConnectionResetError):
+        ds.load_cifar10()
+    assert list((home / "keras" / "datasets").iterdir()) == []
+
+
 # --- corrupt, truncated and hostile files -------------------------------------------------
 
 
@@ -400,7 +417,10 @@ def test_digits_match_sklearn_and_split_is_complete():
     sk = sk_load_digits()
     ours = np.concatenate([xtr, xte]).reshape(-1, 64).astype(np.int64)
     ours = np.column_stack([ours, np.concatenate([ytr, yte])[:, 0]])
-    theirs = np.column_stack([sk.images.reshape(-1, 64).astype(np.int64), sk.target])
+    # scikit-learn's 0..16 scaled exactly to 0..255: round(v * 255 / 16).
+    scaled = np.array([round(v * 255 / 16) for v in range(17)])
+    assert scaled[[0, 8, 16]].tolist() == [0, 128, 255]
+    theirs = np.column_stack([scaled[sk.images.reshape(-1, 64).astype(np.int64)], sk.target])
     # Same multiset of (image, label) rows: the split is disjoint and complete.
     np.testing.assert_array_equal(ours[np.lexsort(ours.T)], theirs[np.lexsort(theirs.T)])
     # Each class is held out in proportion.
@@ -408,6 +428,22 @@ def test_digits_match_sklearn_and_split_is_complete():
         share = np.sum(yte == c) / (np.sum(yte == c) + np.sum(ytr == c))
         assert abs(share - 0.2) < 0.02
     assert ds.DIGITS_CLASSES == [str(i) for i in range(10)]
+    assert xtr.max() == 255 and xtr.min() == 0  # real 0..255 pixels, not 0..16
+
+
+def test_a_digit_saved_as_png_is_visible(tmp_path):
+    """A digit written to PNG shows white strokes on black, not an almost black square."""
+    import cnnrs
+
+    pytest.importorskip("matplotlib")
+    from matplotlib.image import imsave
+
+    (x, _), _ = ds.load_digits()
+    path = tmp_path / "digit.png"
+    imsave(path, np.repeat(x[0], 3, axis=2))
+    back = cnnrs.load_image(path)
+    np.testing.assert_array_equal(back, x[0, :, :, 0])
+    assert back.max() >= 200
 
 
 def test_digits_split_is_deterministic():

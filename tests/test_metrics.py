@@ -99,6 +99,14 @@ def test_one_hot_probabilities_and_columns():
     )
 
 
+def test_bool_labels_are_classes_0_and_1():
+    """The same rule as cnnrs.Model's (cnnrs._arrays): False is 0, True is 1."""
+    y = np.array([True, False, True, True])
+    p = np.array([True, True, False, True])
+    np.testing.assert_array_equal(cm.confusion_matrix(y, p), skm.confusion_matrix(y, p))
+    np.testing.assert_array_equal(cm.confusion_matrix(y, p), [[0, 1], [1, 2]])
+
+
 def test_confusion_matrix_orientation_and_num_classes():
     out = cm.confusion_matrix([0, 1, 1], [1, 1, 0], num_classes=3)
     np.testing.assert_array_equal(out, [[0, 1, 0], [1, 1, 0], [0, 0, 0]])

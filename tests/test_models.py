@@ -171,6 +171,15 @@ def test_label_encodings_are_equivalent(digits):
         assert r == runs[0]
 
 
+def test_bool_labels_are_classes_0_and_1(digits):
+    """The package's one label rule (cnnrs._arrays): False is class 0, True class 1."""
+    x = digits[0][:80]
+    flags = np.arange(80) % 2 == 0
+    a = cnnrs.Model("custom", device="cpu", seed=1).fit(x, flags, epochs=1, verbose=0)
+    b = cnnrs.Model("custom", device="cpu", seed=1).fit(x, flags.astype(int), epochs=1, verbose=0)
+    assert a == b
+
+
 def test_same_seed_same_history_on_cpu(digits):
     x, y = digits
     a = cnnrs.Model("with_batch_norm", device="cpu", seed=11).fit(

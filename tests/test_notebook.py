@@ -16,6 +16,27 @@ nbclient = pytest.importorskip("nbclient")
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "cnn_study.ipynb"
 MARKER = "STUDY_RESULT "
+# Appended to the in-memory notebook before it runs: the kernel's variables as one line
+# of JSON for the assertions below. The committed notebook holds no test harness.
+PROBE = f"""
+import json as _json
+import sys as _sys
+
+print({MARKER!r} + _json.dumps({{
+    "dataset": DATASET,
+    "quick": QUICK,
+    "prefix": _sys.prefix,
+    "class_names": list(class_names),
+    "cv_mean_accuracy": {{a: r["mean_accuracy"] for a, r in cv_results.items()}},
+    "best_params": best_params,
+    "best_cv_accuracy": search["best_score"],
+    "test_accuracy": test["accuracy"],
+    "confusion_matrix": cm.tolist(),
+    "hardest_classes": [h["class"] for h in hardest],
+    "photo_class": guess["class_name"],
+    "photo_max": int(shown.max()),
+}}))
+"""
 
 
 def read_notebook():
@@ -43,8 +64,26 @@ def test_notebook_explains_the_three_methodological_fixes():
     assert "normalised with the training images' statistics" in text
     assert "refits a fresh model" in text
     code = "\n".join(c.source for c in read_notebook().cells if c.cell_type == "code")
-    for call in ("cnnrs.cross_validate(", "cnnrs.grid_search(", 'search["best_model"]'):
+    for call in ("cross_validate_architectures(", "cnnrs.grid_search(", 'search["best_model"]'):
         assert call in code
+
+
+def test_notebook_shares_the_studys_steps_and_shows_no_test_harness():
+    """The steps the demo also runs come from cnnrs.study; nothing is there for the tests."""
+    code = "\n".join(c.source for c in read_notebook().cells if c.cell_type == "code")
+    for step in (
+        "study.load_dataset(",
+        "study.subset(",
+        "study.cross_validate_architectures(",
+        "study.evaluate_on_test(",
+        "study.hardest_classes(",
+        "study.most_confused(",
+        "study.write_test_image(",
+    ):
+        assert step in code, step
+    text = "\n".join(c.source for c in read_notebook().cells)
+    for harness in (MARKER.strip(), "the tests read", "sys.prefix", "sys.executable"):
+        assert harness not in text, harness
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +100,7 @@ def executed(tmp_path_factory):
     os.environ.pop("MPLBACKEND", None)  # let the kernel use its inline backend
     try:
         nb = read_notebook()
+        nb.cells.append(nbformat.v4.new_code_cell(PROBE))
         workdir = tmp_path_factory.mktemp("notebook")
         client = nbclient.NotebookClient(
             nb, kernel_name="python3", timeout=600, resources={"metadata": {"path": str(workdir)}}
@@ -76,7 +116,8 @@ def executed(tmp_path_factory):
 
 
 def study_result(nb) -> dict:
-    last = [c for c in nb.cells if c.cell_type == "code"][-1]
+    last = nb.cells[-1]
+    assert last.source == PROBE
     text = "".join(o.get("text", "") for o in last.outputs if o.output_type == "stream")
     lines = [line for line in text.splitlines() if line.startswith(MARKER)]
     assert len(lines) == 1, text
@@ -107,6 +148,7 @@ def test_notebook_runs_in_quick_mode(executed):
     assert result["best_params"]["architecture"] in cv
     assert set(result["hardest_classes"]) <= set(names) and len(result["hardest_classes"]) == 3
     assert result["photo_class"] in names
+    assert result["photo_max"] >= 200  # a visible digit, not an almost black square
 
 
 def test_notebook_shows_its_figures_and_no_errors(executed):

@@ -156,3 +156,53 @@ def test_bad_input(call, exc, message, digits):
     x, y = digits
     with pytest.raises(exc, match=message):
         call(x[:20], y[:20])
+
+
+def test_fold_score_is_the_last_epochs_validation_and_equals_evaluate(digits):
+    """The score is read from the history, not recomputed; it is what evaluate gives."""
+    x, y = digits
+    x, y = x[:300], y[:300]
+    train, val = selection.make_folds(x, y, 3, seed=0)[0]
+    params = {"architecture": "custom", "epochs": 2, "batch_size": 32, "device": "cpu"}
+    run = selection.fit_and_score(params, x, y, train, val, 10, seed=7)
+    assert run["accuracy"] == run["history"]["val_accuracy"][-1]
+    assert run["loss"] == run["history"]["val_loss"][-1]
+    model = cnnrs.Model("custom", device="cpu", seed=7)
+    model.build(x.shape[1:], 10)
+    model.fit(x[train], y[train], epochs=2, batch_size=32, verbose=0)
+    assert model.history["loss"] == run["history"]["loss"]  # the same training run
+    scores = model.evaluate(x[val], y[val])
+    assert scores["accuracy"] == pytest.approx(run["accuracy"], abs=1e-12)
+    assert scores["loss"] == pytest.approx(run["loss"], rel=1e-6)
+
+
+def test_data_is_converted_once_and_not_copied_again(digits, monkeypatch):
+    """cross_validate converts x and y once; Model.fit passes typed arrays on as they are."""
+    x, y = digits
+    x, y = np.ascontiguousarray(x[:60]), y[:60]
+    calls = []
+
+    class Recorder:
+        """Stands in for the Rust network: records the arrays fit receives."""
+
+        num_classes = None
+        class_names = None
+
+        def fit(self, xa, ya, **kwargs):
+            calls.append((xa, ya, kwargs))
+            return {"loss": [1.0], "accuracy": [0.5]}
+
+    model = cnnrs.Model("custom", device="cpu", seed=0)
+    monkeypatch.setattr(model, "_net", Recorder())
+    model.fit(x, y, epochs=1, verbose=0)
+    xa, ya, kwargs = calls[0]
+    assert xa is x or np.shares_memory(xa, x)  # uint8, contiguous: passed through
+    assert ya is y or np.shares_memory(ya, y)  # int64 labels: passed through
+    assert set(kwargs) == {
+        "num_classes", "epochs", "batch_size", "validation_x", "validation_y", "shuffle", "printer"
+    }  # fmt: skip
+
+    f32 = x.astype(np.float32)
+    calls.clear()
+    model.fit(f32, y, epochs=1, verbose=0)
+    assert np.shares_memory(calls[0][0], f32)  # float32 is not copied either

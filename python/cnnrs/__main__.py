@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:
-        from . import __version__, torch_version
+        from ._core import __version__, torch_version
 
         print(f"cnnrs {__version__} (libtorch {torch_version()})")
         return 0

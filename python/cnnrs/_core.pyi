@@ -1,22 +1,48 @@
-"""Type stubs for the native module ``cnnrs._core`` (the Rust core)."""
+"""Type stubs for the native module ``cnnrs._core`` (the Rust core).
 
+Written by hand; ``tools/check_stubs.py`` (run by ``make lint``) compares every
+name, signature, base class, method and property here with the compiled module.
+"""
+
+import os
 from collections.abc import Sequence
-from typing import Any
+from types import TracebackType
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
+__version__: str
+"""The package version, from Cargo.toml (the one place it is written)."""
+
 class CnnrsError(Exception): ...
-class DataFormatError(CnnrsError): ...
+class DataFormatError(CnnrsError, ValueError): ...
 class TorchError(CnnrsError): ...
 
 def torch_version() -> str: ...
 def cuda_available() -> bool: ...
 def cuda_device_count() -> int: ...
 
-# --- ops ---
-import os  # noqa: E402
-from typing import Literal  # noqa: E402
+class AtomicWriter:
+    """A file written beside ``path`` under an unpredictable name, created
+    exclusively (never through a symlink), and renamed over ``path`` by
+    :meth:`commit`. Used as a context manager it commits on success and removes
+    the temporary file on an exception."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None: ...
+    def write(self, data: bytes) -> None:
+        """Appends ``data`` (bytes)."""
+    def commit(self) -> None:
+        """Syncs the file and renames it over the target."""
+    def abort(self) -> None:
+        """Removes the temporary file; the target stays as it was. Idempotent."""
+    def __enter__(self) -> AtomicWriter: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        _exc_value: BaseException | None,
+        _traceback: TracebackType | None,
+    ) -> bool: ...
 
 def create_padding(
     image: npt.ArrayLike,
@@ -134,9 +160,6 @@ def load_image(
 def _simd_isa() -> str:
     """The instruction set the image kernels run with: "avx512", "avx2+fma" or "baseline"."""
 
-# --- end ops ---
-
-# --- data ---
 CIFAR10_CLASSES: list[str]
 
 def kfold_indices(
@@ -163,9 +186,6 @@ def read_cifar10(
 ]:
     """``((x_train, y_train), (x_test, y_test))`` from ``root`` in Keras layout."""
 
-# --- end data ---
-
-# --- metrics ---
 def confusion_matrix(
     y_true: npt.NDArray[np.int64], y_pred: npt.NDArray[np.int64], num_classes: int | None = None
 ) -> npt.NDArray[np.int64]:
@@ -183,9 +203,6 @@ def classification_scores(
 ) -> dict[str, Any]:
     """The numbers of scikit-learn's ``classification_report(zero_division=0)``."""
 
-# --- end metrics ---
-
-# --- nn ---
 def architectures() -> list[str]: ...
 
 class Network:
@@ -236,5 +253,3 @@ class Network:
     def layer_specs_json(self) -> str: ...
     @property
     def plan(self) -> list[dict[str, Any]] | None: ...
-
-# --- end nn ---

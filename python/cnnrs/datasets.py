@@ -8,11 +8,9 @@ nothing is found locally.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import sys
-import tempfile
 import urllib.request
 from pathlib import Path
 
@@ -61,28 +59,19 @@ def _search_roots() -> list[Path]:
 
 
 def _download(url: str, dest: Path, md5: str) -> Path:
-    """Downloads ``url`` to ``dest`` atomically, keeping it only if its MD5 matches."""
+    """Streams ``url`` into ``dest`` through the package's atomic writer, keeping it
+    only if its MD5 matches; on any failure nothing is left behind."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
-    try:
-        digest = hashlib.md5(usedforsecurity=False)
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
-            while True:
-                chunk = response.read(1 << 20)
-                if not chunk:
-                    break
-                digest.update(chunk)
-                out.write(chunk)
+    digest = hashlib.md5(usedforsecurity=False)
+    with _core.AtomicWriter(dest) as out, urllib.request.urlopen(url, timeout=60) as response:
+        while chunk := response.read(1 << 20):
+            digest.update(chunk)
+            out.write(chunk)
         if digest.hexdigest() != md5:
             raise _core.DataFormatError(
                 f"download of {url} is corrupt: MD5 {digest.hexdigest()}, expected {md5}; "
                 "nothing was cached"
             )
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
     return dest
 
 
@@ -143,8 +132,12 @@ def load_cifar10(path: str | os.PathLike[str] | None = None, download: bool = Tr
 def load_digits(test_size: float = 0.2, seed: int = 0) -> Arrays:
     """scikit-learn's handwritten digits, split into train and test in Keras layout.
 
-    1797 images of 8×8 pixels with values 0..16, from the copy of
-    scikit-learn's ``digits.csv.gz`` (BSD-3) shipped with cnnrs.
+    1797 images of 8×8 pixels from the copy of scikit-learn's ``digits.csv.gz``
+    (BSD-3) shipped with cnnrs. scikit-learn's pixels count 0..16; here they are
+    scaled exactly to the 0..255 of every other uint8 image, ``round(v * 255 /
+    16)`` (0 → 0, 8 → 128, 16 → 255), so a digit saved as PNG or shown by any
+    viewer looks like a digit. Training is unaffected: ``cnnrs.Model``
+    normalises its inputs.
 
     Parameters
     ----------
@@ -164,7 +157,8 @@ def load_digits(test_size: float = 0.2, seed: int = 0) -> Arrays:
     if not 0.0 < test_size < 1.0:
         raise ValueError(f"test_size must be in (0, 1), got {test_size}")
     raw = np.loadtxt(_DIGITS_FILE, delimiter=",", dtype=np.uint8)
-    images = raw[:, :64].reshape(-1, 8, 8, 1)
+    # Exact: v * 255 / 16 is never halfway between integers except at v = 8 (127.5 → 128).
+    images = ((raw[:, :64].astype(np.uint16) * 255 + 8) // 16).astype(np.uint8).reshape(-1, 8, 8, 1)
     labels = raw[:, 64:65]
     rng = np.random.default_rng(seed)
     test = np.zeros(len(raw), dtype=bool)

@@ -17,6 +17,11 @@ Section 2
     with ``--dataset cifar10`` (read from ``--cifar-path`` or Keras's cache,
     downloaded when absent).
 
+This module is the command line and its orchestration only: the options, the
+configuration, and the order of the steps with their log lines. The steps
+themselves are :mod:`cnnrs.study` (shared with the notebook), the figures
+:mod:`cnnrs.plotting`, and the report files :mod:`cnnrs.report`.
+
 The methodology is the one the study asks for: every fold trains a fresh model
 on its training part only (``cnnrs.cross_validate``), the test images are
 normalised with the training images' statistics (``cnnrs.Model`` fits them in
@@ -27,20 +32,27 @@ all training images with the best parameters (``grid_search()["best_model"]``).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import json
-import os
-import re
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from . import datasets, kernels, plotting, study
+from ._core import (
+    CnnrsError,
+    __version__,
+    cuda_available,
+    load_image,
+    torch_version,
+)
+from ._progress import StepLog, training_output
+from ._sample import sample_image
+from .models import ARCHITECTURES
+from .report import FigureFolder, write_report
+from .selection import grid_search
 
 __all__ = ["DemoConfig", "UsageError", "add_arguments", "config_from_args", "run_demo"]
 
@@ -85,8 +97,6 @@ def _plan(dataset: str, quick: bool, epochs: int | None, subset: int | None) -> 
             grid_learning_rates=[1e-3, 3e-3],
             subset=subset if subset is not None else (2000 if dataset == "cifar10" else None),
         )
-    from .models import ARCHITECTURES
-
     if dataset == "digits":
         # 8×8 digits train in seconds: every architecture is cross-validated, and the
         # grid uses the three quickest so the default run stays within a few minutes.
@@ -245,8 +255,6 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
             f"give at least {10 * FOLDS}"
         )
     if args.device == "cuda":
-        from . import cuda_available
-
         if not cuda_available():
             raise UsageError("--device cuda, but libtorch sees no CUDA device; use auto or cpu")
     return DemoConfig(
@@ -264,141 +272,18 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
     )
 
 
-# --- output helpers ------------------------------------------------------------------
-
-
-class _Log:
-    """Progress lines on stdout, each stamped with the time since the start."""
-
-    def __init__(self) -> None:
-        self.start = time.perf_counter()
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.start
-
-    def __call__(self, message: str = "") -> None:
-        print(f"[{self.elapsed():6.1f}s] {message}" if message else "", flush=True)
-
-
-class _LineFilter(io.TextIOBase):
-    """A stdout stand-in that forwards, indented, only the lines matching ``keep``."""
-
-    def __init__(self, target: Any, keep: re.Pattern[str] | None) -> None:
-        self.target = target
-        self.keep = keep
-        self.buffer = ""
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, text: str) -> int:
-        self.buffer += text
-        *lines, self.buffer = re.split(r"[\r\n]", self.buffer)
-        for line in lines:
-            if line.strip() and (self.keep is None or self.keep.search(line)):
-                self.target.write(f"           {line}\n")
-        self.target.flush()
-        return len(text)
-
-    def flush(self) -> None:
-        self.target.flush()
-
-
-@contextlib.contextmanager
-def _training_output(verbose: int) -> Iterator[int]:
-    """Routes cnnrs's training output by ``--verbose``; yields cnnrs's own verbose level."""
-    if verbose == 0:
-        yield 0
-        return
-    keep = re.compile(r"validation accuracy|mean accuracy|Refitting") if verbose == 1 else None
-    sink = _LineFilter(sys.stdout, keep)
-    with contextlib.redirect_stdout(sink):
-        yield 2
-
-
-def _jsonable(value: Any) -> Any:
-    """numpy scalars/arrays and paths as plain JSON values."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Writes ``text`` beside ``path`` and renames it over, so readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is for sharing
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-class _Figures:
-    """Saves figures into the output folder and remembers what each shows."""
-
-    def __init__(self, out: Path) -> None:
-        self.out = out
-        self.saved: dict[str, str] = {}
-
-    def save(self, fig: Any, name: str, caption: str) -> str:
-        fig.savefig(self.out / name, dpi=100)
-        self.saved[name] = caption
-        return name
-
-
 # --- Section 1 -----------------------------------------------------------------------
 
-WORKED_CONVOLUTION: dict[str, Any] = {
-    "image": [[1, 2, 0], [4, 5, 6], [7, 8, 9]],
-    "kernel": [[1, 0], [0, -1]],
-    "expected": [[-4, -4], [-4, -4]],
-}
-WORKED_POOLING: dict[str, Any] = {
-    "image": [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12], [13, 14, 15, 16]],
-    "p": 2,
-    "expected_max": [[6, 7, 8], [10, 11, 12], [14, 15, 16]],
-    "expected_avg": [[3.5, 4.5, 5.5], [7.5, 8.5, 9.5], [11.5, 12.5, 13.5]],
-}
 
-
-def section1(config: DemoConfig, figures: _Figures, log: _Log) -> dict[str, Any]:
+def section1(config: DemoConfig, figures: FigureFolder, log: StepLog) -> dict[str, Any]:
     """Worked examples, then the study kernels on the photo: convolution beside pooling."""
-    from . import convolution, kernels, load_image, pooling, sample_image
-    from .plotting import _figure_class, show_conv_and_pool
-
     log("Section 1: padding, convolution and pooling")
-    conv = convolution(
-        np.array(WORKED_CONVOLUTION["image"]), np.array(WORKED_CONVOLUTION["kernel"])
+    worked = study.worked_examples()
+    log(
+        f"  worked examples: convolution {worked['convolution']['result'].tolist()}, "
+        f"max pooling {worked['pooling']['max_pooling'].tolist()}"
     )
-    pool_in = np.array(WORKED_POOLING["image"])
-    pooled_max = pooling(pool_in, 2, "max_pooling")
-    pooled_avg = pooling(pool_in, 2, "avg_pooling")
-    worked: dict[str, Any] = {
-        "convolution": {**WORKED_CONVOLUTION, "result": conv},
-        "pooling": {**WORKED_POOLING, "max_pooling": pooled_max, "avg_pooling": pooled_avg},
-    }
-    matches = (
-        np.array_equal(conv, WORKED_CONVOLUTION["expected"])
-        and np.array_equal(pooled_max, WORKED_POOLING["expected_max"])
-        and np.allclose(pooled_avg, WORKED_POOLING["expected_avg"])
-    )
-    worked["match_expected"] = bool(matches)
-    log(f"  worked examples: convolution {conv.tolist()}, max pooling {pooled_max.tolist()}")
-    log(f"  worked examples equal the course's answers: {matches}")
+    log(f"  worked examples equal the course's answers: {worked['match_expected']}")
 
     if config.image is not None:
         image = load_image(config.image, grayscale=True)
@@ -407,30 +292,17 @@ def section1(config: DemoConfig, figures: _Figures, log: _Log) -> dict[str, Any]
         image = sample_image()
         source = "cnnrs.sample_image() (bundled 512×512 photo)"
     log(f"  image: {source}, shape {image.shape}")
-    fig = _figure_class()(figsize=(5, 5), layout="constrained")
-    ax = fig.subplots()
-    ax.imshow(image, cmap="gray")
-    ax.set_title(f"input image {image.shape[0]}×{image.shape[1]}")
-    ax.axis("off")
-    figures.save(fig, "section1_image.png", "The input image of Section 1")
+    figures.save(
+        plotting.plot_image(image, f"input image {image.shape[0]}×{image.shape[1]}"),
+        "section1_image.png",
+        "The input image of Section 1",
+    )
 
-    rows = []
-    for i, (title, kernel) in enumerate(kernels.STUDY_KERNELS.items(), start=1):
-        (fig,) = show_conv_and_pool(image, {title: kernel}, p=2)
-        name = figures.save(fig, f"kernel_{i}.png", title)
-        conv_image = convolution(image, kernel, padding="same")
-        pooled = pooling(conv_image, 2, "max_pooling")
-        rows.append(
-            {
-                "name": title,
-                "kernel": kernel,
-                "figure": name,
-                "convolution_shape": conv_image.shape,
-                "pooling_shape": pooled.shape,
-                "mean_abs_response": float(np.mean(np.abs(conv_image))),
-            }
-        )
-        log(f"  {name}: {title}")
+    rows = study.kernel_responses(image, kernels.STUDY_KERNELS, p=2)
+    for i, row in enumerate(rows, start=1):
+        (fig,) = plotting.show_conv_and_pool(image, {row["name"]: row["kernel"]}, p=2)
+        row["figure"] = figures.save(fig, f"kernel_{i}.png", row["name"])
+        log(f"  {row['figure']}: {row['name']}")
     return {
         "worked_examples": worked,
         "image": {"source": source, "shape": image.shape},
@@ -441,99 +313,36 @@ def section1(config: DemoConfig, figures: _Figures, log: _Log) -> dict[str, Any]
 # --- Section 2 -----------------------------------------------------------------------
 
 
-def _load_data(config: DemoConfig, log: _Log) -> tuple[Any, Any, Any, Any, list[str]]:
-    from . import datasets
-
-    if config.dataset == "digits":
-        (x, y), (xt, yt) = datasets.load_digits()
-        names = list(datasets.DIGITS_CLASSES)
-    else:
+def _load_data(config: DemoConfig, log: StepLog) -> tuple[Any, Any, Any, Any, list[str]]:
+    if config.dataset == "cifar10":
         log("  loading CIFAR-10" + (f" from {config.cifar_path}" if config.cifar_path else ""))
-        try:
-            (x, y), (xt, yt) = datasets.load_cifar10(config.cifar_path)
-        except OSError as exc:
-            if config.cifar_path is not None or isinstance(exc, FileNotFoundError):
-                raise
-            raise OSError(
-                f"CIFAR-10 is not cached and could not be downloaded ({exc}); download "
-                f"{datasets.CIFAR10_URL} elsewhere and pass --cifar-path to it"
-            ) from exc
-        names = list(datasets.CIFAR10_CLASSES)
+    try:
+        (x, y), (xt, yt), names = study.load_dataset(config.dataset, config.cifar_path)
+    except OSError as exc:
+        if config.cifar_path is not None or isinstance(exc, FileNotFoundError):
+            raise
+        raise OSError(
+            f"CIFAR-10 is not cached and could not be downloaded ({exc}); download "
+            f"{datasets.CIFAR10_URL} elsewhere and pass --cifar-path to it"
+        ) from exc
     return x, y, xt, yt, names
 
 
-def _subset(x: Any, y: Any, n: int, seed: int) -> tuple[Any, Any]:
-    if n > len(x):
-        raise UsageError(f"--subset {n} is more than the {len(x)} training images")
-    keep = np.sort(np.random.default_rng(seed).choice(len(x), size=n, replace=False))
-    return x[keep], y[keep]
-
-
-def _summaries(
-    archs: Sequence[str], shape: tuple[int, int, int], k: int, device: str
-) -> dict[str, dict[str, Any]]:
-    from .models import Model
-
-    out = {}
-    for arch in archs:
-        lines: list[str] = []
-        model = Model(arch, device=device, seed=0, input_shape=shape, num_classes=k)
-        model.summary(print_fn=lines.append)
-        out[arch] = {"params": model.count_params(), "summary": "\n".join(lines)}
-    return out
-
-
-def _cv_figure(cv: Mapping[str, Mapping[str, Any]]) -> Any:
-    from .plotting import _figure_class
-
-    names = list(cv)
-    fig = _figure_class()(figsize=(max(6.0, 1.3 * len(names) + 2), 4.5), layout="constrained")
-    ax = fig.subplots()
-    ax.boxplot([cv[a]["fold_accuracies"] for a in names])
-    for i, a in enumerate(names, start=1):
-        accs = cv[a]["fold_accuracies"]
-        ax.plot(np.full(len(accs), i), accs, "o", color="C0", alpha=0.6)
-    ax.set_xticks(range(1, len(names) + 1), names, rotation=20, ha="right")
-    ax.set_ylabel("held-out fold accuracy")
-    ax.set_title(f"{FOLDS}-fold cross-validation accuracy per architecture")
-    ax.grid(True, axis="y", alpha=0.3)
-    return fig
-
-
-def _photo(config: DemoConfig, xt: Any, yt: Any, names: list[str], tmp: Path) -> tuple[Path, str]:
-    """The photo to classify: ``--photo``, or test image 0 written to a temporary PNG."""
-    if config.photo is not None:
-        return config.photo, f"--photo {config.photo}"
-    import matplotlib.pyplot as plt
-
-    image = np.asarray(xt[0])
-    if image.shape[2] == 1:
-        # Gray as equal RGB channels: load_image's grayscale conversion gives back the
-        # very same pixel values (the digits' 0..16), so the model sees what it trained on.
-        image = np.repeat(image, 3, axis=2)
-    path = tmp / "test_image_0.png"
-    plt.imsave(path, image.astype(np.uint8))
-    label = int(np.asarray(yt).reshape(-1)[0])
-    return path, f"test image 0 (true class {names[label]!r}) written to a temporary PNG"
-
-
-def section2(config: DemoConfig, figures: _Figures, log: _Log) -> dict[str, Any]:
+def section2(config: DemoConfig, figures: FigureFolder, log: StepLog) -> dict[str, Any]:
     """CV of each architecture, the grid search, and the refitted best model on the test set."""
-    from . import metrics, plotting
-    from .selection import cross_validate, grid_search
-
     plan = _plan(config.dataset, config.quick, config.epochs, config.subset)
     log(f"Section 2: CNN classification on {config.dataset}")
     x, y, xt, yt, names = _load_data(config, log)
     full_train = len(x)
     if config.subset is not None or (plan.subset is not None and plan.subset < len(x)):
-        x, y = _subset(x, y, plan.subset or len(x), config.seed)
+        n = plan.subset or len(x)
+        if n > len(x):
+            raise UsageError(f"--subset {n} is more than the {len(x)} training images")
+        x, y = study.subset(x, y, n, config.seed)
     k = len(names)
     h, w, c = (int(d) for d in x.shape[1:])
     shape = (h, w, c)
     log(f"  training images {x.shape} (of {full_train}), test images {xt.shape}, {k} classes")
-    from . import cuda_available
-
     if (
         config.dataset == "cifar10"
         and len(x) > 5000
@@ -546,41 +355,17 @@ def section2(config: DemoConfig, figures: _Figures, log: _Log) -> dict[str, Any]
         "The first 30 training images with their class names",
     )
 
-    summaries = _summaries(plan.cv_architectures, shape, k, config.device)
+    summaries = study.architecture_summaries(plan.cv_architectures, shape, k, config.device)
     for arch, s in summaries.items():
         log(f"  architecture {arch}: {s['params']:,} parameters")
 
-    cv: dict[str, dict[str, Any]] = {}
     log(
         f"  {FOLDS}-fold cross-validation of {len(plan.cv_architectures)} architectures, "
         f"{plan.epochs} epochs, learning rate {plan.cv_learning_rate:g}, "
         f"batch size {plan.batch_size}"
     )
-    for arch in plan.cv_architectures:
-        started = time.perf_counter()
-        with _training_output(config.verbose) as verbose:
-            r = cross_validate(
-                arch,
-                x,
-                y,
-                cv=FOLDS,
-                epochs=plan.epochs,
-                batch_size=plan.batch_size,
-                learning_rate=plan.cv_learning_rate,
-                seed=config.seed,
-                verbose=verbose,
-                device=config.device,
-            )
-        seconds = time.perf_counter() - started
-        cv[arch] = {
-            "fold_accuracies": r["fold_accuracies"],
-            "mean_accuracy": r["mean_accuracy"],
-            "std_accuracy": r["std_accuracy"],
-            "epochs": plan.epochs,
-            "learning_rate": plan.cv_learning_rate,
-            "batch_size": plan.batch_size,
-            "seconds": seconds,
-        }
+
+    def cv_done(arch: str, r: dict[str, Any]) -> None:
         figures.save(
             plotting.plot_history(r["histories"], title=f"{arch}: {FOLDS}-fold cross-validation"),
             f"cv_curves_{arch}.png",
@@ -588,10 +373,28 @@ def section2(config: DemoConfig, figures: _Figures, log: _Log) -> dict[str, Any]
         )
         log(
             f"  {arch}: mean accuracy {r['mean_accuracy']:.4f} ± {r['std_accuracy']:.4f} "
-            f"({seconds:.1f}s)"
+            f"({r['seconds']:.1f}s)"
         )
+
+    with training_output(config.verbose) as verbose:
+        cv_runs = study.cross_validate_architectures(
+            plan.cv_architectures,
+            x,
+            y,
+            cv=FOLDS,
+            epochs=plan.epochs,
+            batch_size=plan.batch_size,
+            learning_rate=plan.cv_learning_rate,
+            seed=config.seed,
+            device=config.device,
+            verbose=verbose,
+            on_result=cv_done,
+        )
+    cv = {a: {k_: v for k_, v in r.items() if k_ != "histories"} for a, r in cv_runs.items()}
     figures.save(
-        _cv_figure(cv), "cv_accuracy.png", "Held-out accuracy of every fold, per architecture"
+        plotting.plot_fold_accuracies(cv),
+        "cv_accuracy.png",
+        "Held-out accuracy of every fold, per architecture",
     )
 
     param_grid: dict[str, list[Any]] = {
@@ -608,7 +411,7 @@ def section2(config: DemoConfig, figures: _Figures, log: _Log) -> dict[str, Any]
         f"learning rate {plan.grid_learning_rates})"
     )
     started = time.perf_counter()
-    with _training_output(config.verbose) as verbose:
+    with training_output(config.verbose) as verbose:
         gs = grid_search(param_grid, x, y, cv=FOLDS, seed=config.seed, verbose=verbose)
     grid_seconds = time.perf_counter() - started
     best_params = {k_: v for k_, v in gs["best_params"].items() if k_ != "device"}
@@ -633,13 +436,8 @@ def section2(config: DemoConfig, figures: _Figures, log: _Log) -> dict[str, Any]
 
     model = gs["best_model"]
     model.class_names = names
-    test = model.evaluate(xt, yt)
-    probs = model.predict(xt)
-    y_pred = probs.argmax(axis=1)
-    y_true = np.asarray(yt).reshape(-1)
-    cm = metrics.confusion_matrix(y_true, y_pred, num_classes=k)
-    report = metrics.classification_report(y_true, y_pred, target_names=names)
-    assert isinstance(report, dict)
+    test = study.evaluate_on_test(model, xt, yt, names)
+    cm, report = test["confusion_matrix"], test["report"]
     log(f"  test accuracy of the refitted best model: {test['accuracy']:.4f}")
     figures.save(
         plotting.plot_confusion_matrix(cm, names, title="confusion matrix on the test set"),
@@ -651,15 +449,7 @@ def section2(config: DemoConfig, figures: _Figures, log: _Log) -> dict[str, Any]
         "class_scores.png",
         "Per-class precision, recall and F1 on the test set",
     )
-    by_f1 = sorted(names, key=lambda c: (report[c]["f1-score"], c))
-    hardest = [{"class": c, **report[c]} for c in by_f1[:3]]
-    off = cm.copy()
-    np.fill_diagonal(off, 0)
-    pairs = [
-        {"true": names[int(i)], "predicted": names[int(j)], "count": int(off[i, j])}
-        for i, j in zip(*np.unravel_index(np.argsort(off, axis=None)[::-1][:5], off.shape))
-        if off[i, j] > 0
-    ]
+    hardest = study.hardest_classes(report, names)
     log(
         "  hardest classes (lowest F1): "
         + ", ".join(f"{h['class']} {h['f1-score']:.2f}" for h in hardest)
@@ -667,7 +457,11 @@ def section2(config: DemoConfig, figures: _Figures, log: _Log) -> dict[str, Any]
     model.save(config.out / "model.safetensors")
 
     with tempfile.TemporaryDirectory(prefix="cnnrs-demo-") as tmp:
-        path, source = _photo(config, xt, yt, names, Path(tmp))
+        if config.photo is not None:
+            path, source = config.photo, f"--photo {config.photo}"
+        else:
+            path, source = study.write_test_image(xt, yt, names, tmp)
+            source += " written to a temporary PNG"
         guess = model.predict_image(path)
     log(f"  photo ({source}): {guess['class_name']} ({guess['confidence']:.1%})")
 
@@ -703,7 +497,7 @@ def section2(config: DemoConfig, figures: _Figures, log: _Log) -> dict[str, Any]
         "confusion_matrix": cm,
         "classification_report": report,
         "hardest_classes": hardest,
-        "most_confused": pairs,
+        "most_confused": study.most_confused(cm, names),
         "photo": {
             "source": source,
             "class_index": guess["class_index"],
@@ -712,143 +506,6 @@ def section2(config: DemoConfig, figures: _Figures, log: _Log) -> dict[str, Any]
         },
         "model_file": "model.safetensors",
     }
-
-
-# --- reports -------------------------------------------------------------------------
-
-
-def _fmt_pct(x: float) -> str:
-    return f"{100 * x:.2f}%"
-
-
-def render_markdown(report: Mapping[str, Any]) -> str:
-    """``report.md``: the same numbers as ``report.json``, for people."""
-    s1, s2 = report["section1"], report["section2"]
-    names = s2["dataset"]["class_names"]
-    out = [
-        "# cnnrs study report",
-        "",
-        f"cnnrs {report['cnnrs_version']} on libtorch {report['torch_version']}, "
-        f"device `{s2['settings']['device']}`, {report['seconds']:.0f} s in all.",
-        "",
-        "## Section 1: convolution and pooling",
-        "",
-        "Worked examples (the course's): convolving `[[1,2,0],[4,5,6],[7,8,9]]` with "
-        f"`[[1,0],[0,-1]]` gives `{s1['worked_examples']['convolution']['result']}`; 2×2 max "
-        f"pooling of `1..16` (4×4) gives `{s1['worked_examples']['pooling']['max_pooling']}` "
-        f"and average pooling `{s1['worked_examples']['pooling']['avg_pooling']}`. "
-        f"Equal to the expected answers: **{s1['worked_examples']['match_expected']}**.",
-        "",
-        f"Image: {s1['image']['source']}, shape {tuple(s1['image']['shape'])}. Each kernel's "
-        '"same"-padded convolution (size kept) beside its 2×2 max pooling (stride 1, no '
-        "padding: one pixel smaller).",
-        "",
-        "| figure | kernel | convolution | pooling | mean abs response |",
-        "|---|---|---|---|---|",
-    ]
-    for k in s1["kernels"]:
-        out.append(
-            f"| [{k['figure']}]({k['figure']}) | {k['name']} | {tuple(k['convolution_shape'])} "
-            f"| {tuple(k['pooling_shape'])} | {k['mean_abs_response']:.1f} |"
-        )
-    ds = s2["dataset"]
-    st = s2["settings"]
-    out += [
-        "",
-        f"## Section 2: CNN classification on {ds['name']}",
-        "",
-        f"{ds['train_size']} training images (of {ds['train_available']}), {ds['test_size']} "
-        f"test images of shape {tuple(ds['image_shape'])}, {len(names)} classes. "
-        "![training images](training_images.png)",
-        "",
-        "Methodology: every fold trains a fresh model on its training part only and is scored "
-        "on its held-out part; the test images are normalised with the training images' "
-        "per-channel mean and standard deviation (the model fits them once, in `fit`); the "
-        "grid search picks the parameters by mean cross-validation accuracy and then trains a "
-        "fresh model with them on all the training images.",
-        "",
-        f"### {st['folds']}-fold cross-validation ({st['epochs']} epochs, learning rate "
-        f"{st['cv_learning_rate']:g}, batch size {st['batch_size']})",
-        "",
-        "| architecture | parameters | "
-        + " | ".join(f"fold {i + 1}" for i in range(st["folds"]))
-        + " | mean | std |",
-        "|---|---:|" + "---:|" * (st["folds"] + 2),
-    ]
-    for arch, r in s2["cross_validation"].items():
-        folds = " | ".join(f"{a:.4f}" for a in r["fold_accuracies"])
-        params = s2["architectures"][arch]["params"]
-        out.append(
-            f"| {arch} | {params:,} | {folds} | **{r['mean_accuracy']:.4f}** "
-            f"| {r['std_accuracy']:.4f} |"
-        )
-    out += ["", "![cross-validation](cv_accuracy.png)", "", "### Grid search", ""]
-    out += [
-        "| # | architecture | epochs | learning rate | mean CV accuracy | std |",
-        "|---|---|---:|---:|---:|---:|",
-    ]
-    gs = s2["grid_search"]
-    for i, row in enumerate(gs["results"]):
-        p = row["params"]
-        mark = " ← best" if i == gs["best_index"] else ""
-        out.append(
-            f"| {i + 1} | {p['architecture']} | {p['epochs']} | {p['learning_rate']:g} "
-            f"| {row['mean_accuracy']:.4f}{mark} | {row['std_accuracy']:.4f} |"
-        )
-    test = s2["test"]
-    out += [
-        "",
-        f"Chosen: `{gs['best_params']}` (mean CV accuracy {gs['best_score']:.4f}), refitted on "
-        f"all training images and saved as `{s2['model_file']}`.",
-        "",
-        "![training curves](training_curves.png)",
-        "",
-        "### Test set",
-        "",
-        f"Test accuracy **{_fmt_pct(test['accuracy'])}** (loss {test['loss']:.4f}).",
-        "",
-        "Confusion matrix (rows true, columns predicted):",
-        "",
-        "| true \\ predicted | " + " | ".join(names) + " |",
-        "|---|" + "---:|" * len(names),
-    ]
-    for name, row in zip(names, s2["confusion_matrix"]):
-        out.append(f"| **{name}** | " + " | ".join(str(v) for v in row) + " |")
-    rep = s2["classification_report"]
-    out += [
-        "",
-        "![confusion matrix](confusion_matrix.png)",
-        "",
-        "| class | precision | recall | F1 | support |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for name in [*names, "macro avg", "weighted avg"]:
-        r = rep[name]
-        out.append(
-            f"| {name} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1-score']:.3f} "
-            f"| {r['support']} |"
-        )
-    hardest = ", ".join(f"{h['class']} (F1 {h['f1-score']:.3f})" for h in s2["hardest_classes"])
-    confused = ", ".join(
-        f"{p['true']} → {p['predicted']} ({p['count']})" for p in s2["most_confused"]
-    )
-    photo = s2["photo"]
-    out += [
-        "",
-        "![per-class scores](class_scores.png)",
-        "",
-        f"Hardest classes (lowest F1): {hardest}.",
-        f"Most frequent confusions (true → predicted): {confused or 'none'}.",
-        "",
-        f"Photo: {photo['source']} → **{photo['class_name']}** "
-        f"({_fmt_pct(photo['confidence'])} confidence).",
-        "",
-        "## Figures",
-        "",
-    ]
-    out += [f"- [{name}]({name}): {caption}" for name, caption in report["figures"].items()]
-    out.append("")
-    return "\n".join(out)
 
 
 # --- entry point ---------------------------------------------------------------------
@@ -877,34 +534,27 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
 
     matplotlib.use("Agg")
 
-    from . import __version__, torch_version
-
-    logger = _Log()
+    log = StepLog()
     config.out.mkdir(parents=True, exist_ok=True)
     threads = _set_threads(config)
-    logger(f"cnnrs {__version__} demo: writing to {config.out.resolve()} ({threads} CPU threads)")
-    figures = _Figures(config.out)
-    s1 = section1(config, figures, logger)
-    s2 = section2(config, figures, logger)
+    log(f"cnnrs {__version__} demo: writing to {config.out.resolve()} ({threads} CPU threads)")
+    figures = FigureFolder(config.out)
+    s1 = section1(config, figures, log)
+    s2 = section2(config, figures, log)
     report = {
         "cnnrs_version": __version__,
         "torch_version": torch_version(),
         "threads": threads,
-        "seconds": logger.elapsed(),
+        "seconds": log.elapsed(),
         "section1": s1,
         "section2": s2,
         "figures": figures.saved,
     }
-    report = _jsonable(report)
-    _write_atomic(config.out / "report.json", json.dumps(report, indent=2) + "\n")
-    _write_atomic(config.out / "report.md", render_markdown(report))
-    return report
+    return write_report(config.out, report)
 
 
 def command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """The ``demo`` subcommand: exit code 0, 1 (the study failed) or 2 (bad arguments)."""
-    from . import CnnrsError
-
     try:
         config = config_from_args(args)
         report = run_demo(config)

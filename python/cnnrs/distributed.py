@@ -1,7 +1,8 @@
 """The Ray backend of :func:`cnnrs.cross_validate` and :func:`cnnrs.grid_search`.
 
 Every (configuration, fold) pair is one Ray task that runs
-:func:`cnnrs.selection.fit_and_score`, the same unit of work as the local loop,
+:func:`cnnrs.selection.fit_and_score` (defined in the private ``cnnrs._trial``,
+which both backends import), the same unit of work as the local loop,
 with the same seed (``seed + fold index``), so on CPU the results equal the local
 backend's run with the same number of libtorch threads (one per trial by default).
 
@@ -33,7 +34,7 @@ except ImportError as err:
 import numpy as np
 import torch
 
-from .selection import Fold, fit_and_score
+from ._trial import Fold, fit_and_score
 
 __all__ = ["default_resources", "run_grid_on_ray"]
 

@@ -1,8 +1,9 @@
 """Classification metrics with scikit-learn's names, orientation and numbers.
 
 The counting and the scores are computed in Rust (``cnnrs._core``); this module
-only normalises label arrays (one-hot or probability rows, ``(N, 1)`` columns)
-and lays the numbers out as scikit-learn's ``classification_report`` does.
+only normalises label arrays (one-hot or probability rows, ``(N, 1)`` columns,
+bools as 0/1: the package's one rule, in ``cnnrs._arrays``) and lays the numbers
+out as scikit-learn's ``classification_report`` does.
 """
 
 from __future__ import annotations
@@ -14,28 +15,13 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _core
+from ._arrays import as_labels
 
 __all__ = ["classification_report", "confusion_matrix", "precision_recall_f1"]
 
 
 def _as_labels(y: npt.ArrayLike, name: str) -> npt.NDArray[np.int64]:
-    """Integer labels ``(N,)`` from labels, an ``(N, 1)`` column, or ``(N, k)`` scores."""
-    a = np.asarray(y)
-    if a.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must hold integer class labels, got dtype {a.dtype}")
-    if a.ndim == 2 and a.shape[1] == 1:
-        a = a[:, 0]
-    elif a.ndim == 2 and a.shape[1] > 1:
-        # One-hot rows or class probabilities (Keras's model.predict output).
-        a = a.argmax(axis=1) if a.shape[0] else np.zeros(0, dtype=np.int64)
-    elif a.ndim != 1:
-        raise ValueError(
-            f"{name} must be labels (N,), a column (N, 1) or scores (N, k), got shape {a.shape}"
-        )
-    if a.dtype.kind == "f":
-        if not np.all(np.isfinite(a)) or np.any(a != np.round(a)):
-            raise ValueError(f"{name} holds values that are not integer class labels")
-    return np.ascontiguousarray(a, dtype=np.int64)
+    return as_labels(y, name=name)[0]
 
 
 def confusion_matrix(

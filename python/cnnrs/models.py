@@ -15,70 +15,13 @@ from typing import Any, Callable, Union
 import numpy as np
 
 from . import _core
+from ._arrays import as_images, as_labels, check_count, class_count
 from ._progress import KerasProgress
 
 Architecture = Union[str, Sequence[Sequence[Any]]]
 
 ARCHITECTURES: tuple[str, ...] = tuple(_core.architectures())
 """Names of the built-in architectures, as the course defines them."""
-
-
-def _images(x: Any, name: str = "x") -> np.ndarray:
-    """Images as a contiguous (N, H, W, C) uint8 or float32 array."""
-    a = np.asarray(x)
-    if a.dtype == object or a.dtype.kind in "bcSUVM":
-        raise TypeError(
-            f"{name} must hold real numbers (uint8 pixels or floats), got dtype {a.dtype}"
-        )
-    if a.ndim == 3:
-        a = a[..., np.newaxis]  # (N, H, W) grayscale
-    if a.ndim != 4:
-        raise ValueError(
-            f"{name} must be a batch of images (N, H, W, C) or (N, H, W), got shape {a.shape}"
-        )
-    if a.dtype != np.uint8:
-        if a.dtype.kind in "iu" and a.size and a.min() >= 0 and a.max() <= 255:
-            a = a.astype(np.uint8)
-        else:
-            a = a.astype(np.float32)
-    return np.ascontiguousarray(a)
-
-
-def _labels(y: Any, n: int | None = None, name: str = "y") -> tuple[np.ndarray, int | None]:
-    """Integer labels (N,) from (N,), (N, 1) or one-hot (N, k); also returns k for one-hot."""
-    a = np.asarray(y)
-    if a.dtype == object or a.dtype.kind in "bcSUVM":
-        raise TypeError(f"{name} must hold integer class labels, got dtype {a.dtype}")
-    width = None
-    if a.ndim == 2 and a.shape[1] > 1:
-        width = a.shape[1]
-        a = a.argmax(axis=1)
-    elif a.ndim == 2 and a.shape[1] == 1:
-        a = a[:, 0]
-    elif a.ndim != 1:
-        raise ValueError(
-            f"{name} must be labels (N,), (N, 1) or one-hot (N, k), got shape {a.shape}"
-        )
-    if a.dtype.kind == "f":
-        if not np.all(np.isfinite(a)) or not np.all(a == np.round(a)):
-            raise ValueError(f"{name} must hold whole-number class labels, got non-integers")
-    labels = np.ascontiguousarray(a, dtype=np.int64)
-    if n is not None and labels.shape[0] != n:
-        raise ValueError(
-            f"x has {n} images but {name} has {labels.shape[0]} labels; "
-            "they must be the same length"
-        )
-    if labels.size and labels.min() < 0:
-        raise ValueError(f"{name} has a negative label ({labels.min()}); labels must be >= 0")
-    return labels, width
-
-
-def _check_count(value: Any, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 class Model:
@@ -142,7 +85,7 @@ class Model:
         shape = tuple(int(d) for d in input_shape)
         if len(shape) != 3:
             raise ValueError(f"input_shape must be (height, width, channels), got {input_shape}")
-        self._net.build(shape, _check_count(num_classes, "num_classes", 2))
+        self._net.build(shape, check_count(num_classes, "num_classes", 2))
 
     @property
     def architecture(self) -> str:
@@ -248,17 +191,17 @@ class Model:
         ``{"loss", "accuracy"[, "val_loss", "val_accuracy"]}``, one value per epoch.
         Ctrl-C stops between batches with KeyboardInterrupt; the model stays usable.
         """
-        xa = _images(x)
-        ya, width = _labels(y, xa.shape[0])
-        epochs = _check_count(epochs, "epochs")
-        batch_size = _check_count(batch_size, "batch_size")
+        xa = as_images(x)
+        ya, width = as_labels(y, xa.shape[0])
+        epochs = check_count(epochs, "epochs")
+        batch_size = check_count(batch_size, "batch_size")
         num_classes = self._resolve_classes(ya, width)
         vx = vy = None
         if validation_data is not None:
             if len(validation_data) != 2:
                 raise ValueError("validation_data must be a pair (x_val, y_val)")
-            vx = _images(validation_data[0], "validation x")
-            vy, _ = _labels(validation_data[1], vx.shape[0], "validation y")
+            vx = as_images(validation_data[0], "validation x")
+            vy, _ = as_labels(validation_data[1], vx.shape[0], "validation y")
         printer = progress
         if printer is None and verbose:
             printer = KerasProgress(verbose)
@@ -279,14 +222,12 @@ class Model:
     def _resolve_classes(self, y: np.ndarray, width: int | None) -> int:
         if self._net.num_classes is not None:
             return self._net.num_classes
-        seen = int(y.max()) + 1 if y.size else 0
-        candidates = [seen, width or 0, len(self.class_names or [])]
-        return max(max(candidates), 2)
+        return class_count(y, width, len(self.class_names or []))
 
     def evaluate(self, x: Any, y: Any, verbose: int = 0) -> dict[str, float]:
         """Mean cross-entropy and accuracy on (x, y): ``{"loss", "accuracy"}``."""
-        xa = _images(x)
-        ya, _ = _labels(y, xa.shape[0])
+        xa = as_images(x)
+        ya, _ = as_labels(y, xa.shape[0])
         loss, accuracy = self._net.evaluate(xa, ya)
         if verbose:
             print(f"{xa.shape[0]} images - accuracy: {accuracy:.4f} - loss: {loss:.4f}")
@@ -295,7 +236,7 @@ class Model:
     def predict(self, x: Any, batch_size: int = 256, verbose: int = 0) -> np.ndarray:
         """Class probabilities, shape (N, num_classes), float32."""
         del verbose  # prediction is quick; kept for Keras compatibility
-        return self._net.predict(_images(x), _check_count(batch_size, "batch_size"))
+        return self._net.predict(as_images(x), check_count(batch_size, "batch_size"))
 
     def predict_image(self, image: Any, class_names: Sequence[str] | None = None) -> dict[str, Any]:
         """Classifies one photo: a path (GIF/PNG/JPEG/BMP) or an (H, W[, C]) array.
@@ -308,9 +249,7 @@ class Model:
             raise ValueError("the model has not been trained yet; call fit first")
         h, w, c = self.input_shape
         if isinstance(image, (str, os.PathLike)):
-            from . import load_image
-
-            pixels = load_image(image, grayscale=(c == 1), size=(w, h))
+            pixels = _core.load_image(image, grayscale=(c == 1), size=(w, h))
         else:
             pixels = self._resize_array(np.asarray(image), (h, w, c))
         if pixels.ndim == 2:

@@ -12,12 +12,21 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._arrays import as_labels
 from ._core import convolution, pooling
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["show_conv_and_pool"]
+__all__ = [
+    "plot_class_scores",
+    "plot_confusion_matrix",
+    "plot_fold_accuracies",
+    "plot_history",
+    "plot_image",
+    "plot_images",
+    "show_conv_and_pool",
+]
 
 
 def _figure_class() -> type[Figure]:
@@ -81,21 +90,30 @@ def show_conv_and_pool(
     return figures
 
 
-# --- training and evaluation figures (issue 4) ---------------------------------------
-# Section 2 of the study: sample images, training curves across folds, the confusion
-# matrix and per-class scores. Built on Figure directly, like show_conv_and_pool above.
+def plot_image(image: Any, title: str | None = None, size: float = 5.0) -> Figure:
+    """One image, without axes: grayscale for ``(H, W)`` or ``(H, W, 1)``, colour for
+    ``(H, W, 3)``.
 
-__all__ += ["plot_class_scores", "plot_confusion_matrix", "plot_history", "plot_images"]
+    Parameters
+    ----------
+    image : array_like
+        ``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3)``; uint8 pixels or floats.
+    title : str, optional
+        Default: the image's size, e.g. "512×512".
+    size : float, default 5
+        Width and height of the figure in inches.
 
-
-def _label_vector(y: Any) -> np.ndarray:
-    """Integer labels (N,) from (N,), (N, 1) or one-hot / probability rows (N, k)."""
-    a = np.asarray(y)
-    if a.ndim == 2:
-        a = a[:, 0] if a.shape[1] == 1 else a.argmax(axis=1)
-    if a.ndim != 1:
-        raise ValueError(f"y must be labels (N,), (N, 1) or one-hot (N, k), got shape {a.shape}")
-    return a.astype(np.int64)
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    pixels, cmap = _displayable(np.asarray(image))
+    fig = _figure_class()(figsize=(size, size), layout="constrained")
+    ax = fig.subplots()
+    ax.imshow(pixels, cmap=cmap)
+    ax.set_title(title if title is not None else f"{pixels.shape[0]}×{pixels.shape[1]}")
+    ax.axis("off")
+    return fig
 
 
 def _displayable(image: np.ndarray) -> tuple[np.ndarray, str | None]:
@@ -133,7 +151,7 @@ def plot_images(
     matplotlib.figure.Figure
     """
     images = np.asarray(x)
-    labels = _label_vector(y)
+    labels, _ = as_labels(y)
     if images.ndim not in (3, 4):
         raise ValueError(f"x must be images (N, H, W[, C]), got shape {images.shape}")
     if len(labels) != len(images):
@@ -175,8 +193,10 @@ def plot_history(
     -------
     matplotlib.figure.Figure
         Two subplots: loss (left) and accuracy (right); training solid,
-        validation dashed, one colour per fold.
+        validation dashed, one colour per fold; whole epochs on the x axis.
     """
+    from matplotlib.ticker import MaxNLocator
+
     runs = [histories] if isinstance(histories, Mapping) else list(histories)
     if not runs:
         raise ValueError("histories is empty")
@@ -192,6 +212,7 @@ def plot_history(
                     epochs = np.arange(1, len(values) + 1)
                     ax.plot(epochs, values, style, color=colour, alpha=0.8, label=f"{tag} {kind}")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 1.5
         ax.set_ylabel(metric)
         ax.set_title(f"{metric} across folds" if len(runs) > 1 else metric)
         ax.grid(True, alpha=0.3)
@@ -307,4 +328,38 @@ def plot_class_scores(
     ax.set_title(title or "per-class precision, recall and F1")
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    return fig
+
+
+def plot_fold_accuracies(
+    results: Mapping[str, Mapping[str, Any]], title: str | None = None
+) -> Figure:
+    """Held-out accuracy of every fold, one box (and its points) per configuration.
+
+    Parameters
+    ----------
+    results : dict
+        ``{name: {"fold_accuracies": [...], ...}}``, e.g. ``{arch:
+        cnnrs.cross_validate(arch, ...)}`` or :func:`cnnrs.study.cross_validate_architectures`.
+    title : str, optional
+        Default: "k-fold cross-validation accuracy per architecture".
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    names = list(results)
+    if not names:
+        raise ValueError("results is empty")
+    accuracies = [list(results[a]["fold_accuracies"]) for a in names]
+    fig = _figure_class()(figsize=(max(6.0, 1.3 * len(names) + 2), 4.5), layout="constrained")
+    ax = fig.subplots()
+    ax.boxplot(accuracies)
+    for i, accs in enumerate(accuracies, start=1):
+        ax.plot(np.full(len(accs), i), accs, "o", color="C0", alpha=0.6)
+    ax.set_xticks(range(1, len(names) + 1), names, rotation=20, ha="right")
+    ax.set_ylabel("held-out fold accuracy")
+    folds = max(len(a) for a in accuracies)
+    ax.set_title(title or f"{folds}-fold cross-validation accuracy per architecture")
+    ax.grid(True, axis="y", alpha=0.3)
     return fig

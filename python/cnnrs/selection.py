@@ -5,13 +5,14 @@ its held-out part; the grid search returns a *fresh* model trained on all the
 data with the best parameters. The fold splits are scikit-learn's
 ``KFold(cv, shuffle=True, random_state=seed)`` exactly (computed in Rust).
 
-The unit of work, :func:`fit_and_score`, is shared by the local loop here and
-by the Ray backend (:mod:`cnnrs.distributed`).
+The unit of work, :func:`fit_and_score` (in the private ``cnnrs._trial``,
+re-exported here), is shared by the local loop here and by the Ray backend
+(:mod:`cnnrs.distributed`). The data is converted once, here, to uint8/float32
+images and int64 labels; every trial receives those arrays.
 """
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -19,122 +20,25 @@ from typing import Any
 
 import numpy as np
 
-from . import _core
-from ._progress import FoldProgress
-from .models import Model, _check_count, _images, _labels
+from ._arrays import as_images, as_labels, check_count, class_count
+from ._trial import Fold, fit_and_score, make_folds, split_params
+from .models import Model
 
-_MODEL_ARGS = {
-    name
-    for name in inspect.signature(Model.__init__).parameters
-    if name not in ("self", "input_shape", "num_classes")
-}
-_FIT_ARGS = {
-    name
-    for name in inspect.signature(Model.fit).parameters
-    if name not in ("self", "x", "y", "validation_data", "verbose", "progress")
-}
-
-Fold = tuple[np.ndarray, np.ndarray]
-
-
-def make_folds(
-    x: np.ndarray, y: np.ndarray, cv: Any, seed: int = 42, stratified: bool = False
-) -> list[Fold]:
-    """The (train_idx, val_idx) pairs for ``cv``.
-
-    ``cv`` is an int (shuffled k-fold equal to scikit-learn's
-    ``KFold(cv, shuffle=True, random_state=seed)``, or ``StratifiedKFold`` with
-    ``stratified=True``) or any iterable of index pairs, e.g.
-    ``KFold(5, shuffle=True, random_state=42).split(x)``.
-    """
-    n = x.shape[0]
-    if isinstance(cv, (int, np.integer)) and not isinstance(cv, bool):
-        k = int(cv)
-        if k < 2:
-            raise ValueError(f"cv must be >= 2 folds, got {k}")
-        if k > n:
-            raise ValueError(f"cv={k} folds is more than the {n} images available")
-        if stratified:
-            return list(_core.stratified_kfold_indices(y, k, True, int(seed)))
-        return list(_core.kfold_indices(n, k, True, int(seed)))
-    if isinstance(cv, (str, bytes, bool)) or not isinstance(cv, Iterable):
-        raise TypeError(
-            "cv must be a number of folds (int) or an iterable of (train_idx, val_idx) pairs, "
-            f"got {type(cv).__name__}"
-        )
-    folds = []
-    for i, pair in enumerate(cv):
-        try:
-            train, val = pair
-        except (TypeError, ValueError):
-            raise ValueError(f"fold {i} must be a (train_idx, val_idx) pair") from None
-        train = np.asarray(train, dtype=np.int64).ravel()
-        val = np.asarray(val, dtype=np.int64).ravel()
-        for name, idx in (("train", train), ("validation", val)):
-            if idx.size == 0:
-                raise ValueError(f"fold {i} has an empty {name} part")
-            if idx.min() < 0 or idx.max() >= n:
-                raise ValueError(
-                    f"fold {i} {name} indices must lie in [0, {n}), got {idx.min()}..{idx.max()}"
-                )
-        folds.append((train, val))
-    if not folds:
-        raise ValueError("cv gave no folds")
-    return folds
-
-
-def _split_params(params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    model_kw, fit_kw = {}, {}
-    for key, value in params.items():
-        if key in _MODEL_ARGS:
-            model_kw[key] = value
-        elif key in _FIT_ARGS:
-            fit_kw[key] = value
-        else:
-            accepted = ", ".join(sorted(_MODEL_ARGS | _FIT_ARGS))
-            raise ValueError(f"unknown parameter {key!r}; accepted: {accepted}")
-    return model_kw, fit_kw
-
-
-def fit_and_score(
-    params: Mapping[str, Any],
-    x: np.ndarray,
-    y: np.ndarray,
-    train_idx: np.ndarray,
-    val_idx: np.ndarray,
-    num_classes: int,
-    *,
-    seed: int,
-    verbose: int = 0,
-    fold: tuple[int, int] = (1, 1),
-) -> dict[str, Any]:
-    """Trains a fresh model with ``params`` on ``x[train_idx]`` and scores it on ``x[val_idx]``.
-
-    Returns ``{"accuracy", "loss", "history"}``; ``history`` holds the per-epoch
-    validation metrics on the held-out part.
-    """
-    model_kw, fit_kw = _split_params(params)
-    model_kw.setdefault("seed", seed)
-    model = Model(**model_kw)
-    model.build(x.shape[1:], num_classes)
-    printer = FoldProgress(fold[0], fold[1], verbose) if verbose else None
-    history = model.fit(
-        x[train_idx],
-        y[train_idx],
-        validation_data=(x[val_idx], y[val_idx]),
-        verbose=0,
-        progress=printer,
-        **fit_kw,
-    )
-    scores = model.evaluate(x[val_idx], y[val_idx])
-    return {"accuracy": scores["accuracy"], "loss": scores["loss"], "history": history}
+__all__ = [
+    "Fold",
+    "cross_validate",
+    "fit_and_score",
+    "grid_search",
+    "make_folds",
+    "parameter_grid",
+]
 
 
 def _prepare(x: Any, y: Any) -> tuple[np.ndarray, np.ndarray, int]:
-    xa = _images(x)
-    ya, width = _labels(y, xa.shape[0])
-    num_classes = max(int(ya.max()) + 1 if ya.size else 0, width or 0, 2)
-    return xa, ya, num_classes
+    """The one conversion of the data: typed arrays every trial then shares."""
+    xa = as_images(x)
+    ya, width = as_labels(y, xa.shape[0])
+    return xa, ya, class_count(ya, width)
 
 
 def cross_validate(
@@ -170,13 +74,13 @@ def cross_validate(
         }
     params = {
         "architecture": architecture,
-        "epochs": _check_count(epochs, "epochs"),
-        "batch_size": _check_count(batch_size, "batch_size"),
+        "epochs": check_count(epochs, "epochs"),
+        "batch_size": check_count(batch_size, "batch_size"),
         "learning_rate": learning_rate,
         "device": device,
         **kwargs,
     }
-    _split_params(params)  # unknown keyword -> ValueError before any work
+    split_params(params)  # unknown keyword -> ValueError before any work
     xa, ya, num_classes = _prepare(x, y)
     result = _evaluate_grid(
         [params], xa, ya, num_classes, cv, seed, stratified, verbose, backend, ray_kwargs
@@ -312,7 +216,7 @@ def grid_search(
     """
     grid = parameter_grid(param_grid)
     for params in grid:
-        _split_params(params)
+        split_params(params)
     xa, ya, num_classes = _prepare(x, y)
     results = _evaluate_grid(
         grid, xa, ya, num_classes, cv, seed, stratified, verbose, backend, kwargs
@@ -339,7 +243,7 @@ def grid_search(
     if refit:
         if verbose:
             print(f"Refitting the best parameters on all {len(y)} images: {_describe(grid[best])}")
-        model_kw, fit_kw = _split_params(grid[best])
+        model_kw, fit_kw = split_params(grid[best])
         model_kw.setdefault("seed", seed)
         model = Model(**model_kw)
         model.build(xa.shape[1:], num_classes)

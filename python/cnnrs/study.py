@@ -1,0 +1,310 @@
+"""The study's steps, one function each, shared by ``cnnrs demo`` and the notebook.
+
+Section 1 (convolution and pooling): :func:`worked_examples`, :func:`kernel_responses`.
+Section 2 (a CNN chosen by cross-validation): :func:`load_dataset`, :func:`subset`,
+:func:`architecture_summaries`, :func:`cross_validate_architectures`, then
+``cnnrs.grid_search``, :func:`evaluate_on_test`, :func:`hardest_classes`,
+:func:`most_confused` and :func:`write_test_image` (a test image as a PNG file for
+``Model.predict_image``).
+
+Each function computes and returns plain data (dicts, lists, arrays); printing,
+figures and reports are the caller's. The methodology lives in what they call:
+every fold trains a fresh model (``cnnrs.cross_validate``), the test images are
+normalised with the training statistics (``cnnrs.Model``), and the grid search
+refits a fresh model on all training images.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import _core, datasets, metrics
+from .models import Model
+from .selection import cross_validate
+
+__all__ = [
+    "WORKED_CONVOLUTION",
+    "WORKED_POOLING",
+    "architecture_summaries",
+    "cross_validate_architectures",
+    "evaluate_on_test",
+    "hardest_classes",
+    "kernel_responses",
+    "load_dataset",
+    "most_confused",
+    "subset",
+    "worked_examples",
+    "write_test_image",
+]
+
+#: The course's worked convolution: image, kernel and the expected answer.
+WORKED_CONVOLUTION: dict[str, Any] = {
+    "image": [[1, 2, 0], [4, 5, 6], [7, 8, 9]],
+    "kernel": [[1, 0], [0, -1]],
+    "expected": [[-4, -4], [-4, -4]],
+}
+#: The course's worked pooling: a 4×4 image, p = 2 (stride 1), the expected answers.
+WORKED_POOLING: dict[str, Any] = {
+    "image": [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12], [13, 14, 15, 16]],
+    "p": 2,
+    "expected_max": [[6, 7, 8], [10, 11, 12], [14, 15, 16]],
+    "expected_avg": [[3.5, 4.5, 5.5], [7.5, 8.5, 9.5], [11.5, 12.5, 13.5]],
+}
+
+
+# --- Section 1 -----------------------------------------------------------------------
+
+
+def worked_examples() -> dict[str, Any]:
+    """The course's worked convolution and pooling, computed by cnnrs.
+
+    Returns
+    -------
+    dict
+        ``{"convolution": {..., "result"}, "pooling": {..., "max_pooling",
+        "avg_pooling"}, "match_expected": bool}``.
+    """
+    conv = _core.convolution(
+        np.array(WORKED_CONVOLUTION["image"]), np.array(WORKED_CONVOLUTION["kernel"])
+    )
+    pool_in = np.array(WORKED_POOLING["image"])
+    pooled_max = _core.pooling(pool_in, 2, "max_pooling")
+    pooled_avg = _core.pooling(pool_in, 2, "avg_pooling")
+    matches = (
+        np.array_equal(conv, WORKED_CONVOLUTION["expected"])
+        and np.array_equal(pooled_max, WORKED_POOLING["expected_max"])
+        and np.allclose(pooled_avg, WORKED_POOLING["expected_avg"])
+    )
+    return {
+        "convolution": {**WORKED_CONVOLUTION, "result": conv},
+        "pooling": {**WORKED_POOLING, "max_pooling": pooled_max, "avg_pooling": pooled_avg},
+        "match_expected": bool(matches),
+    }
+
+
+def kernel_responses(image: Any, kernels: Mapping[str, Any], p: int = 2) -> list[dict[str, Any]]:
+    """Each kernel's "same"-padded convolution of ``image`` and its ``p``×``p`` max pooling.
+
+    Returns
+    -------
+    list of dict
+        Per kernel, in order: ``{"name", "kernel", "convolution_shape",
+        "pooling_shape", "mean_abs_response"}`` (the mean absolute convolution).
+    """
+    rows = []
+    for name, kernel in kernels.items():
+        conv = _core.convolution(image, kernel, padding="same")
+        pooled = _core.pooling(conv, p, "max_pooling")
+        rows.append(
+            {
+                "name": name,
+                "kernel": kernel,
+                "convolution_shape": conv.shape,
+                "pooling_shape": pooled.shape,
+                "mean_abs_response": float(np.mean(np.abs(conv))),
+            }
+        )
+    return rows
+
+
+# --- Section 2 -----------------------------------------------------------------------
+
+
+def load_dataset(
+    name: str, cifar_path: str | os.PathLike[str] | None = None
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], list[str]]:
+    """``((x_train, y_train), (x_test, y_test), class_names)`` of ``"digits"`` or ``"cifar10"``.
+
+    CIFAR-10 is read from ``cifar_path`` or Keras's cache, downloaded when absent
+    (see :func:`cnnrs.datasets.load_cifar10`).
+    """
+    if name == "digits":
+        train, test = datasets.load_digits()
+        return train, test, list(datasets.DIGITS_CLASSES)
+    if name == "cifar10":
+        train, test = datasets.load_cifar10(cifar_path)
+        return train, test, list(datasets.CIFAR10_CLASSES)
+    raise ValueError(f"dataset must be 'digits' or 'cifar10', got {name!r}")
+
+
+def subset(x: Any, y: Any, n: int, seed: int) -> tuple[Any, Any]:
+    """A random ``n`` of the images and their labels, kept in their original order.
+
+    The same ``seed`` picks the same images. Raises ValueError when ``n`` is more
+    than the images available.
+    """
+    if n > len(x):
+        raise ValueError(f"a subset of {n} is more than the {len(x)} images available")
+    keep = np.sort(np.random.default_rng(seed).choice(len(x), size=n, replace=False))
+    return x[keep], y[keep]
+
+
+def architecture_summaries(
+    architectures: Sequence[str],
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    device: str = "auto",
+) -> dict[str, dict[str, Any]]:
+    """``{architecture: {"params": int, "summary": str}}``: each built for the data,
+    with Keras's ``summary()`` table as text."""
+    out = {}
+    for arch in architectures:
+        lines: list[str] = []
+        model = Model(arch, device=device, seed=0, input_shape=input_shape, num_classes=num_classes)
+        model.summary(print_fn=lines.append)
+        out[arch] = {"params": model.count_params(), "summary": "\n".join(lines)}
+    return out
+
+
+def cross_validate_architectures(
+    architectures: Sequence[str],
+    x: Any,
+    y: Any,
+    *,
+    cv: int = 5,
+    epochs: int = 10,
+    batch_size: int = 64,
+    learning_rate: float = 1e-3,
+    seed: int = 42,
+    device: str = "auto",
+    verbose: int = 0,
+    on_result: Callable[[str, dict[str, Any]], Any] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """``cnnrs.cross_validate`` of each architecture with the same folds and settings.
+
+    Parameters
+    ----------
+    on_result : callable, optional
+        Called as ``on_result(architecture, result)`` as soon as each one is done,
+        e.g. to print or plot while the next one trains.
+
+    Returns
+    -------
+    dict
+        ``{architecture: {"fold_accuracies", "mean_accuracy", "std_accuracy",
+        "histories", "epochs", "learning_rate", "batch_size", "seconds"}}`` in the
+        order given.
+    """
+    results: dict[str, dict[str, Any]] = {}
+    for arch in architectures:
+        started = time.perf_counter()
+        r = cross_validate(
+            arch,
+            x,
+            y,
+            cv=cv,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            seed=seed,
+            verbose=verbose,
+            device=device,
+        )
+        results[arch] = {
+            "fold_accuracies": r["fold_accuracies"],
+            "mean_accuracy": r["mean_accuracy"],
+            "std_accuracy": r["std_accuracy"],
+            "histories": r["histories"],
+            "epochs": epochs,
+            "learning_rate": learning_rate,
+            "batch_size": batch_size,
+            "seconds": time.perf_counter() - started,
+        }
+        if on_result is not None:
+            on_result(arch, results[arch])
+    return results
+
+
+def evaluate_on_test(
+    model: Model, x_test: Any, y_test: Any, class_names: Sequence[str]
+) -> dict[str, Any]:
+    """The chosen model on the test set.
+
+    Returns
+    -------
+    dict
+        ``{"accuracy", "loss", "probabilities", "y_true", "y_pred",
+        "confusion_matrix", "report"}``: ``report`` is
+        ``cnnrs.metrics.classification_report``'s dict keyed by class name, the
+        confusion matrix has rows true and columns predicted.
+    """
+    names = list(class_names)
+    scores = model.evaluate(x_test, y_test)
+    probabilities = model.predict(x_test)
+    y_pred = probabilities.argmax(axis=1)
+    y_true = np.asarray(y_test).reshape(-1)
+    cm = metrics.confusion_matrix(y_true, y_pred, num_classes=len(names))
+    report = metrics.classification_report(y_true, y_pred, target_names=names)
+    return {
+        "accuracy": scores["accuracy"],
+        "loss": scores["loss"],
+        "probabilities": probabilities,
+        "y_true": y_true,
+        "y_pred": y_pred,
+        "confusion_matrix": cm,
+        "report": report,
+    }
+
+
+def hardest_classes(
+    report: Mapping[str, Any], class_names: Sequence[str], n: int = 3
+) -> list[dict[str, Any]]:
+    """The ``n`` classes with the lowest F1 (ties by name), each as ``{"class",
+    "precision", "recall", "f1-score", "support"}``."""
+    by_f1 = sorted(class_names, key=lambda c: (report[c]["f1-score"], c))
+    return [{"class": c, **report[c]} for c in by_f1[:n]]
+
+
+def most_confused(cm: Any, class_names: Sequence[str], n: int = 5) -> list[dict[str, Any]]:
+    """The ``n`` most frequent mistakes, off-diagonal cells of the confusion matrix
+    (rows true), as ``{"true", "predicted", "count"}``, largest first; cells that
+    are 0 are left out."""
+    off = np.array(cm, copy=True)
+    np.fill_diagonal(off, 0)
+    cells = np.unravel_index(np.argsort(off, axis=None)[::-1][:n], off.shape)
+    return [
+        {"true": class_names[int(i)], "predicted": class_names[int(j)], "count": int(off[i, j])}
+        for i, j in zip(*cells)
+        if off[i, j] > 0
+    ]
+
+
+def write_test_image(
+    x_test: Any,
+    y_test: Any,
+    class_names: Sequence[str],
+    folder: str | os.PathLike[str],
+    index: int = 0,
+) -> tuple[Path, str]:
+    """Writes test image ``index`` to ``folder/test_image_<index>.png``, for
+    ``Model.predict_image`` to classify from a file as it would a photo.
+
+    A grayscale image is saved as three equal channels, which ``cnnrs.load_image``
+    converts back to exactly the same pixel values. Needs matplotlib.
+
+    Returns
+    -------
+    (pathlib.Path, str)
+        The file and a description naming the image's true class.
+    """
+    from matplotlib.image import imsave
+
+    image = np.asarray(x_test[index])
+    if image.ndim == 2:
+        image = image[..., np.newaxis]
+    if image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    path = Path(folder) / f"test_image_{index}.png"
+    buffer = io.BytesIO()
+    imsave(buffer, image.astype(np.uint8), format="png")
+    with _core.AtomicWriter(path) as out:
+        out.write(buffer.getvalue())
+    label = int(np.asarray(y_test).reshape(-1)[index])
+    return path, f"test image {index} (true class {class_names[label]!r})"

@@ -1,0 +1,108 @@
+"""cnnrs.study, the steps shared by the demo and the notebook, and cnnrs.report, the
+report files written through the package's atomic writer."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import cnnrs
+from cnnrs import kernels, report, study
+
+
+def test_worked_examples_equal_the_course():
+    worked = study.worked_examples()
+    assert worked["match_expected"] is True
+    assert worked["convolution"]["result"].tolist() == [[-4, -4], [-4, -4]]
+    assert worked["pooling"]["max_pooling"].tolist() == [[6, 7, 8], [10, 11, 12], [14, 15, 16]]
+
+
+def test_kernel_responses_keep_the_size_and_pool_one_smaller():
+    image = np.random.default_rng(0).integers(0, 255, (20, 30)).astype(np.uint8)
+    rows = study.kernel_responses(image, kernels.STUDY_KERNELS)
+    assert [r["name"] for r in rows] == list(kernels.STUDY_KERNELS)
+    for r in rows:
+        assert r["convolution_shape"] == (20, 30) and r["pooling_shape"] == (19, 29)
+        assert r["mean_abs_response"] >= 0
+
+
+def test_load_dataset_and_subset():
+    (x, y), (xt, yt), names = study.load_dataset("digits")
+    assert names == cnnrs.datasets.DIGITS_CLASSES and x.shape[1:] == (8, 8, 1)
+    xs, ys = study.subset(x, y, 100, seed=3)
+    assert len(xs) == 100
+    again, _ = study.subset(x, y, 100, seed=3)
+    np.testing.assert_array_equal(xs, again)
+    with pytest.raises(ValueError, match="more than"):
+        study.subset(x, y, len(x) + 1, seed=0)
+    with pytest.raises(ValueError, match="dataset"):
+        study.load_dataset("mnist")
+
+
+def test_hardest_classes_and_most_confused():
+    names = ["a", "b", "c"]
+    cm = np.array([[5, 3, 0], [1, 4, 0], [0, 2, 6]])
+    y_true = np.repeat(np.arange(3), cm.sum(axis=1))
+    y_pred = np.concatenate([np.repeat(np.arange(3), row) for row in cm])
+    rep = cnnrs.metrics.classification_report(y_true, y_pred, target_names=names)
+    hardest = study.hardest_classes(rep, names, n=2)
+    assert [h["class"] for h in hardest] == sorted(names, key=lambda c: rep[c]["f1-score"])[:2]
+    assert set(hardest[0]) == {"class", "precision", "recall", "f1-score", "support"}
+    pairs = study.most_confused(cm, names)
+    assert pairs == [
+        {"true": "a", "predicted": "b", "count": 3},
+        {"true": "c", "predicted": "b", "count": 2},
+        {"true": "b", "predicted": "a", "count": 1},
+    ]
+    assert cm[0, 0] == 5  # the caller's matrix is untouched
+
+
+def test_write_test_image_round_trips_through_load_image(tmp_path):
+    pytest.importorskip("matplotlib")
+    (_, _), (xt, yt), names = study.load_dataset("digits")
+    path, source = study.write_test_image(xt, yt, names, tmp_path, index=4)
+    assert path == tmp_path / "test_image_4.png"
+    assert f"true class {names[int(yt[4, 0])]!r}" in source
+    np.testing.assert_array_equal(cnnrs.load_image(path), xt[4, :, :, 0])
+    assert list(tmp_path.iterdir()) == [path]  # no temporary file left
+
+
+def test_cross_validate_architectures_and_evaluate_on_test():
+    (x, y), (xt, yt), names = study.load_dataset("digits")
+    seen = []
+    results = study.cross_validate_architectures(
+        ["custom"], x[:200], y[:200], cv=2, epochs=1, device="cpu",
+        on_result=lambda arch, r: seen.append(arch),
+    )  # fmt: skip
+    assert seen == ["custom"] and list(results) == ["custom"]
+    r = results["custom"]
+    assert len(r["fold_accuracies"]) == 2 and len(r["histories"]) == 2
+    assert r["mean_accuracy"] == pytest.approx(np.mean(r["fold_accuracies"]))
+    model = cnnrs.Model("custom", device="cpu", seed=0)
+    model.fit(x[:200], y[:200], epochs=1, verbose=0)
+    test = study.evaluate_on_test(model, xt, yt, names)
+    assert test["confusion_matrix"].shape == (10, 10)
+    assert np.trace(test["confusion_matrix"]) / len(xt) == pytest.approx(test["accuracy"])
+    assert test["report"]["accuracy"] == pytest.approx(test["accuracy"])
+
+
+def test_report_files_are_written_whole(tmp_path):
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    figures = report.FigureFolder(tmp_path)
+    fig = Figure()
+    fig.subplots().plot([1, 2], [3, 4])
+    assert figures.save(fig, "f.png", "a line") == "f.png"
+    assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+    assert figures.saved == {"f.png": "a line"}
+    assert report.jsonable({"a": np.arange(2), "b": np.float32(0.5), "c": (1, 2)}) == {
+        "a": [0, 1],
+        "b": 0.5,
+        "c": [1, 2],
+    }
+    report.write_bytes(tmp_path / "x.json", json.dumps({"k": 1}).encode())
+    assert json.loads((tmp_path / "x.json").read_text()) == {"k": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.png", "x.json"]

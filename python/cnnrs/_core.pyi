@@ -211,34 +211,43 @@ class Network:
     def __init__(
         self,
         architecture: str | Sequence[Sequence[Any]],
-        learning_rate: float = 5e-4,
-        device: str = "auto",
-        seed: int = 0,
+        learning_rate: float | None = None,
+        device: str | None = None,
+        seed: int | None = None,
+        *,
+        precision: str | None = None,
     ) -> None: ...
     def build(self, input_shape: tuple[int, int, int], num_classes: int) -> None: ...
     def fit(
         self,
         x: npt.NDArray[Any],
         y: npt.NDArray[np.int64],
+        *,
         num_classes: int,
         epochs: int,
         batch_size: int,
         validation_x: npt.NDArray[Any] | None = None,
         validation_y: npt.NDArray[np.int64] | None = None,
-        shuffle: bool = True,
+        shuffle: bool | None = None,
         printer: Any = None,
     ) -> dict[str, list[float]]: ...
     def evaluate(self, x: npt.NDArray[Any], y: npt.NDArray[np.int64]) -> tuple[float, float]: ...
-    def predict(self, x: npt.NDArray[Any], batch_size: int = 256) -> npt.NDArray[np.float32]: ...
+    def predict(
+        self, x: npt.NDArray[Any], batch_size: int | None = None
+    ) -> npt.NDArray[np.float32]: ...
     def save(self, path: str) -> None: ...
     @staticmethod
-    def load(path: str, device: str = "auto") -> Network: ...
+    def load(path: str, device: str | None = None, *, precision: str | None = None) -> Network: ...
     @property
     def architecture(self) -> str: ...
     @property
     def learning_rate(self) -> float: ...
     @property
     def device(self) -> str: ...
+    @property
+    def precision(self) -> str: ...
+    @property
+    def seed(self) -> int: ...
     @property
     def input_shape(self) -> tuple[int, int, int] | None: ...
     @property

@@ -42,6 +42,15 @@ class Model:
     seed : int, optional
         Seeds weight initialisation, shuffling and dropout; the same seed on
         CPU gives the same history. None draws a random seed.
+    precision : {"fp32", "bf16", "fp16", "auto"}
+        "fp32" (the default, as Keras; the same seed gives the same history on
+        CPU); "bf16": mixed precision as libtorch's autocast does it (weights and
+        optimiser state in float32, convolutions and dense layers in bfloat16),
+        on CPU and CUDA; "fp16": the same with float16 and dynamic loss scaling
+        (CUDA only; a ValueError on CPU); "auto": the fastest safe choice for the
+        device: bf16 on CUDA GPUs with native bfloat16 (compute capability >= 8)
+        and on CPUs with AVX-512 BF16 (every AMX CPU has it), fp16 on older
+        GPUs, fp32 otherwise. ``model.precision`` tells what was picked.
     input_shape, num_classes : optional
         Build the weights now, e.g. to call ``summary()`` before ``fit``;
         otherwise both come from the first ``fit``'s data.
@@ -56,6 +65,7 @@ class Model:
         device: str = "auto",
         seed: int | None = None,
         *,
+        precision: str = "fp32",
         input_shape: tuple[int, int, int] | None = None,
         num_classes: int | None = None,
         class_names: Sequence[str] | None = None,
@@ -68,7 +78,9 @@ class Model:
             raise ValueError(f"seed must be in [0, 2**64), got {seed}")
         if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)):
             raise TypeError(f"learning_rate must be a number, got {type(learning_rate).__name__}")
-        self._net = _core.Network(architecture, float(learning_rate), device, int(seed))
+        self._net = _core.Network(
+            architecture, float(learning_rate), device, int(seed), precision=precision
+        )
         self.seed = int(seed)
         self.history: dict[str, list[float]] = {}
         if class_names is not None:
@@ -98,6 +110,11 @@ class Model:
     @property
     def device(self) -> str:
         return self._net.device
+
+    @property
+    def precision(self) -> str:
+        """The precision the model trains in, resolved for its device ("auto" never shows)."""
+        return self._net.precision
 
     @property
     def input_shape(self) -> tuple[int, int, int] | None:
@@ -295,10 +312,16 @@ class Model:
         self._net.save(os.fspath(path))
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], device: str = "auto") -> Model:
-        """Reads a model written by :meth:`save`."""
+    def load(
+        cls, path: str | os.PathLike[str], device: str = "auto", *, precision: str | None = None
+    ) -> Model:
+        """Reads a model written by :meth:`save`.
+
+        ``precision`` defaults to the one it was saved with (float32 where the
+        device cannot run that, e.g. an "fp16" model loaded on a CPU).
+        """
         model = cls.__new__(cls)
-        model._net = _core.Network.load(os.fspath(path), device)
+        model._net = _core.Network.load(os.fspath(path), device, precision=precision)
         model.seed = 0
         model.history = {}
         return model

@@ -3,6 +3,7 @@
 pub mod arch;
 pub mod model;
 pub mod network;
+pub mod torch_ext;
 
 pub use arch::{Layer, Plan};
 pub use model::{FitConfig, History, Images, Model, Monitor, Pixels};

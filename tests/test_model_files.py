@@ -113,7 +113,8 @@ def test_a_tiny_file_claiming_a_huge_network_allocates_nothing(trained, tmp_path
     _, path, _ = trained
     header, _ = split(path)
     meta = json.loads(header["__metadata__"]["cnnrs"])
-    meta["layers"] = [{"type": "flatten"}, {"type": "dense", "units": 200_000, "init": "he_uniform"}]
+    dense = {"type": "dense", "units": 200_000, "init": "he_uniform"}
+    meta["layers"] = [{"type": "flatten"}, dense]
     tiny = {"__metadata__": {"cnnrs": json.dumps(meta)}}
     bad = tmp_path / "tiny.safetensors"
     bad.write_bytes(join(tiny, b""))
@@ -171,7 +172,8 @@ def test_concurrent_saves_to_one_path_never_collide(trained, tmp_path):
     for t in threads:
         t.join(60)
     assert not errors, errors
-    np.testing.assert_array_equal(cnnrs.Model.load(target, device="cpu").predict(x), model.predict(x))
+    loaded = cnnrs.Model.load(target, device="cpu")
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shared.safetensors"]
 
 

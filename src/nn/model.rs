@@ -14,6 +14,7 @@ use super::device::{preferred_layout, Layout};
 use super::input::{check_labels, Images, Normalization};
 use super::network::Network;
 use super::precision::{GradScaler, Precision};
+use super::torch_ext::Generator;
 use super::train::{self, DeviceData, FitConfig, History, Monitor, Trainer};
 use crate::error::{Error, Result};
 
@@ -46,10 +47,14 @@ pub(super) struct Built {
 }
 
 /// A CNN classifier with Keras's training semantics.
+///
+/// Every random draw (weight initialisation, shuffling, dropout) comes from
+/// the model's own generator, seeded with `config.seed`, so the same seed
+/// gives the same history whatever other threads or models draw meanwhile.
 pub struct Model {
     config: ModelConfig,
     layout: Layout,
-    fits: u64,
+    gen: Generator,
     class_names: Option<Vec<String>>,
     built: Option<Built>,
 }
@@ -77,10 +82,11 @@ impl Model {
             tch::Cuda::cudnn_set_benchmark(true);
         }
         let layout = preferred_layout(config.device, config.precision.is_reduced());
+        let gen = Generator::new(config.device, config.seed)?;
         Ok(Model {
             config,
             layout,
-            fits: 0,
+            gen,
             class_names: None,
             built: None,
         })
@@ -112,9 +118,14 @@ impl Model {
             }
         }
         let plan = arch::plan(&self.config.layers, input_shape, num_classes)?;
-        tch::manual_seed(self.config.seed as i64);
         let vs = VarStore::new(self.config.device);
-        let mut net = Network::build(&vs.root(), &self.config.layers, &plan, input_shape[2])?;
+        let mut net = Network::build(
+            &vs.root(),
+            &self.config.layers,
+            &plan,
+            input_shape[2],
+            &mut self.gen,
+        )?;
         net.set_layout(self.layout)?;
         let opt = nn::Adam::default()
             .eps(ADAM_EPS)
@@ -323,16 +334,11 @@ impl Model {
             None => None,
         };
 
-        self.fits += 1;
-        let seed = self
-            .config
-            .seed
-            .wrapping_add(self.fits.wrapping_mul(0x9E37_79B9));
-        tch::manual_seed(seed as i64);
         let n = x.len() as i64;
         let mut trainer = Trainer {
             net: &built.net,
             opt: &mut built.opt,
+            gen: &mut self.gen,
             autocast,
             scaler: built.scaler.as_mut(),
         };
@@ -340,7 +346,7 @@ impl Model {
         for epoch in 0..cfg.epochs {
             let start = Instant::now();
             let order = if cfg.shuffle {
-                Tensor::f_randperm(n, (Kind::Int64, device))?
+                trainer.gen.randperm(n)?
             } else {
                 Tensor::f_arange(n, (Kind::Int64, device))?
             };
@@ -438,10 +444,6 @@ mod tests {
         (x, y)
     }
 
-    /// libtorch's random generator is process-wide: tests that train hold this
-    /// lock so parallel tests do not draw from it in between.
-    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
     fn model(seed: u64) -> Model {
         Model::new(ModelConfig {
             architecture: "baseline".into(),
@@ -456,7 +458,6 @@ mod tests {
 
     #[test]
     fn learns_a_separable_problem_and_round_trips() {
-        let _rng = RNG.lock().unwrap();
         let (x, y) = toy(64);
         let images = Images {
             pixels: Pixels::U8(&x),
@@ -495,7 +496,6 @@ mod tests {
 
     #[test]
     fn same_seed_same_history() {
-        let _rng = RNG.lock().unwrap();
         let (x, y) = toy(32);
         let images = Images {
             pixels: Pixels::U8(&x),

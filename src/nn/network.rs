@@ -2,11 +2,13 @@
 //! (named after the Keras layers) and a forward pass in NCHW (logical shape;
 //! the memory may be channels-last, see [`super::device::Layout`]).
 
-use tch::nn::{Init as TchInit, Path};
+use tch::nn::Path;
+use tch::Kind;
 use tch::Tensor;
 
 use super::arch::{Init, Layer, Plan};
 use super::device::Layout;
+use super::torch_ext::Generator;
 use crate::error::Result;
 
 /// Keras's BatchNormalization(momentum=0.99, epsilon=1e-3) in PyTorch's terms.
@@ -40,9 +42,23 @@ pub struct Network {
     ops: Vec<Op>,
 }
 
-fn uniform(init: Init, fan_in: usize, fan_out: usize) -> TchInit {
-    let l = init.limit(fan_in, fan_out);
-    TchInit::Uniform { lo: -l, up: l }
+/// A weight of `shape` under `p`, drawn from `U(-l, l)` by the model's own
+/// generator (so initialisation does not depend on other threads' draws).
+fn uniform(
+    p: &Path,
+    shape: &[i64],
+    init: Init,
+    fans: (usize, usize),
+    gen: &mut Generator,
+) -> Result<Tensor> {
+    let l = init.limit(fans.0, fans.1);
+    let mut w = p.f_zeros("weight", shape)?;
+    let values = gen
+        .rand(shape, Kind::Float)?
+        .f_mul_scalar(2.0 * l)?
+        .f_sub_scalar(l)?;
+    tch::no_grad(|| w.f_copy_(&values))?;
+    Ok(w)
 }
 
 fn i(v: usize) -> i64 {
@@ -51,11 +67,18 @@ fn i(v: usize) -> i64 {
 
 impl Network {
     /// Creates the parameters of `layers` (planned for an input with
-    /// `in_channels` channels) under `root`, initialised as Keras would.
+    /// `in_channels` channels) under `root`, initialised as Keras would, with
+    /// draws from `gen`.
     ///
     /// # Errors
     /// A libtorch failure while allocating.
-    pub fn build(root: &Path, layers: &[Layer], plan: &Plan, in_channels: usize) -> Result<Self> {
+    pub fn build(
+        root: &Path,
+        layers: &[Layer],
+        plan: &Plan,
+        in_channels: usize,
+        gen: &mut Generator,
+    ) -> Result<Self> {
         let mut ops = Vec::with_capacity(plan.layers.len());
         let mut channels = in_channels;
         let mut features = 0usize;
@@ -73,10 +96,12 @@ impl Network {
                     init,
                 } => {
                     let (fan_in, fan_out) = (channels * k * k, filters * k * k);
-                    let w = p.f_var(
-                        "weight",
+                    let w = uniform(
+                        &p,
                         &[i(filters), i(channels), i(k), i(k)],
-                        uniform(init, fan_in, fan_out),
+                        init,
+                        (fan_in, fan_out),
+                        gen,
                     )?;
                     let b = p.f_zeros("bias", &[i(filters)])?;
                     channels = filters;
@@ -99,11 +124,7 @@ impl Network {
                     Op::Flatten
                 }
                 Layer::Dense { units, init } => {
-                    let w = p.f_var(
-                        "weight",
-                        &[i(units), i(features)],
-                        uniform(init, features, units),
-                    )?;
+                    let w = uniform(&p, &[i(units), i(features)], init, (features, units), gen)?;
                     let b = p.f_zeros("bias", &[i(units)])?;
                     features = units;
                     Op::Dense { w, b, relu: true }
@@ -113,10 +134,12 @@ impl Network {
         }
         let classes = head.output_shape[0];
         let p = root.sub(&head.name);
-        let w = p.f_var(
-            "weight",
+        let w = uniform(
+            &p,
             &[i(classes), i(features)],
-            uniform(Init::GlorotUniform, features, classes),
+            Init::GlorotUniform,
+            (features, classes),
+            gen,
         )?;
         let b = p.f_zeros("bias", &[i(classes)])?;
         ops.push(Op::Dense { w, b, relu: false });
@@ -145,12 +168,26 @@ impl Network {
         Ok(())
     }
 
-    /// Logits for a batch `x` of shape (N, C, H, W); `train` switches dropout
-    /// on and batch norm to batch statistics (updating its running averages).
+    /// Logits for a batch `x` of shape (N, C, H, W) in inference mode
+    /// (no dropout, batch norm with its running averages).
     ///
     /// # Errors
     /// A libtorch failure (e.g. out of memory on the device).
-    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.run(x, None)
+    }
+
+    /// Logits for a training batch: dropout masks drawn from `gen`, batch
+    /// norm on batch statistics (updating its running averages).
+    ///
+    /// # Errors
+    /// A libtorch failure (e.g. out of memory on the device).
+    pub fn forward_train(&self, x: &Tensor, gen: &mut Generator) -> Result<Tensor> {
+        self.run(x, Some(gen))
+    }
+
+    fn run(&self, x: &Tensor, mut gen: Option<&mut Generator>) -> Result<Tensor> {
+        let train = gen.is_some();
         let mut x = x.shallow_clone();
         for op in &self.ops {
             x = match op {
@@ -159,7 +196,10 @@ impl Network {
                     .f_relu()?,
                 Op::MaxPool(k) => x.f_max_pool2d([*k, *k], [*k, *k], [0, 0], [1, 1], false)?,
                 Op::AvgPool(k) => x.f_avg_pool2d([*k, *k], [*k, *k], [0, 0], false, true, None)?,
-                Op::Dropout(rate) => x.f_dropout(*rate, train)?,
+                Op::Dropout(rate) => match gen.as_deref_mut() {
+                    Some(g) => g.dropout(&x, *rate, true)?,
+                    None => x,
+                },
                 Op::BatchNorm { w, b, mean, var } => x.f_batch_norm(
                     Some(w),
                     Some(b),

@@ -9,6 +9,7 @@ use super::device::Layout;
 use super::input::DeviceNormalization;
 use super::network::Network;
 use super::precision::{Autocast, GradScaler};
+use super::torch_ext::Generator;
 use crate::error::{Error, Result};
 
 /// Batch size for evaluation and prediction.
@@ -127,6 +128,8 @@ impl DeviceData<'_> {
 pub struct Trainer<'a> {
     pub net: &'a Network,
     pub opt: &'a mut Optimizer,
+    /// The model's own generator: dropout masks (and shuffling, by the caller).
+    pub gen: &'a mut Generator,
     pub autocast: Autocast,
     pub scaler: Option<&'a mut GradScaler>,
 }
@@ -135,9 +138,10 @@ impl Trainer<'_> {
     /// Forward, loss, backward and update on one batch; returns the logits
     /// (for the running accuracy) and the mean loss, both still on the device.
     fn step(&mut self, xb: &Tensor, yb: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (net, gen) = (self.net, &mut *self.gen);
         let logits = self
             .autocast
-            .run(xb.device(), || self.net.forward_t(xb, true))??;
+            .run(xb.device(), || net.forward_train(xb, gen))??;
         // The loss is computed in float32 whatever precision the logits have.
         let loss = logits
             .f_to_kind(Kind::Float)?
@@ -230,7 +234,7 @@ pub fn evaluate(
         let (xb, yb) = data.slice(i * INFERENCE_BATCH, len)?;
         tch::no_grad(|| -> Result<()> {
             let logits = autocast
-                .run(device, || net.forward_t(&xb, false))??
+                .run(device, || net.forward(&xb))??
                 .f_to_kind(Kind::Float)?;
             let l = logits.f_cross_entropy_loss::<Tensor>(&yb, None, Reduction::Sum, -100, 0.0)?;
             let _ = loss_sum.f_add_(&l.f_to_kind(Kind::Double)?)?;
@@ -278,7 +282,7 @@ pub fn predict(
         let raw = x.f_narrow(0, (i * batch_size) as i64, len as i64)?;
         let xb = norm.batch(&raw, layout)?;
         let p = tch::no_grad(|| -> Result<Tensor> {
-            let logits = autocast.run(device, || net.forward_t(&xb, false))??;
+            let logits = autocast.run(device, || net.forward(&xb))??;
             Ok(logits
                 .f_to_kind(Kind::Float)?
                 .f_softmax(-1, Kind::Float)?

@@ -585,7 +585,10 @@ impl PyNetwork {
                 Some(d) => d.0,
                 None => device::parse_device("auto")?,
             };
-            catch_unwind(AssertUnwindSafe(|| checkpoint::load(&path, device, precision))).unwrap_or_else(|p| {
+            catch_unwind(AssertUnwindSafe(|| {
+                checkpoint::load(&path, device, precision)
+            }))
+            .unwrap_or_else(|p| {
                 Err(Error::format(format!(
                     "{} could not be loaded: {}",
                     path.display(),

@@ -275,6 +275,7 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .downcast_ref::<String>()
         .cloned()
         .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_string()))
+        .map(|m| crate::error::torch_message(&m).to_string())
         .unwrap_or_else(|| "unknown failure".into())
 }
 

@@ -161,6 +161,7 @@ mod python {
 
     /// libtorch's message without the C++ stack trace it appends, which
     /// tells a Python user nothing.
+    #[must_use]
     pub fn torch_message(msg: &str) -> &str {
         msg.split("\nException raised from")
             .next()

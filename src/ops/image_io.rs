@@ -70,7 +70,7 @@ pub fn to_gray(img: &DynamicImage) -> GrayImage {
 /// [`MAX_FILE_BYTES`] or an image larger than those limits.
 pub fn load_image(path: &Path, opts: &LoadOptions) -> Result<Array3<u8>> {
     if let Some((w, h)) = opts.size {
-        check_size(w, h)?;
+        check_size(i64::from(w), i64::from(h))?;
     }
     let bytes = crate::fileio::read_limited(path, MAX_FILE_BYTES, "image")?;
     let mut reader = ImageReader::new(Cursor::new(bytes))
@@ -93,7 +93,7 @@ pub fn load_image(path: &Path, opts: &LoadOptions) -> Result<Array3<u8>> {
     }
     let img = reader.decode().map_err(|e| {
         Error::format(format!(
-            "{}: corrupt, unsupported or too large image: {e}",
+            "{}: corrupt or unsupported image: {e}",
             path.display()
         ))
     })?;
@@ -123,16 +123,20 @@ pub fn load_image(path: &Path, opts: &LoadOptions) -> Result<Array3<u8>> {
     Ok(Array3::from_shape_vec((h as usize, w as usize, c), data).expect("decoder sizes agree"))
 }
 
-/// Checks a resize target before anything is allocated for it.
-fn check_size(w: u32, h: u32) -> Result<()> {
-    if w == 0 || h == 0 || w > MAX_SIDE || h > MAX_SIDE || u64::from(w) * u64::from(h) > MAX_PIXELS
-    {
-        return Err(Error::invalid(format!(
+/// Checks a resize target `(width, height)` before anything is allocated
+/// for it: both sides in `[1, MAX_SIDE]`, at most [`MAX_PIXELS`] pixels.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming `size` otherwise.
+pub fn check_size(w: i64, h: i64) -> Result<(u32, u32)> {
+    let side = |v: i64| u32::try_from(v).ok().filter(|v| (1..=MAX_SIDE).contains(v));
+    match (side(w), side(h)) {
+        (Some(wu), Some(hu)) if u64::from(wu) * u64::from(hu) <= MAX_PIXELS => Ok((wu, hu)),
+        _ => Err(Error::invalid(format!(
             "size must be (width, height) with both sides in [1, {MAX_SIDE}] and at most \
              {MAX_PIXELS} pixels, got ({w}, {h})"
-        )));
+        ))),
     }
-    Ok(())
 }
 
 #[cfg(test)]

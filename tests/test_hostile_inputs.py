@@ -388,6 +388,9 @@ def test_int64_padding_value_above_2_53_is_exact():
     assert int(out[0, 0]) == 2**63 + 3
     with pytest.raises(ValueError, match="value"):
         cnnrs.create_padding(u, 1, value=2**64)
+    # a float just past int64 used to saturate to 2**63 - 1
+    with pytest.raises(ValueError, match="value"):
+        cnnrs.create_padding(x, 1, value=float(2**63))
     # floats still round as numpy does
     f = cnnrs.create_padding(np.zeros((1, 1), np.float32), 1, value=2**62 + 1)
     assert f[0, 0] == np.float32(2**62)

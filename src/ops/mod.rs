@@ -231,17 +231,19 @@ macro_rules! impl_pixel_int {
             #[inline(always)]
             #[allow(clippy::cast_lossless, clippy::cast_precision_loss)]
             fn to_avg(self) -> f64 { self as f64 }
-            #[allow(clippy::cast_lossless)]
             fn from_f64_exact(v: f64, what: &str) -> Result<Self> {
-                let (lo, hi) = (<$t>::MIN as f64, <$t>::MAX as f64);
-                if v.fract() == 0.0 && v >= lo && v <= hi {
-                    Ok(v as $t)
-                } else {
-                    Err(Error::invalid(format!(
-                        "{what} must be an integer in [{}, {}] for a {} image, got {v}",
-                        <$t>::MIN, <$t>::MAX, stringify!($t)
-                    )))
+                // Through i128 (exact for every float that is an integer
+                // below 2**127): comparing with `MAX as f64` would let 2**63
+                // through for i64, since `i64::MAX as f64` rounds up to it.
+                if v.fract() == 0.0 {
+                    if let Ok(x) = <$t>::try_from(v as i128) {
+                        return Ok(x);
+                    }
                 }
+                Err(Error::invalid(format!(
+                    "{what} must be an integer in [{}, {}] for a {} image, got {v}",
+                    <$t>::MIN, <$t>::MAX, stringify!($t)
+                )))
             }
             #[inline(always)]
             fn max_nan(self, other: Self) -> Self { if self > other { self } else { other } }
@@ -349,6 +351,14 @@ mod tests {
         assert_eq!(u8::from_f64_exact(255.0, "value").unwrap(), 255);
         assert!(u8::from_f64_exact(256.0, "value").is_err());
         assert!(i16::from_f64_exact(0.5, "value").is_err());
+        assert!(i64::from_f64_exact(9_223_372_036_854_775_808.0, "value").is_err());
+        assert!(u64::from_f64_exact(18_446_744_073_709_551_616.0, "value").is_err());
+        assert!(u8::from_f64_exact(f64::NAN, "value").is_err());
+        assert!(u8::from_f64_exact(f64::INFINITY, "value").is_err());
+        assert_eq!(
+            i64::from_f64_exact(-9.0e18, "value").unwrap(),
+            -9_000_000_000_000_000_000
+        );
         assert!(f32::from_f64_exact(f64::NAN, "value").unwrap().is_nan());
         let big = (1i128 << 62) + 1;
         assert_eq!(i64::from_i128_exact(big, "value").unwrap(), (1 << 62) + 1);

@@ -183,7 +183,7 @@ def test_oversized_batch_file_is_refused(tmp_path):
 
 def test_load_image_of_dev_zero_is_a_data_format_error():
     out = run_isolated(
-        'expect(cnnrs.DataFormatError, "larger than any image", cnnrs.load_image, "/dev/zero")'
+        'expect(cnnrs.DataFormatError, "not a regular file", cnnrs.load_image, "/dev/zero")'
     )
     assert "refused: DataFormatError" in out
 

@@ -9,7 +9,8 @@
 //! is refused with an error naming it. Lengths are checked against the bytes
 //! that remain before anything is allocated, and shared objects are reference
 //! counted rather than copied, so a hostile file can neither run code nor blow
-//! up memory.
+//! up memory. One cohesive thing (a virtual machine is its opcodes, its
+//! limits and their tests together), hence its length.
 //!
 //! Nothing recurses on the depth of the input: the machine is a loop, and it
 //! creates at most [`MAX_CONTAINERS`] tuples, lists and dicts. A value nests

@@ -1,5 +1,8 @@
 //! 2-D convolution as deep learning defines it: cross-correlation (the kernel
 //! is not flipped), summed over channels, with stride and zero padding.
+//!
+//! One cohesive thing: the generic convolution, its fused 3×3 fast path and
+//! the tests that keep the two equal, hence its length.
 
 use std::borrow::Cow;
 use std::mem::MaybeUninit;

@@ -104,10 +104,20 @@ def as_labels(
     return labels, width
 
 
+#: The most classes a model may have (the Rust core's limit, checked here first so the
+#: message can speak of the labels).
+MAX_CLASSES = 100_000
+
+
 def class_count(labels: np.ndarray, width: int | None = None, named: int = 0) -> int:
     """The number of classes: the largest label plus one, the one-hot width or the
     number of class names, whichever is largest, and at least 2."""
     seen = int(labels.max()) + 1 if labels.size else 0
+    if seen > MAX_CLASSES:
+        raise ValueError(
+            f"y has a label of {seen - 1}, so the model would need {seen} classes; labels must "
+            f"be class indices 0..k-1 with k at most {MAX_CLASSES}"
+        )
     return max(seen, width or 0, named, 2)
 
 

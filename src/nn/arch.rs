@@ -274,7 +274,7 @@ impl Layer {
             } => {
                 if filters == 0 || filters > MAX_PARAMS {
                     return bad(
-                        "conv filters must be a positive integer",
+                        &format!("conv filters must be in [1, {MAX_PARAMS}]"),
                         filters.to_string(),
                     );
                 }
@@ -300,7 +300,10 @@ impl Layer {
             }
             Layer::Dense { units, .. } => {
                 if units == 0 || units > MAX_PARAMS {
-                    return bad("dense units must be a positive integer", units.to_string());
+                    return bad(
+                        &format!("dense units must be in [1, {MAX_PARAMS}]"),
+                        units.to_string(),
+                    );
                 }
             }
             Layer::RandomCrop { pad, .. } => {

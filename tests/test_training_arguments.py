@@ -1,0 +1,78 @@
+"""Bad arguments to Model and fit: a clear ValueError/TypeError naming the argument,
+before anything large is allocated; numpy scalars work wherever Python numbers do."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import cnnrs
+
+
+@pytest.fixture(scope="module")
+def digits():
+    (x, y), _ = cnnrs.datasets.load_digits()
+    return x[:64], y[:64]
+
+
+def test_a_huge_label_is_refused_before_a_huge_output_layer(digits):
+    x, _ = digits
+    y = np.zeros(len(x), dtype=np.int64)
+    y[-1] = 10**9
+    with pytest.raises(ValueError, match=r"y has a label of 1000000000.*at most 100000"):
+        cnnrs.Model("custom", device="cpu").fit(x, y, epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize(
+    ("spec", "words"),
+    [
+        ([("flatten",), ("dense", 10**12)], "dense units must be in"),
+        ([("conv", 2**40), ("flatten",)], "conv filters must be in"),
+        ([("flatten",), ("dense", 200_000)], "more than 536870912 parameters"),
+        ([("maxpool", 10**6), ("flatten",)], "pool size"),
+    ],
+)
+def test_absurd_layers_are_refused_by_name(digits, spec, words):
+    x, y = digits
+    with pytest.raises(ValueError, match=words):
+        model = cnnrs.Model(spec, device="cpu")
+        model.fit(x.repeat(8, 1).repeat(8, 2), y, epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "words"),
+    [
+        ({"device": "gpu"}, ValueError, "device must be"),
+        ({"device": 3}, TypeError, "device must be"),
+        ({"precision": 16}, TypeError, "precision"),
+    ],
+)
+def test_model_arguments_name_themselves(kwargs, error, words):
+    with pytest.raises(error, match=words):
+        cnnrs.Model("custom", **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "words"),
+    [
+        ({"epochs": 1.5}, TypeError, "epochs"),
+        ({"epochs": 0}, ValueError, "epochs"),
+        ({"batch_size": -1}, ValueError, "batch_size"),
+        ({"batch_size": "64"}, TypeError, "batch_size"),
+    ],
+)
+def test_fit_arguments_name_themselves(digits, kwargs, error, words):
+    x, y = digits
+    model = cnnrs.Model("custom", device="cpu", seed=0)
+    with pytest.raises(error, match=words):
+        model.fit(x, y, verbose=0, **({"epochs": 1} | kwargs))
+    # The model is still usable afterwards.
+    assert len(model.fit(x, y, epochs=1, verbose=0)["loss"]) == 1
+
+
+def test_numpy_scalars_work_like_python_numbers(digits):
+    x, y = digits
+    model = cnnrs.Model("custom", device="cpu", seed=np.int64(3))
+    history = model.fit(x, y, epochs=np.int32(2), batch_size=np.int64(16), verbose=0)
+    assert len(history["loss"]) == 2
+    assert model.predict(x, batch_size=np.int16(8)).shape == (64, 10)

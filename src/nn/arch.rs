@@ -57,6 +57,60 @@ pub enum Layer {
         units: usize,
         init: Init,
     },
+    /// Augmentation (training only): flips each image with probability 1/2
+    /// along the axes `mode` names.
+    RandomFlip {
+        mode: FlipMode,
+    },
+    /// Augmentation: pads by `pad` pixels (zeros or reflection) and crops back
+    /// to the input size at a random offset, as torchvision's `RandomCrop(size, padding=pad)`.
+    RandomCrop {
+        pad: usize,
+        #[serde(default)]
+        fill: Fill,
+    },
+    /// Augmentation: shifts each image by up to `fraction` of its height and
+    /// width (a whole number of pixels, zeros shifted in).
+    RandomTranslation {
+        fraction: f64,
+    },
+    /// Augmentation: one random `size`×`size` square of zeros per image
+    /// (its centre anywhere in the image, clipped at the borders).
+    Cutout {
+        size: usize,
+    },
+}
+
+/// Which axes a random flip may mirror, named as Keras's `RandomFlip`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlipMode {
+    Horizontal,
+    Vertical,
+    HorizontalAndVertical,
+}
+
+/// How a random crop fills the border it pads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fill {
+    #[default]
+    Zeros,
+    Reflect,
+}
+
+impl Layer {
+    /// Whether this layer is an augmentation (training-time only, no parameters).
+    #[must_use]
+    pub fn is_augmentation(&self) -> bool {
+        matches!(
+            self,
+            Layer::RandomFlip { .. }
+                | Layer::RandomCrop { .. }
+                | Layer::RandomTranslation { .. }
+                | Layer::Cutout { .. }
+        )
+    }
 }
 
 /// Names of the built-in architectures, in the order the course defines them.
@@ -204,6 +258,64 @@ fn init_arg(layer: usize, arg: Option<&SpecArg>) -> Result<Init> {
     }
 }
 
+fn parse_augmentation(i: usize, kind: &str, args: &[SpecArg]) -> Result<Layer> {
+    let non_negative = |what: &str, arg: Option<&SpecArg>| match arg {
+        Some(SpecArg::Int(v)) if *v >= 0 => Ok(usize::try_from(*v).unwrap_or(usize::MAX)),
+        other => Err(Error::invalid(format!(
+            "layer {i}: {what} must be an integer >= 0, got {}",
+            other.map_or("nothing".to_string(), ToString::to_string)
+        ))),
+    };
+    Ok(match kind {
+        "random_flip" => Layer::RandomFlip {
+            mode: match args.first() {
+                None => FlipMode::HorizontalAndVertical,
+                Some(SpecArg::Str(s)) if s == "horizontal" => FlipMode::Horizontal,
+                Some(SpecArg::Str(s)) if s == "vertical" => FlipMode::Vertical,
+                Some(SpecArg::Str(s)) if s == "horizontal_and_vertical" => {
+                    FlipMode::HorizontalAndVertical
+                }
+                Some(other) => {
+                    return Err(Error::invalid(format!(
+                        "layer {i}: random_flip mode must be \"horizontal\", \"vertical\" or \
+                         \"horizontal_and_vertical\", got {other}"
+                    )))
+                }
+            },
+        },
+        "random_crop" => {
+            if args.len() > 2 {
+                return Err(Error::invalid(format!(
+                    "layer {i}: \"random_crop\" takes (pad) or (pad, \"zeros\"|\"reflect\")"
+                )));
+            }
+            Layer::RandomCrop {
+                pad: non_negative("random_crop pad", args.first())?,
+                fill: match args.get(1) {
+                    None => Fill::Zeros,
+                    Some(SpecArg::Str(s)) if s == "zeros" || s == "constant" => Fill::Zeros,
+                    Some(SpecArg::Str(s)) if s == "reflect" => Fill::Reflect,
+                    Some(other) => {
+                        return Err(Error::invalid(format!(
+                        "layer {i}: random_crop fill must be \"zeros\" or \"reflect\", got {other}"
+                    )))
+                    }
+                },
+            }
+        }
+        "random_translation" => Layer::RandomTranslation {
+            fraction: match args.first() {
+                Some(SpecArg::Float(f)) => *f,
+                Some(SpecArg::Int(v)) => *v as f64,
+                _ => f64::NAN,
+            },
+        },
+        _ => Layer::Cutout {
+            size: non_negative("cutout size", args.first())?,
+        },
+    })
+}
+
 /// Parses user layer specs such as `("conv", 32)`, `("conv", 64, 5)`,
 /// `("maxpool", 2)`, `("avgpool", 2)`, `("dropout", 0.2)`, `("batchnorm",)`,
 /// `("flatten",)`, `("dense", 128)`; conv and dense take an optional
@@ -218,14 +330,15 @@ pub fn parse_specs(specs: &[(String, Vec<SpecArg>)]) -> Result<Vec<Layer>> {
     let mut layers = Vec::with_capacity(specs.len());
     for (i, (kind, args)) in specs.iter().enumerate() {
         let max_args = match kind.as_str() {
-            "conv" => 3,
+            "conv" | "random_crop" => 3,
             "dense" => 2,
-            "maxpool" | "avgpool" | "dropout" => 1,
+            "maxpool" | "avgpool" | "dropout" | "random_flip" | "random_translation" | "cutout" => 1,
             "batchnorm" | "flatten" => 0,
             other => {
                 return Err(Error::invalid(format!(
                     "layer {i}: unknown layer type {other:?}; accepted: \"conv\", \"maxpool\", \
-                     \"avgpool\", \"dropout\", \"batchnorm\", \"flatten\", \"dense\""
+                     \"avgpool\", \"dropout\", \"batchnorm\", \"flatten\", \"dense\", and the \
+                     augmentations \"random_flip\", \"random_crop\", \"random_translation\", \"cutout\""
                 )))
             }
         };
@@ -273,7 +386,8 @@ pub fn parse_specs(specs: &[(String, Vec<SpecArg>)]) -> Result<Vec<Layer>> {
                 Layer::Dropout { rate }
             }
             "batchnorm" => Layer::BatchNorm,
-            _ => Layer::Flatten,
+            "flatten" => Layer::Flatten,
+            _ => parse_augmentation(i, kind, args)?,
         };
         layers.push(layer);
     }
@@ -368,7 +482,31 @@ impl Layer {
                     return bad("dense units must be a positive integer", units.to_string());
                 }
             }
-            Layer::BatchNorm | Layer::Flatten => {}
+            Layer::RandomCrop { pad, .. } => {
+                if pad > MAX_WINDOW {
+                    return bad(
+                        &format!("random_crop pad must be in [0, {MAX_WINDOW}]"),
+                        pad.to_string(),
+                    );
+                }
+            }
+            Layer::RandomTranslation { fraction } => {
+                if !(0.0..1.0).contains(&fraction) {
+                    return bad(
+                        "random_translation fraction must be a number in [0, 1)",
+                        fraction.to_string(),
+                    );
+                }
+            }
+            Layer::Cutout { size } => {
+                if size == 0 || size > MAX_WINDOW {
+                    return bad(
+                        &format!("cutout size must be in [1, {MAX_WINDOW}]"),
+                        size.to_string(),
+                    );
+                }
+            }
+            Layer::BatchNorm | Layer::Flatten | Layer::RandomFlip { .. } => {}
         }
         Ok(())
     }
@@ -435,6 +573,39 @@ fn check_inputs(input_shape: [usize; 3], num_classes: usize) -> Result<()> {
     Ok(())
 }
 
+/// Checks an augmentation layer can take `shape`; its Keras name and type.
+fn plan_augmentation(
+    i: usize,
+    aug: &Layer,
+    shape: &[usize],
+    spatial: bool,
+) -> Result<(&'static str, &'static str)> {
+    if !spatial {
+        return Err(Error::invalid(format!(
+            "layer {i} (augmentation) needs an image-shaped input (H, W, C); put \
+             augmentations first, before flatten"
+        )));
+    }
+    if let Layer::RandomCrop {
+        pad,
+        fill: Fill::Reflect,
+    } = aug
+    {
+        if *pad >= shape[0] || *pad >= shape[1] {
+            return Err(Error::invalid(format!(
+                "layer {i}: a reflect-padded random_crop needs pad < the image size, \
+                 got pad {pad} for {shape:?}"
+            )));
+        }
+    }
+    Ok(match aug {
+        Layer::RandomFlip { .. } => ("random_flip", "RandomFlip"),
+        Layer::RandomCrop { .. } => ("random_crop", "RandomCrop"),
+        Layer::RandomTranslation { .. } => ("random_translation", "RandomTranslation"),
+        _ => ("cutout", "Cutout"),
+    })
+}
+
 /// Follows the shapes through `layers` plus the classification head.
 ///
 /// # Errors
@@ -443,9 +614,8 @@ fn check_inputs(input_shape: [usize; 3], num_classes: usize) -> Result<()> {
 /// the input shape or class count is degenerate.
 pub fn plan(layers: &[Layer], input_shape: [usize; 3], num_classes: usize) -> Result<Plan> {
     check_inputs(input_shape, num_classes)?;
-    let [h, w, c] = input_shape;
     let mut namer = Namer(std::collections::HashMap::new());
-    let mut shape = vec![h, w, c];
+    let mut shape = input_shape.to_vec();
     let mut out = Vec::with_capacity(layers.len() + 1);
     let mut total = 0usize;
     for (i, layer) in layers.iter().enumerate() {
@@ -486,6 +656,13 @@ pub fn plan(layers: &[Layer], input_shape: [usize; 3], num_classes: usize) -> Re
                 (namer.next(base), kind, 0, 0)
             }
             Layer::Dropout { .. } => (namer.next("dropout"), "Dropout", 0, 0),
+            aug @ (Layer::RandomFlip { .. }
+            | Layer::RandomCrop { .. }
+            | Layer::RandomTranslation { .. }
+            | Layer::Cutout { .. }) => {
+                let (base, kind) = plan_augmentation(i, aug, &shape, spatial)?;
+                (namer.next(base), kind, 0, 0)
+            }
             Layer::BatchNorm => {
                 let ch = *shape.last().unwrap_or(&0);
                 (

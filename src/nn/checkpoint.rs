@@ -20,6 +20,7 @@ use tch::{Device, Kind, Tensor};
 use super::arch::{self, Layer};
 use super::input::Normalization;
 use super::model::{Model, ModelConfig};
+use super::optim::OptimizerSpec;
 use super::precision::Precision;
 use crate::error::{Error, Result};
 
@@ -38,6 +39,11 @@ struct SavedMeta {
     /// Absent in format 1 files (which were all float32).
     #[serde(default = "fp32")]
     precision: Precision,
+    /// Absent in format 1 files (Adam with Keras's defaults, no smoothing).
+    #[serde(default)]
+    optimizer: OptimizerSpec,
+    #[serde(default)]
+    label_smoothing: f64,
 }
 
 fn fp32() -> Precision {
@@ -94,6 +100,8 @@ pub fn save(model: &Model, path: &Path) -> Result<()> {
         normalization,
         seed: config.seed,
         precision: config.precision,
+        optimizer: config.optimizer,
+        label_smoothing: config.label_smoothing,
     };
     let meta_json = serde_json::to_string(&meta).map_err(|e| Error::format(e.to_string()))?;
     let mut tensors = Vec::new();
@@ -322,6 +330,8 @@ pub fn load(path: &Path, device: Device, precision: Option<Precision>) -> Result
         device,
         precision,
         seed: meta.seed,
+        optimizer: meta.optimizer,
+        label_smoothing: meta.label_smoothing,
     })
     .map_err(|e| bad(e.to_string()))?;
     model

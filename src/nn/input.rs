@@ -216,6 +216,16 @@ pub struct DeviceNormalization {
     inv_std: Tensor,
 }
 
+impl Clone for DeviceNormalization {
+    /// Shares the (read-only) statistics tensors.
+    fn clone(&self) -> Self {
+        DeviceNormalization {
+            mean: self.mean.shallow_clone(),
+            inv_std: self.inv_std.shallow_clone(),
+        }
+    }
+}
+
 impl DeviceNormalization {
     /// A batch of raw NHWC images (uint8 or float32) as normalised float32
     /// NCHW, laid out as `layout` asks.

@@ -1,8 +1,10 @@
 //! Neural networks on libtorch, one room per concern:
 //! - [`arch`]: architectures as data, layer specs and the shape/parameter plan;
 //! - [`network`]: the plan made real on libtorch and its forward pass;
+//! - [`augment`]: random flips, crops, translations and cutout on device batches;
 //! - [`input`]: images, labels and the fitted normalisation;
 //! - [`device`]: device names and the memory layout per device;
+//! - [`optim`]: Adam, AdamW and SGD with Keras's names and defaults;
 //! - [`precision`]: fp32 / bf16 / fp16 (autocast) and loss scaling;
 //! - [`train`]: the training and inference loops and their progress protocol;
 //! - [`model`]: `Model`, which owns a model and drives the loops;
@@ -11,11 +13,13 @@
 //!   random generators), through our own small C++ shim.
 
 pub mod arch;
+pub mod augment;
 pub mod checkpoint;
 pub mod device;
 pub mod input;
 pub mod model;
 pub mod network;
+pub mod optim;
 pub mod precision;
 pub mod torch_ext;
 pub mod train;

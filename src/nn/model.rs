@@ -6,20 +6,21 @@
 
 use std::time::Instant;
 
-use tch::nn::{self, OptimizerConfig, VarStore};
+use tch::nn::{self, VarStore};
 use tch::{Device, Kind, Tensor};
 
 use super::arch::{self, Layer, Plan};
 use super::device::{preferred_layout, Layout};
 use super::input::{check_labels, Images, Normalization};
 use super::network::Network;
+use super::optim::OptimizerSpec;
 use super::precision::{GradScaler, Precision};
 use super::torch_ext::Generator;
-use super::train::{self, DeviceData, FitConfig, History, Monitor, Trainer};
+use super::train::{
+    self, DeviceData, EpochLogs, FitConfig, History, Inference, LearningRates, Monitor, Trainer,
+    Tta,
+};
 use crate::error::{Error, Result};
-
-/// Keras's Adam defaults (beta_1 0.9, beta_2 0.999, epsilon 1e-7).
-const ADAM_EPS: f64 = 1e-7;
 
 /// Everything a model is made from before it sees data.
 #[derive(Clone, Debug)]
@@ -32,6 +33,9 @@ pub struct ModelConfig {
     /// As asked; resolved for the device by [`Model::new`].
     pub precision: Precision,
     pub seed: u64,
+    pub optimizer: OptimizerSpec,
+    /// Keras's `CategoricalCrossentropy(label_smoothing=...)`, in [0, 1).
+    pub label_smoothing: f64,
 }
 
 /// The parts that exist once the model knows its input shape and classes.
@@ -46,6 +50,19 @@ pub(super) struct Built {
     scaler: Option<GradScaler>,
 }
 
+/// The data of a fit in progress, on the device, between `begin_fit` and `end_fit`.
+struct Session {
+    data: DeviceData,
+    val: Option<DeviceData>,
+    batch_size: usize,
+    shuffle: bool,
+}
+
+/// A copy of every variable (weights and batch-norm statistics), on the device.
+pub struct Snapshot {
+    tensors: Vec<(String, Tensor)>,
+}
+
 /// A CNN classifier with Keras's training semantics.
 ///
 /// Every random draw (weight initialisation, shuffling, dropout) comes from
@@ -55,6 +72,7 @@ pub struct Model {
     config: ModelConfig,
     layout: Layout,
     gen: Generator,
+    session: Option<Session>,
     class_names: Option<Vec<String>>,
     built: Option<Built>,
 }
@@ -77,6 +95,13 @@ impl Model {
         for (i, layer) in config.layers.iter().enumerate() {
             layer.validate(i)?;
         }
+        config.optimizer.validate()?;
+        if !(0.0..1.0).contains(&config.label_smoothing) {
+            return Err(Error::invalid(format!(
+                "label_smoothing must be a number in [0, 1), got {}",
+                config.label_smoothing
+            )));
+        }
         config.precision = config.precision.resolve(config.device)?;
         if config.device.is_cuda() {
             tch::Cuda::cudnn_set_benchmark(true);
@@ -87,6 +112,7 @@ impl Model {
             config,
             layout,
             gen,
+            session: None,
             class_names: None,
             built: None,
         })
@@ -127,8 +153,9 @@ impl Model {
             &mut self.gen,
         )?;
         net.set_layout(self.layout)?;
-        let opt = nn::Adam::default()
-            .eps(ADAM_EPS)
+        let opt = self
+            .config
+            .optimizer
             .build(&vs, self.config.learning_rate)?;
         let scaler = (self.config.precision == Precision::Fp16).then(GradScaler::default);
         self.built = Some(Built {
@@ -293,6 +320,42 @@ impl Model {
         monitor: &mut dyn Monitor,
     ) -> Result<History> {
         cfg.validate()?;
+        self.begin_fit(x, y, num_classes, validation, cfg.batch_size, cfg.shuffle)?;
+        let rates = LearningRates::Constant(self.config.learning_rate);
+        let mut history = History::default();
+        let result = (0..cfg.epochs).try_for_each(|epoch| {
+            let logs = self.fit_epoch(epoch, cfg.epochs, &rates, monitor)?;
+            history.loss.push(logs.loss);
+            history.accuracy.push(logs.accuracy);
+            if let Some((l, a)) = logs.val {
+                history.val_loss.push(l);
+                history.val_accuracy.push(a);
+            }
+            Ok(())
+        });
+        self.end_fit();
+        result.map(|()| history)
+    }
+
+    /// Starts a fit: builds the model for `x` if needed, fits the
+    /// normalisation on the first fit, and puts the data on the device once.
+    /// Then [`Model::fit_epoch`] runs epochs and [`Model::end_fit`] frees it.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for inconsistent data or settings.
+    pub fn begin_fit(
+        &mut self,
+        x: Images,
+        y: &[i64],
+        num_classes: usize,
+        validation: Option<(Images, &[i64])>,
+        batch_size: usize,
+        shuffle: bool,
+    ) -> Result<()> {
+        self.session = None;
+        if batch_size == 0 {
+            return Err(Error::invalid("batch_size must be >= 1, got 0"));
+        }
         x.validate("x")?;
         check_labels(y, x.len(), num_classes, "fit")?;
         if let Some((vx, vy)) = &validation {
@@ -311,73 +374,181 @@ impl Model {
             None => x.to_device(self.config.device)?,
         };
         let device = self.config.device;
-        let (layout, autocast) = (self.layout, self.config.precision.autocast());
-        let built = self.built.as_mut().expect("prepared above");
+        let built = self.built.as_ref().expect("prepared above");
         let norm = built
             .normalization
             .as_ref()
             .expect("prepared above")
             .on(device)?;
-        let data = DeviceData {
-            x: raw,
-            y: Tensor::f_from_slice(y)?.f_to_device(device)?,
-            norm: &norm,
-            layout,
+        let on_device = |x: Tensor, y: &[i64]| -> Result<DeviceData> {
+            Ok(DeviceData {
+                x,
+                y: Tensor::f_from_slice(y)?.f_to_device(device)?,
+                norm: norm.clone(),
+                layout: self.layout,
+            })
         };
+        let data = on_device(raw, y)?;
         let val = match validation {
-            Some((vx, vy)) => Some(DeviceData {
-                x: vx.to_device(device)?,
-                y: Tensor::f_from_slice(vy)?.f_to_device(device)?,
-                norm: &norm,
-                layout,
-            }),
+            Some((vx, vy)) => Some(on_device(vx.to_device(device)?, vy)?),
             None => None,
         };
+        self.session = Some(Session {
+            data,
+            val,
+            batch_size,
+            shuffle,
+        });
+        Ok(())
+    }
 
-        let n = x.len() as i64;
+    /// The number of batches an epoch of the fit in progress has.
+    #[must_use]
+    pub fn batches_per_epoch(&self) -> Option<usize> {
+        self.session
+            .as_ref()
+            .map(|s| s.data.len().div_ceil(s.batch_size))
+    }
+
+    /// Runs one epoch of the fit started by [`Model::begin_fit`] with the
+    /// given learning rates, then the validation pass.
+    ///
+    /// # Errors
+    /// `InvalidArgument` without a fit in progress or for bad rates,
+    /// `Interrupted` when the monitor stops it, `Torch` for libtorch failures.
+    pub fn fit_epoch(
+        &mut self,
+        epoch: usize,
+        epochs: usize,
+        rates: &LearningRates,
+        monitor: &mut dyn Monitor,
+    ) -> Result<EpochLogs> {
+        let session = self
+            .session
+            .as_ref()
+            .ok_or_else(|| Error::invalid("fit_epoch: no fit in progress; call begin_fit first"))?;
+        rates.validate(session.data.len().div_ceil(session.batch_size))?;
+        let device = self.config.device;
+        let built = self
+            .built
+            .as_mut()
+            .expect("a session implies a built model");
+        let start = Instant::now();
         let mut trainer = Trainer {
             net: &built.net,
             opt: &mut built.opt,
             gen: &mut self.gen,
-            autocast,
+            autocast: self.config.precision.autocast(),
             scaler: built.scaler.as_mut(),
+            label_smoothing: self.config.label_smoothing,
         };
-        let mut history = History::default();
-        for epoch in 0..cfg.epochs {
-            let start = Instant::now();
-            let order = if cfg.shuffle {
-                trainer.gen.randperm(n)?
-            } else {
-                Tensor::f_arange(n, (Kind::Int64, device))?
-            };
-            let (loss, accuracy) =
-                train::train_epoch(&mut trainer, &data, &order, epoch, cfg, monitor)?;
-            let val_metrics = match &val {
-                Some(v) => Some(train::evaluate(trainer.net, autocast, v, monitor)?),
-                None => None,
-            };
-            let logs = train::EpochLogs {
-                loss,
-                accuracy,
-                val: val_metrics,
-                seconds: start.elapsed().as_secs_f64(),
-            };
-            history.loss.push(logs.loss);
-            history.accuracy.push(logs.accuracy);
-            if let Some((l, a)) = logs.val {
-                history.val_loss.push(l);
-                history.val_accuracy.push(a);
-            }
-            monitor.epoch_end(epoch, cfg.epochs, &logs)?;
+        let n = session.data.len() as i64;
+        let order = if session.shuffle {
+            trainer.gen.randperm(n)?
+        } else {
+            Tensor::f_arange(n, (Kind::Int64, device))?
+        };
+        let (loss, accuracy) = train::train_epoch(
+            &mut trainer,
+            &session.data,
+            &order,
+            rates,
+            epoch,
+            epochs,
+            session.batch_size,
+            monitor,
+        )?;
+        let how = Inference {
+            autocast: self.config.precision.autocast(),
+            tta: Tta::None,
+            label_smoothing: self.config.label_smoothing,
+        };
+        let val = match &session.val {
+            Some(v) => Some(train::evaluate(&built.net, how, v, monitor)?),
+            None => None,
+        };
+        let logs = EpochLogs {
+            loss,
+            accuracy,
+            val,
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        monitor.epoch_end(epoch, epochs, &logs)?;
+        Ok(logs)
+    }
+
+    /// Ends the fit in progress, freeing its copies of the data. Idempotent.
+    pub fn end_fit(&mut self) {
+        self.session = None;
+    }
+
+    /// A copy of every weight and batch-norm statistic (for Keras's
+    /// `restore_best_weights`).
+    ///
+    /// # Errors
+    /// `InvalidArgument` before the model is built; libtorch failures.
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        let b = self.built.as_ref().ok_or_else(|| {
+            Error::invalid("snapshot: the model has no weights yet; call fit first")
+        })?;
+        let tensors =
+            b.vs.variables()
+                .into_iter()
+                .map(|(name, t)| {
+                    let mut copy = t.f_empty_like()?;
+                    tch::no_grad(|| copy.f_copy_(&t))?;
+                    Ok((name, copy))
+                })
+                .collect::<Result<_>>()?;
+        Ok(Snapshot { tensors })
+    }
+
+    /// Puts back the weights of a [`Model::snapshot`] of this model.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a snapshot of another architecture.
+    pub fn restore(&mut self, snapshot: &Snapshot) -> Result<()> {
+        let b = self
+            .built
+            .as_ref()
+            .ok_or_else(|| Error::invalid("restore: the model has no weights yet"))?;
+        let vars = b.vs.variables();
+        let fits = vars.len() == snapshot.tensors.len()
+            && snapshot
+                .tensors
+                .iter()
+                .all(|(name, t)| vars.get(name).is_some_and(|v| v.size() == t.size()));
+        if !fits {
+            return Err(Error::invalid(
+                "restore: the snapshot was taken from a model of another architecture",
+            ));
         }
-        Ok(history)
+        for (name, t) in &snapshot.tensors {
+            let mut v = vars[name].shallow_clone();
+            tch::no_grad(|| v.f_copy_(t))?;
+        }
+        Ok(())
+    }
+
+    fn inference(&self, tta: Tta) -> Inference {
+        Inference {
+            autocast: self.config.precision.autocast(),
+            tta,
+            label_smoothing: self.config.label_smoothing,
+        }
     }
 
     /// Mean cross-entropy and accuracy on (x, y) in inference mode.
     ///
     /// # Errors
     /// `InvalidArgument` for an untrained model or inconsistent data.
-    pub fn evaluate(&self, x: Images, y: &[i64], monitor: &mut dyn Monitor) -> Result<(f64, f64)> {
+    pub fn evaluate(
+        &self,
+        x: Images,
+        y: &[i64],
+        tta: Tta,
+        monitor: &mut dyn Monitor,
+    ) -> Result<(f64, f64)> {
         let b = self.ready(&x, "evaluate")?;
         check_labels(y, x.len(), b.num_classes, "evaluate")?;
         let device = self.config.device;
@@ -385,10 +556,10 @@ impl Model {
         let data = DeviceData {
             x: x.to_device(device)?,
             y: Tensor::f_from_slice(y)?.f_to_device(device)?,
-            norm: &norm,
+            norm,
             layout: self.layout,
         };
-        train::evaluate(&b.net, self.config.precision.autocast(), &data, monitor)
+        train::evaluate(&b.net, self.inference(tta), &data, monitor)
     }
 
     /// Class probabilities, row-major (N × classes).
@@ -399,6 +570,7 @@ impl Model {
         &self,
         x: Images,
         batch_size: usize,
+        tta: Tta,
         monitor: &mut dyn Monitor,
     ) -> Result<Vec<f32>> {
         if batch_size == 0 {
@@ -409,7 +581,7 @@ impl Model {
         let norm = b.normalization.as_ref().expect("ready").on(device)?;
         train::predict(
             &b.net,
-            self.config.precision.autocast(),
+            self.inference(tta),
             &x.to_device(device)?,
             &norm,
             self.layout,
@@ -452,6 +624,8 @@ mod tests {
             device: Device::Cpu,
             precision: Precision::Fp32,
             seed,
+            optimizer: OptimizerSpec::default(),
+            label_smoothing: 0.0,
         })
         .unwrap()
     }
@@ -474,7 +648,7 @@ mod tests {
             .unwrap();
         assert_eq!(h.loss.len(), 3);
         assert_eq!(h.val_accuracy.len(), 3);
-        let (loss, acc) = m.evaluate(images, &y, &mut Silent).unwrap();
+        let (loss, acc) = m.evaluate(images, &y, Tta::None, &mut Silent).unwrap();
         assert!(acc > 0.95, "accuracy {acc}");
         assert_eq!((loss, acc), (h.val_loss[2], h.val_accuracy[2]));
 
@@ -482,8 +656,8 @@ mod tests {
         let path = dir.path().join("m.safetensors");
         checkpoint::save(&m, &path).unwrap();
         let loaded = checkpoint::load(&path, Device::Cpu, None).unwrap();
-        let p1 = m.predict(images, 64, &mut Silent).unwrap();
-        let p2 = loaded.predict(images, 64, &mut Silent).unwrap();
+        let p1 = m.predict(images, 64, Tta::None, &mut Silent).unwrap();
+        let p2 = loaded.predict(images, 64, Tta::None, &mut Silent).unwrap();
         assert_eq!(p1, p2);
         assert_eq!(loaded.normalization(), m.normalization());
 
@@ -542,7 +716,7 @@ mod tests {
         };
         assert!(m.fit(bad, &y, 2, None, &cfg, &mut Silent).is_err());
         assert!(
-            m.predict(images, 4, &mut Silent).is_err(),
+            m.predict(images, 4, Tta::None, &mut Silent).is_err(),
             "untrained model must refuse"
         );
         assert!(parse_device("gpu").is_err());

@@ -7,6 +7,7 @@ use tch::Kind;
 use tch::Tensor;
 
 use super::arch::{Init, Layer, Plan};
+use super::augment::Augment;
 use super::device::Layout;
 use super::torch_ext::Generator;
 use crate::error::Result;
@@ -16,6 +17,7 @@ const BN_MOMENTUM: f64 = 0.01;
 const BN_EPS: f64 = 1e-3;
 
 enum Op {
+    Augment(Augment),
     Conv {
         w: Tensor,
         b: Tensor,
@@ -107,6 +109,12 @@ impl Network {
                     channels = filters;
                     Op::Conv { w, b }
                 }
+                Layer::RandomFlip { .. }
+                | Layer::RandomCrop { .. }
+                | Layer::RandomTranslation { .. }
+                | Layer::Cutout { .. } => {
+                    Op::Augment(Augment::from_layer(layer).expect("an augmentation layer"))
+                }
                 Layer::MaxPool { size } => Op::MaxPool(i(size)),
                 Layer::AvgPool { size } => Op::AvgPool(i(size)),
                 Layer::Dropout { rate } => Op::Dropout(rate),
@@ -196,6 +204,10 @@ impl Network {
                     .f_relu()?,
                 Op::MaxPool(k) => x.f_max_pool2d([*k, *k], [*k, *k], [0, 0], [1, 1], false)?,
                 Op::AvgPool(k) => x.f_avg_pool2d([*k, *k], [*k, *k], [0, 0], false, true, None)?,
+                Op::Augment(a) => match gen.as_deref_mut() {
+                    Some(g) => a.apply(&x, g)?,
+                    None => x,
+                },
                 Op::Dropout(rate) => match gen.as_deref_mut() {
                     Some(g) => g.dropout(&x, *rate, true)?,
                     None => x,

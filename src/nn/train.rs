@@ -96,16 +96,22 @@ pub struct History {
 
 /// Images and labels resident on the device: raw NHWC pixels (uint8 or
 /// float32) plus the normalisation that turns a batch into network input.
-pub struct DeviceData<'a> {
+pub struct DeviceData {
     pub x: Tensor,
     pub y: Tensor,
-    pub norm: &'a DeviceNormalization,
+    pub norm: DeviceNormalization,
     pub layout: Layout,
 }
 
-impl DeviceData<'_> {
-    fn len(&self) -> usize {
+impl DeviceData {
+    #[must_use]
+    pub fn len(&self) -> usize {
         usize::try_from(self.x.size()[0]).unwrap_or(0)
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// The batch at `idx` (int64 indices on the device) as network input and labels.
@@ -124,6 +130,106 @@ impl DeviceData<'_> {
     }
 }
 
+/// The learning rate of each step of an epoch: one for all, or one per batch
+/// (schedules such as one-cycle change it every step).
+#[derive(Clone, Debug, PartialEq)]
+pub enum LearningRates {
+    Constant(f64),
+    PerStep(Vec<f64>),
+}
+
+impl LearningRates {
+    /// # Errors
+    /// `InvalidArgument` for a non-finite or negative rate, or a per-step
+    /// list whose length is not the number of batches.
+    pub fn validate(&self, batches: usize) -> Result<()> {
+        let rates: &[f64] = match self {
+            LearningRates::Constant(r) => std::slice::from_ref(r),
+            LearningRates::PerStep(r) => {
+                if r.len() != batches {
+                    return Err(Error::invalid(format!(
+                        "learning_rates must hold one rate per batch ({batches}), got {}",
+                        r.len()
+                    )));
+                }
+                r
+            }
+        };
+        match rates.iter().find(|r| !(r.is_finite() && **r >= 0.0)) {
+            Some(bad) => Err(Error::invalid(format!(
+                "learning rates must be finite numbers >= 0, got {bad}"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    fn at(&self, step: usize) -> f64 {
+        match self {
+            LearningRates::Constant(r) => *r,
+            LearningRates::PerStep(r) => r[step],
+        }
+    }
+}
+
+/// Test-time augmentation for evaluate/predict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tta {
+    None,
+    /// The mean of the probabilities of each image and its horizontal mirror.
+    Flip,
+}
+
+/// How inference runs: precision and test-time augmentation; the loss's
+/// label smoothing (Keras's compiled loss applies it in evaluate too).
+#[derive(Clone, Copy, Debug)]
+pub struct Inference {
+    pub autocast: Autocast,
+    pub tta: Tta,
+    pub label_smoothing: f64,
+}
+
+impl Inference {
+    /// Log-probabilities of a normalised batch, in float32.
+    fn log_probs(&self, net: &Network, xb: &Tensor) -> Result<Tensor> {
+        let device = xb.device();
+        let run = |x: &Tensor| -> Result<Tensor> {
+            Ok(self
+                .autocast
+                .run(device, || net.forward(x))??
+                .f_to_kind(Kind::Float)?
+                .f_log_softmax(-1, Kind::Float)?)
+        };
+        match self.tta {
+            Tta::None => run(xb),
+            Tta::Flip => {
+                let a = run(xb)?.f_exp()?;
+                let b = run(&xb.f_flip([3])?)?.f_exp()?;
+                Ok(a.f_add(&b)?.f_mul_scalar(0.5)?.f_log()?)
+            }
+        }
+    }
+}
+
+/// Summed cross-entropy of log-probabilities against labels, with label
+/// smoothing `ls` as Keras and PyTorch define it:
+/// `(1 - ls) * nll + ls * mean_k(-log p_k)` per sample.
+fn smoothed_nll_sum(logp: &Tensor, y: &Tensor, ls: f64) -> Result<Tensor> {
+    let nll = logp
+        .f_gather(1, &y.f_unsqueeze(1)?, false)?
+        .f_neg()?
+        .f_sum(Kind::Double)?;
+    if ls == 0.0 {
+        return Ok(nll);
+    }
+    let uniform = logp
+        .f_mean_dim(-1, false, Kind::Double)?
+        .f_neg()?
+        .f_sum(Kind::Double)?;
+    Ok(nll
+        .f_mul_scalar(1.0 - ls)?
+        .f_add(&uniform.f_mul_scalar(ls)?)?)
+}
+
 /// What one optimisation step needs.
 pub struct Trainer<'a> {
     pub net: &'a Network,
@@ -132,6 +238,7 @@ pub struct Trainer<'a> {
     pub gen: &'a mut Generator,
     pub autocast: Autocast,
     pub scaler: Option<&'a mut GradScaler>,
+    pub label_smoothing: f64,
 }
 
 impl Trainer<'_> {
@@ -164,26 +271,34 @@ impl Trainer<'_> {
 ///
 /// # Errors
 /// Whatever the monitor returns, or libtorch failures.
+#[allow(clippy::too_many_arguments)]
 pub fn train_epoch(
     trainer: &mut Trainer<'_>,
-    data: &DeviceData<'_>,
+    data: &DeviceData,
     order: &Tensor,
+    rates: &LearningRates,
     epoch: usize,
-    cfg: &FitConfig,
+    epochs: usize,
+    batch_size: usize,
     monitor: &mut dyn Monitor,
 ) -> Result<(f64, f64)> {
     let device = data.x.device();
     let n = data.len();
-    let batches = n.div_ceil(cfg.batch_size);
+    let batches = n.div_ceil(batch_size);
     let sync_every = if device.is_cuda() { 25 } else { 1 };
     let mut loss_sum = Tensor::f_zeros([], (Kind::Float, device))?;
     let mut correct = Tensor::f_zeros([], (Kind::Int64, device))?;
     let mut seen = 0usize;
     let mut metrics = (0.0, 0.0);
+    let mut rate = f64::NAN;
     for b in 0..batches {
-        let len = cfg.batch_size.min(n - b * cfg.batch_size);
-        let idx = order.f_narrow(0, (b * cfg.batch_size) as i64, len as i64)?;
+        let len = batch_size.min(n - b * batch_size);
+        let idx = order.f_narrow(0, (b * batch_size) as i64, len as i64)?;
         let (xb, yb) = data.gather(&idx)?;
+        if rates.at(b) != rate {
+            rate = rates.at(b);
+            trainer.opt.set_lr(rate);
+        }
         let (logits, loss) = trainer.step(&xb, &yb)?;
         seen += len;
         tch::no_grad(|| -> Result<()> {
@@ -205,7 +320,7 @@ pub fn train_epoch(
         }
         monitor.batch(&BatchProgress {
             epoch,
-            epochs: cfg.epochs,
+            epochs,
             batch: b,
             batches,
             metrics: read.then_some(metrics),
@@ -214,14 +329,15 @@ pub fn train_epoch(
     Ok(metrics)
 }
 
-/// Mean cross-entropy and accuracy over `data`, in inference mode.
+/// Mean cross-entropy (with `how.label_smoothing`) and accuracy over
+/// `data`, in inference mode.
 ///
 /// # Errors
 /// Whatever the monitor returns, or libtorch failures.
 pub fn evaluate(
     net: &Network,
-    autocast: Autocast,
-    data: &DeviceData<'_>,
+    how: Inference,
+    data: &DeviceData,
     monitor: &mut dyn Monitor,
 ) -> Result<(f64, f64)> {
     let n = data.len();
@@ -233,13 +349,10 @@ pub fn evaluate(
         let len = INFERENCE_BATCH.min(n - i * INFERENCE_BATCH);
         let (xb, yb) = data.slice(i * INFERENCE_BATCH, len)?;
         tch::no_grad(|| -> Result<()> {
-            let logits = autocast
-                .run(device, || net.forward(&xb))??
-                .f_to_kind(Kind::Float)?;
-            let l = logits.f_cross_entropy_loss::<Tensor>(&yb, None, Reduction::Sum, -100, 0.0)?;
-            let _ = loss_sum.f_add_(&l.f_to_kind(Kind::Double)?)?;
+            let logp = how.log_probs(net, &xb)?;
+            let _ = loss_sum.f_add_(&smoothed_nll_sum(&logp, &yb, how.label_smoothing)?)?;
             let _ = correct.f_add_(
-                &logits
+                &logp
                     .f_argmax(-1, false)?
                     .f_eq_tensor(&yb)?
                     .f_sum(Kind::Int64)?,
@@ -266,7 +379,7 @@ pub fn evaluate(
 /// Whatever the monitor returns, or libtorch failures.
 pub fn predict(
     net: &Network,
-    autocast: Autocast,
+    how: Inference,
     x: &Tensor,
     norm: &DeviceNormalization,
     layout: Layout,
@@ -274,7 +387,6 @@ pub fn predict(
     monitor: &mut dyn Monitor,
 ) -> Result<Vec<f32>> {
     let n = usize::try_from(x.size()[0]).unwrap_or(0);
-    let device = x.device();
     let mut out = Vec::new();
     let batches = n.div_ceil(batch_size);
     for i in 0..batches {
@@ -282,11 +394,7 @@ pub fn predict(
         let raw = x.f_narrow(0, (i * batch_size) as i64, len as i64)?;
         let xb = norm.batch(&raw, layout)?;
         let p = tch::no_grad(|| -> Result<Tensor> {
-            let logits = autocast.run(device, || net.forward(&xb))??;
-            Ok(logits
-                .f_to_kind(Kind::Float)?
-                .f_softmax(-1, Kind::Float)?
-                .f_to_device(Device::Cpu)?)
+            Ok(how.log_probs(net, &xb)?.f_exp()?.f_to_device(Device::Cpu)?)
         })?;
         out.extend(Vec::<f32>::try_from(p.f_flatten(0, -1)?)?);
         monitor.batch(&BatchProgress {

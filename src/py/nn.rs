@@ -22,9 +22,10 @@ use super::args;
 use crate::error::{Error, TorchError};
 use crate::nn::arch::{self, Layer, Plan, SpecArg};
 use crate::nn::input::{Images, Normalization, Pixels};
-use crate::nn::model::{Model, ModelConfig};
+use crate::nn::model::{Model, ModelConfig, Snapshot};
+use crate::nn::optim::{OptimizerKind, OptimizerSpec, OPTIMIZERS};
 use crate::nn::precision::{Precision, PRECISIONS};
-use crate::nn::train::{BatchProgress, EpochLogs, FitConfig, Monitor};
+use crate::nn::train::{BatchProgress, EpochLogs, FitConfig, LearningRates, Monitor, Tta};
 use crate::nn::{checkpoint, device};
 
 /// Images as numpy gave them: uint8 or float32 (N, H, W, C).
@@ -203,6 +204,38 @@ fn architecture_arg(a: &Bound<'_, PyAny>) -> PyResult<(String, Vec<Layer>)> {
              [(\"conv\", 32), (\"maxpool\", 2), (\"flatten\",), (\"dense\", 128)]",
         ));
     };
+    Ok(("custom_layers".to_string(), layer_list(items)?))
+}
+
+/// `augment=`: augmentation layer tuples put in front of the architecture.
+fn augment_arg(a: &Bound<'_, PyAny>) -> PyResult<Vec<Layer>> {
+    let items = match a.try_iter() {
+        Ok(items) if !a.is_instance_of::<PyString>() => items,
+        _ => {
+            return Err(PyTypeError::new_err(format!(
+                "augment must be a list of augmentation tuples such as \
+                 [(\"random_flip\", \"horizontal\"), (\"random_crop\", 4)], got {}",
+                args::short_repr(a)
+            )))
+        }
+    };
+    let layers = layer_list(items)?;
+    if let Some((i, l)) = layers
+        .iter()
+        .enumerate()
+        .find(|(_, l)| !l.is_augmentation())
+    {
+        return Err(Error::invalid(format!(
+            "augment[{i}] is not an augmentation ({l:?}); accepted: \"random_flip\", \
+             \"random_crop\", \"random_translation\", \"cutout\""
+        ))
+        .into());
+    }
+    Ok(layers)
+}
+
+/// Layer tuples as layer specs.
+fn layer_list(items: Bound<'_, pyo3::types::PyIterator>) -> PyResult<Vec<Layer>> {
     let mut specs = Vec::new();
     for (i, item) in items.enumerate() {
         let item = item?;
@@ -233,7 +266,7 @@ fn architecture_arg(a: &Bound<'_, PyAny>) -> PyResult<(String, Vec<Layer>)> {
             .collect::<PyResult<_>>()?;
         specs.push((kind.to_lowercase(), args));
     }
-    Ok(("custom_layers".to_string(), arch::parse_specs(&specs)?))
+    Ok(arch::parse_specs(&specs)?)
 }
 
 /// The payload of a caught panic, as text.
@@ -279,6 +312,23 @@ impl<'a, 'py> FromPyObject<'a, 'py> for DeviceArg {
     }
 }
 
+/// `tta=None | "flip"`, parsed once at the boundary.
+struct TtaArg(Tta);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for TtaArg {
+    type Error = PyErr;
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        args::choice(&obj, "tta", &["flip"])?;
+        Ok(TtaArg(Tta::Flip))
+    }
+}
+
+/// An opaque copy of a model's weights (`Network.snapshot()`), for `restore`.
+#[pyclass(name = "WeightsSnapshot", module = "cnnrs._core")]
+pub struct PyWeightsSnapshot {
+    inner: Mutex<Snapshot>,
+}
+
 /// What never changes once a model has its weights: shape, classes, plan
 /// and normalisation. Published once (lock-free) so readers never wait for
 /// a fit in progress.
@@ -310,6 +360,8 @@ pub struct PyNetwork {
     device: tch::Device,
     precision: Precision,
     seed: u64,
+    optimizer: OptimizerSpec,
+    label_smoothing: f64,
     facts: OnceLock<Facts>,
     normalization: OnceLock<Normalization>,
     class_names: Mutex<Option<Vec<String>>>,
@@ -338,6 +390,8 @@ impl PyNetwork {
             device: m.device(),
             precision: m.precision(),
             seed: m.seed(),
+            optimizer: m.config().optimizer,
+            label_smoothing: m.config().label_smoothing,
             facts: OnceLock::new(),
             normalization: OnceLock::new(),
             class_names: Mutex::new(m.class_names().map(<[String]>::to_vec)),
@@ -420,7 +474,8 @@ impl PyNetwork {
 #[pymethods]
 impl PyNetwork {
     #[new]
-    #[pyo3(signature = (architecture, learning_rate=None, device=None, seed=None, *, precision=None))]
+    #[pyo3(signature = (architecture, learning_rate=None, device=None, seed=None, *, precision=None, optimizer=None, momentum=None, nesterov=None, weight_decay=None, label_smoothing=None, augment=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         architecture: &Bound<'_, PyAny>,
@@ -428,8 +483,19 @@ impl PyNetwork {
         device: Option<DeviceArg>,
         seed: Option<&Bound<'_, PyAny>>,
         precision: Option<PrecisionArg>,
+        optimizer: Option<&Bound<'_, PyAny>>,
+        momentum: Option<&Bound<'_, PyAny>>,
+        nesterov: Option<&Bound<'_, PyAny>>,
+        weight_decay: Option<&Bound<'_, PyAny>>,
+        label_smoothing: Option<&Bound<'_, PyAny>>,
+        augment: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
-        let (name, layers) = architecture_arg(architecture)?;
+        let (name, mut layers) = architecture_arg(architecture)?;
+        if let Some(a) = augment.filter(|a| !a.is_none()) {
+            let mut front = augment_arg(a)?;
+            front.append(&mut layers);
+            layers = front;
+        }
         let learning_rate = learning_rate
             .map(|v| args::positive_number(v, "learning_rate"))
             .transpose()?
@@ -442,6 +508,19 @@ impl PyNetwork {
             Some(d) => d.0,
             None => py.detach(|| device::parse_device("auto"))?,
         };
+        let defaults = OptimizerSpec::default();
+        let optimizer = OptimizerSpec {
+            kind: match optimizer {
+                Some(o) => OptimizerKind::parse(args::choice(o, "optimizer", &OPTIMIZERS)?)?,
+                None => defaults.kind,
+            },
+            momentum: momentum
+                .map_or(Ok(defaults.momentum), |m| args::number(m, "momentum", true))?,
+            nesterov: nesterov.map_or(Ok(defaults.nesterov), |n| args::flag(n, "nesterov"))?,
+            weight_decay: weight_decay.map_or(Ok(defaults.weight_decay), |w| {
+                args::number(w, "weight_decay", true)
+            })?,
+        };
         let config = ModelConfig {
             architecture: name,
             layers,
@@ -449,9 +528,151 @@ impl PyNetwork {
             device,
             precision: precision.map_or(Precision::Fp32, |p| p.0),
             seed,
+            optimizer,
+            label_smoothing: label_smoothing
+                .map_or(Ok(0.0), |l| args::number(l, "label_smoothing", true))?,
         };
         let m = py.detach(|| Model::new(config))?;
         PyNetwork::from_model(m)
+    }
+
+    /// Starts a fit: builds the model if needed, fits the normalisation on
+    /// the first fit and puts the data on the device once.
+    #[pyo3(signature = (x, y, *, num_classes, batch_size, validation_x=None, validation_y=None, shuffle=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn begin_fit<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+        y: PyReadonlyArray1<'py, i64>,
+        num_classes: &Bound<'py, PyAny>,
+        batch_size: &Bound<'py, PyAny>,
+        validation_x: Option<&Bound<'py, PyAny>>,
+        validation_y: Option<PyReadonlyArray1<'py, i64>>,
+        shuffle: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<()> {
+        let batch_size = args::usize_in(batch_size, "batch_size", 1, 1 << 31)?;
+        let shuffle = shuffle.map_or(Ok(true), |s| args::flag(s, "shuffle"))?;
+        let num_classes = args::usize_in(num_classes, "num_classes", 2, arch::MAX_CLASSES)?;
+        let xa = extract_images(x, "x")?;
+        let va = validation_x
+            .map(|v| extract_images(v, "validation x"))
+            .transpose()?;
+        let (xo, yo) = (xa.owned(), labels(&y));
+        let vo = va.as_ref().map(ImageArg::owned);
+        let vy = validation_y.as_ref().map(labels);
+        let (x_shape, val_shape) = (xa.shape(), va.as_ref().map(ImageArg::shape));
+        self.with_model(py, "fit", Access::Write, |m| {
+            let val = match (&vo, val_shape, &vy) {
+                (Some(o), Some(shape), Some(l)) => Some((images(o, shape), l.as_ref())),
+                _ => None,
+            };
+            Ok(m.begin_fit(
+                images(&xo, x_shape),
+                &yo,
+                num_classes,
+                val,
+                batch_size,
+                shuffle,
+            )?)
+        })
+    }
+
+    /// One epoch of the fit started by `begin_fit`; returns that epoch's logs.
+    /// `learning_rates` is one rate for the epoch or one per batch.
+    #[pyo3(signature = (epoch, epochs, *, learning_rates, printer=None))]
+    fn fit_epoch<'py>(
+        &self,
+        py: Python<'py>,
+        epoch: &Bound<'py, PyAny>,
+        epochs: &Bound<'py, PyAny>,
+        learning_rates: &Bound<'py, PyAny>,
+        printer: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let epochs = args::usize_in(epochs, "epochs", 1, 1 << 31)?;
+        let epoch = args::usize_in(epoch, "epoch", 0, epochs - 1)?;
+        let rates = if let Ok(r) = args::number(learning_rates, "learning_rates", true) {
+            LearningRates::Constant(r)
+        } else {
+            let rates: Vec<f64> = learning_rates.extract().map_err(|_| {
+                PyTypeError::new_err(format!(
+                    "learning_rates must be a number or a sequence of numbers, one per batch; got {}",
+                    args::short_repr(learning_rates)
+                ))
+            })?;
+            LearningRates::PerStep(rates)
+        };
+        let mut monitor = PyMonitor::new(printer);
+        let r = self.with_model(py, "fit", Access::Write, |m| {
+            Ok(m.fit_epoch(epoch, epochs, &rates, &mut monitor))
+        });
+        let logs = monitor.finish(r?)?;
+        let d = PyDict::new(py);
+        d.set_item("loss", logs.loss)?;
+        d.set_item("accuracy", logs.accuracy)?;
+        if let Some((l, a)) = logs.val {
+            d.set_item("val_loss", l)?;
+            d.set_item("val_accuracy", a)?;
+        }
+        Ok(d)
+    }
+
+    /// Batches per epoch of the fit in progress (None outside a fit).
+    #[getter]
+    fn batches_per_epoch(&self, py: Python<'_>) -> PyResult<Option<usize>> {
+        self.with_model(py, "batches_per_epoch", Access::Read, |m| {
+            Ok(m.batches_per_epoch())
+        })
+    }
+
+    /// Ends the fit in progress, freeing its device copies of the data. Idempotent.
+    fn end_fit(&self, py: Python<'_>) -> PyResult<()> {
+        self.with_model(py, "end_fit", Access::Read, |m| {
+            m.end_fit();
+            Ok(())
+        })
+    }
+
+    /// A copy of every weight and batch-norm statistic, for `restore`.
+    fn snapshot(&self, py: Python<'_>) -> PyResult<PyWeightsSnapshot> {
+        let snap = self.with_model(py, "snapshot", Access::Read, |m| Ok(m.snapshot()?))?;
+        Ok(PyWeightsSnapshot {
+            inner: Mutex::new(snap),
+        })
+    }
+
+    /// Puts back the weights of a `snapshot` of this model.
+    fn restore(&self, py: Python<'_>, snapshot: PyRef<'_, PyWeightsSnapshot>) -> PyResult<()> {
+        let snap = &snapshot.inner;
+        self.with_model(py, "restore", Access::Write, |m| {
+            let s = snap.lock().unwrap_or_else(PoisonError::into_inner);
+            Ok(m.restore(&s)?)
+        })
+    }
+
+    #[getter]
+    fn optimizer(&self) -> &'static str {
+        self.optimizer.kind.name()
+    }
+
+    #[getter]
+    fn momentum(&self) -> f64 {
+        self.optimizer.momentum
+    }
+
+    #[getter]
+    fn nesterov(&self) -> bool {
+        self.optimizer.nesterov
+    }
+
+    #[getter]
+    fn weight_decay(&self) -> f64 {
+        self.optimizer.weight_decay
+    }
+
+    #[getter]
+    fn label_smoothing(&self) -> f64 {
+        self.label_smoothing
     }
 
     /// Allocates the weights for images of `input_shape` (H, W, C) and `num_classes`.
@@ -523,30 +744,36 @@ impl PyNetwork {
         Ok(d)
     }
 
-    /// (loss, accuracy) on (x, y).
+    /// (loss, accuracy) on (x, y); `tta="flip"` averages each image with its mirror.
+    #[pyo3(signature = (x, y, *, tta=None))]
     fn evaluate(
         &self,
         py: Python<'_>,
         x: &Bound<'_, PyAny>,
         y: PyReadonlyArray1<'_, i64>,
+        tta: Option<TtaArg>,
     ) -> PyResult<(f64, f64)> {
+        let tta = tta.map_or(Tta::None, |t| t.0);
         let xa = extract_images(x, "x")?;
         let (xo, yo, shape) = (xa.owned(), labels(&y), xa.shape());
         let mut monitor = PyMonitor::new(None);
         let r = self.with_model(py, "evaluate", Access::Read, |m| {
-            Ok(m.evaluate(images(&xo, shape), &yo, &mut monitor))
+            Ok(m.evaluate(images(&xo, shape), &yo, tta, &mut monitor))
         });
         monitor.finish(r?)
     }
 
-    /// Class probabilities (N, classes), float32.
-    #[pyo3(signature = (x, batch_size=None))]
+    /// Class probabilities (N, classes), float32; `tta="flip"` averages each
+    /// image's probabilities with its horizontal mirror's.
+    #[pyo3(signature = (x, batch_size=None, *, tta=None))]
     fn predict<'py>(
         &self,
         py: Python<'py>,
         x: &Bound<'py, PyAny>,
         batch_size: Option<&Bound<'py, PyAny>>,
+        tta: Option<TtaArg>,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let tta = tta.map_or(Tta::None, |t| t.0);
         let batch_size =
             batch_size.map_or(Ok(256), |b| args::usize_in(b, "batch_size", 1, 1 << 31))?;
         let xa = extract_images(x, "x")?;
@@ -554,7 +781,7 @@ impl PyNetwork {
         let mut monitor = PyMonitor::new(None);
         let r = self.with_model(py, "predict", Access::Read, |m| {
             let k = m.num_classes().unwrap_or(0);
-            Ok(m.predict(images(&xo, shape), batch_size, &mut monitor)
+            Ok(m.predict(images(&xo, shape), batch_size, tta, &mut monitor)
                 .map(|p| (p, k)))
         });
         let (probs, k) = monitor.finish(r?)?;
@@ -706,6 +933,7 @@ fn architectures() -> Vec<&'static str> {
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyNetwork>()?;
+    m.add_class::<PyWeightsSnapshot>()?;
     m.add_function(wrap_pyfunction!(architectures, m)?)?;
     Ok(())
 }

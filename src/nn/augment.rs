@@ -1,0 +1,254 @@
+//! Data augmentation on whole batches on the device: random flips, random
+//! crops of a padded image, random translations and cutout. Every draw comes
+//! from the model's own generator; nothing goes through the host.
+//!
+//! Batches are NCHW (logical; the memory may be channels-last) and already
+//! normalised, so "zeros" are the training images' mean, as when Keras's
+//! preprocessing layers sit after a `Normalization` layer.
+
+use tch::{Kind, Tensor};
+
+use super::arch::{FlipMode, Layer};
+use super::torch_ext::Generator;
+use crate::error::Result;
+
+/// One augmentation, ready to run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Augment {
+    Flip { horizontal: bool, vertical: bool },
+    Crop { pad: i64, reflect: bool },
+    Translate { fraction: f64 },
+    Cutout { size: i64 },
+}
+
+impl Augment {
+    /// The augmentation a layer spec describes, if it is one.
+    #[must_use]
+    pub fn from_layer(layer: &Layer) -> Option<Self> {
+        Some(match *layer {
+            Layer::RandomFlip { mode } => Augment::Flip {
+                horizontal: mode != FlipMode::Vertical,
+                vertical: mode != FlipMode::Horizontal,
+            },
+            Layer::RandomCrop { pad, fill } => Augment::Crop {
+                pad: pad as i64,
+                reflect: fill == super::arch::Fill::Reflect,
+            },
+            Layer::RandomTranslation { fraction } => Augment::Translate { fraction },
+            Layer::Cutout { size } => Augment::Cutout { size: size as i64 },
+            _ => return None,
+        })
+    }
+
+    /// Applies the augmentation to the batch `x` (N, C, H, W).
+    ///
+    /// # Errors
+    /// libtorch failures.
+    pub fn apply(self, x: &Tensor, gen: &mut Generator) -> Result<Tensor> {
+        match self {
+            Augment::Flip {
+                horizontal,
+                vertical,
+            } => {
+                let mut x = x.shallow_clone();
+                if horizontal {
+                    x = flip_some(&x, 3, gen)?;
+                }
+                if vertical {
+                    x = flip_some(&x, 2, gen)?;
+                }
+                Ok(x)
+            }
+            Augment::Crop { pad, reflect } => crop(x, pad, pad, reflect, gen),
+            Augment::Translate { fraction } => {
+                let size = x.size();
+                let dy = (fraction * size[2] as f64).round() as i64;
+                let dx = (fraction * size[3] as f64).round() as i64;
+                crop(x, dy, dx, false, gen)
+            }
+            Augment::Cutout { size } => cutout(x, size, gen),
+        }
+    }
+}
+
+/// Mirrors each image along `dim` with probability 1/2.
+fn flip_some(x: &Tensor, dim: i64, gen: &mut Generator) -> Result<Tensor> {
+    let n = x.size()[0];
+    let mask = gen
+        .bernoulli(0.5, &[n, 1, 1, 1])?
+        .f_to_device(x.device())?
+        .f_to_kind(Kind::Bool)?;
+    Ok(mask.f_where_self(&x.f_flip([dim])?, x)?)
+}
+
+/// Pads by (py, px) and cuts each image back to its size at an offset drawn
+/// uniformly from [0, 2py] × [0, 2px].
+fn crop(x: &Tensor, py: i64, px: i64, reflect: bool, gen: &mut Generator) -> Result<Tensor> {
+    if py == 0 && px == 0 {
+        return Ok(x.shallow_clone());
+    }
+    let size = x.size();
+    let (n, c, h, w) = (size[0], size[1], size[2], size[3]);
+    let padded = if reflect {
+        x.f_reflection_pad2d([px, px, py, py])?
+    } else {
+        x.f_constant_pad_nd([px, px, py, py])?
+    };
+    let device = x.device();
+    let oy = gen.randint(0, 2 * py + 1, &[n, 1])?.f_to_device(device)?;
+    let ox = gen.randint(0, 2 * px + 1, &[n, 1])?.f_to_device(device)?;
+    let rows = oy.f_add(&Tensor::f_arange(h, (Kind::Int64, device))?.f_unsqueeze(0)?)?;
+    let cols = ox.f_add(&Tensor::f_arange(w, (Kind::Int64, device))?.f_unsqueeze(0)?)?;
+    let rows = rows
+        .f_view([n, 1, h, 1])?
+        .f_expand([n, c, h, w + 2 * px], false)?;
+    let cols = cols.f_view([n, 1, 1, w])?.f_expand([n, c, h, w], false)?;
+    Ok(padded
+        .f_gather(2, &rows, false)?
+        .f_gather(3, &cols, false)?)
+}
+
+/// Zeroes one `size`×`size` square per image, centred anywhere in the image.
+fn cutout(x: &Tensor, size: i64, gen: &mut Generator) -> Result<Tensor> {
+    let s = x.size();
+    let (n, h, w) = (s[0], s[2], s[3]);
+    let device = x.device();
+    let cy = gen.randint(0, h, &[n, 1])?.f_to_device(device)?;
+    let cx = gen.randint(0, w, &[n, 1])?.f_to_device(device)?;
+    let inside = |centre: &Tensor, len: i64| -> Result<Tensor> {
+        let r = Tensor::f_arange(len, (Kind::Int64, device))?.f_unsqueeze(0)?;
+        let lo = centre.f_sub_scalar(size / 2)?;
+        Ok(r.f_ge_tensor(&lo)?
+            .f_logical_and(&r.f_lt_tensor(&lo.f_add_scalar(size)?)?)?)
+    };
+    let rows = inside(&cy, h)?.f_view([n, 1, h, 1])?;
+    let cols = inside(&cx, w)?.f_view([n, 1, 1, w])?;
+    let keep = rows.f_logical_and(&cols)?.f_logical_not()?;
+    Ok(x.f_mul(&keep.f_to_kind(x.kind())?)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    fn batch() -> Tensor {
+        Tensor::f_arange(2 * 3 * 5 * 7, (Kind::Float, Device::Cpu))
+            .unwrap()
+            .view([2, 3, 5, 7])
+            .f_add_scalar(1.0)
+            .unwrap()
+    }
+
+    fn values(t: &Tensor) -> Vec<f32> {
+        Vec::<f32>::try_from(t.flatten(0, -1)).unwrap()
+    }
+
+    #[test]
+    fn flips_mirror_whole_images_or_leave_them() {
+        let x = batch();
+        let mut gen = Generator::new(Device::Cpu, 1).unwrap();
+        let mut flipped = 0;
+        for _ in 0..20 {
+            let y = Augment::Flip {
+                horizontal: true,
+                vertical: false,
+            }
+            .apply(&x, &mut gen)
+            .unwrap();
+            for i in 0..2 {
+                let (xi, yi) = (x.get(i), y.get(i));
+                let same = values(&yi) == values(&xi);
+                let mirrored = values(&yi) == values(&xi.flip([2]));
+                assert!(same ^ mirrored);
+                flipped += usize::from(mirrored);
+            }
+        }
+        assert!((5..=35).contains(&flipped), "{flipped} of 40 flipped");
+    }
+
+    #[test]
+    fn every_crop_is_a_window_of_the_padded_image() {
+        let x = batch();
+        let mut gen = Generator::new(Device::Cpu, 2).unwrap();
+        for reflect in [false, true] {
+            let padded = if reflect {
+                x.reflection_pad2d([2, 2, 2, 2])
+            } else {
+                x.constant_pad_nd([2, 2, 2, 2])
+            };
+            let mut offsets = std::collections::HashSet::new();
+            for _ in 0..30 {
+                let y = Augment::Crop { pad: 2, reflect }
+                    .apply(&x, &mut gen)
+                    .unwrap();
+                assert_eq!(y.size(), x.size());
+                for i in 0..2 {
+                    let yi = values(&y.get(i));
+                    let found =
+                        (0..=4)
+                            .flat_map(|oy| (0..=4).map(move |ox| (oy, ox)))
+                            .find(|&(oy, ox)| {
+                                values(&padded.get(i).narrow(1, oy, 5).narrow(2, ox, 7)) == yi
+                            });
+                    offsets.insert(found.expect("a window of the padded image"));
+                }
+            }
+            assert!(offsets.len() > 5, "offsets drawn: {offsets:?}");
+        }
+    }
+
+    #[test]
+    fn cutout_zeroes_exactly_one_clipped_square() {
+        let x = batch();
+        let mut gen = Generator::new(Device::Cpu, 3).unwrap();
+        for _ in 0..20 {
+            let y = Augment::Cutout { size: 2 }.apply(&x, &mut gen).unwrap();
+            for i in 0..2 {
+                // The same pixels are zero in every channel; they form a rectangle
+                // of at most 2×2 (clipped at a border), at least 1×1.
+                let zero = y.get(i).eq(0.0).all_dim(0, false);
+                let idx = Vec::<i64>::try_from(zero.nonzero().flatten(0, -1)).unwrap();
+                let cells: Vec<(i64, i64)> = idx.chunks(2).map(|p| (p[0], p[1])).collect();
+                assert!((1..=4).contains(&cells.len()), "{cells:?}");
+                let rows: std::collections::BTreeSet<_> = cells.iter().map(|c| c.0).collect();
+                let cols: std::collections::BTreeSet<_> = cells.iter().map(|c| c.1).collect();
+                assert_eq!(rows.len() * cols.len(), cells.len(), "{cells:?}");
+                let kept = y.get(i).ne(0.0).sum(Kind::Int64).int64_value(&[]);
+                assert_eq!(kept, 3 * 35 - 3 * cells.len() as i64);
+            }
+        }
+    }
+
+    #[test]
+    fn translation_shifts_by_whole_pixels_within_the_fraction() {
+        let x = batch();
+        let mut gen = Generator::new(Device::Cpu, 4).unwrap();
+        let y = Augment::Translate { fraction: 0.2 }
+            .apply(&x, &mut gen)
+            .unwrap();
+        // 0.2 of 5 rows and 7 columns: shifts of at most 1 pixel each way.
+        let padded = x.constant_pad_nd([1, 1, 1, 1]);
+        for i in 0..2 {
+            let yi = values(&y.get(i));
+            assert!((0..=2).any(|oy| (0..=2)
+                .any(|ox| values(&padded.get(i).narrow(1, oy, 5).narrow(2, ox, 7)) == yi)));
+        }
+    }
+
+    #[test]
+    fn the_same_seed_draws_the_same_augmentation() {
+        let x = batch();
+        let aug = Augment::Crop {
+            pad: 3,
+            reflect: false,
+        };
+        let a = aug
+            .apply(&x, &mut Generator::new(Device::Cpu, 9).unwrap())
+            .unwrap();
+        let b = aug
+            .apply(&x, &mut Generator::new(Device::Cpu, 9).unwrap())
+            .unwrap();
+        assert_eq!(values(&a), values(&b));
+    }
+}

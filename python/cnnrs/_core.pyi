@@ -264,6 +264,9 @@ class Network:
     ) -> dict[str, float]:
         """One epoch (0-based ``epoch`` of ``epochs``) at one rate, or one rate per
         batch; returns ``{"loss", "accuracy"[, "val_loss", "val_accuracy"]}``."""
+    @property
+    def batches_per_epoch(self) -> int | None:
+        """Batches per epoch of the fit in progress (None outside a fit)."""
     def end_fit(self) -> None:
         """Frees the device copies of ``begin_fit``; idempotent."""
     def snapshot(self) -> WeightsSnapshot: ...

@@ -223,19 +223,23 @@ def grid_search(
     point of the grid (``callbacks=[...]``, ``lr_schedule="cosine"``,
     ``validation_split=0.1``, ...; they show in each ``params``), except the Ray
     backend's options (``resources_per_trial``, ``address``, ``max_retries``).
+    Like scikit-learn's fit parameters they are not part of ``params`` and
+    ``best_params``, which hold the grid's own keys.
     """
     ray_kwargs = _ray_options(backend, kwargs)
     grid = parameter_grid(param_grid)
     for key in kwargs:
         if any(key in params for params in grid):
             raise ValueError(f"{key!r} is both in param_grid and a keyword argument; give it once")
-    grid = [{**params, **kwargs} for params in grid]
-    for params in grid:
+    full = [{**params, **kwargs} for params in grid]
+    for params in full:
         split_params(params)
     xa, ya, num_classes = _prepare(x, y)
     results = _evaluate_grid(
-        grid, xa, ya, num_classes, cv, seed, stratified, verbose, backend, ray_kwargs
+        full, xa, ya, num_classes, cv, seed, stratified, verbose, backend, ray_kwargs
     )
+    for r, params in zip(results, grid):
+        r["params"] = dict(params)
     means = [r["mean_accuracy"] for r in results]
     if all(np.isnan(m) for m in means):
         raise RuntimeError("every grid point failed; see the errors in the results")
@@ -258,7 +262,7 @@ def grid_search(
     if refit:
         if verbose:
             print(f"Refitting the best parameters on all {len(y)} images: {_describe(grid[best])}")
-        model_kw, fit_kw = split_params(grid[best])
+        model_kw, fit_kw = split_params(full[best])
         model_kw.setdefault("seed", seed)
         if fit_kw.get("callbacks") is not None:
             fit_kw["callbacks"] = copy.deepcopy(list(fit_kw["callbacks"]))

@@ -159,10 +159,31 @@ mod python {
         .bind(py)
     }
 
+    /// libtorch's message without the C++ stack trace it appends, which
+    /// tells a Python user nothing.
+    #[must_use]
+    pub fn torch_message(msg: &str) -> &str {
+        msg.split("\nException raised from")
+            .next()
+            .unwrap_or(msg)
+            .trim_end()
+    }
+
+    /// Whether libtorch failed because memory ran out (CPU or CUDA).
+    fn is_out_of_memory(msg: &str) -> bool {
+        msg.contains("can't allocate memory")
+            || msg.contains("CUDA out of memory")
+            || msg.contains("DefaultCPUAllocator: not enough memory")
+    }
+
     impl From<Error> for PyErr {
         fn from(err: Error) -> PyErr {
             let msg = err.to_string();
             match err {
+                Error::Torch(_) if is_out_of_memory(&msg) => {
+                    PyMemoryError::new_err(torch_message(&msg).to_string())
+                }
+                Error::Torch(_) => TorchError::new_err(torch_message(&msg).to_string()),
                 Error::InvalidArgument(_) => PyValueError::new_err(msg),
                 Error::InvalidType(_) => PyTypeError::new_err(msg),
                 Error::NotFound(path) => PyFileNotFoundError::new_err((
@@ -174,7 +195,6 @@ mod python {
                 Error::Format(_) => {
                     Python::attach(|py| PyErr::from_type(data_format_error(py).clone(), msg))
                 }
-                Error::Torch(_) => TorchError::new_err(msg),
                 Error::Interrupted => PyKeyboardInterrupt::new_err(msg),
                 Error::OutOfMemory(_) => PyMemoryError::new_err(msg),
                 Error::Unusable(_) => CnnrsError::new_err(msg),
@@ -184,4 +204,4 @@ mod python {
 }
 
 #[cfg(feature = "python")]
-pub use python::{data_format_error, CnnrsError, TorchError};
+pub use python::{data_format_error, torch_message, CnnrsError, TorchError};

@@ -78,7 +78,8 @@ fn flip_some(x: &Tensor, dim: i64, gen: &mut Generator) -> Result<Tensor> {
         .bernoulli(0.5, &[n, 1, 1, 1])?
         .f_to_device(x.device())?
         .f_to_kind(Kind::Bool)?;
-    Ok(mask.f_where_self(&x.f_flip([dim])?, x)?)
+    // where(mask, flipped, x)
+    Ok(x.f_flip([dim])?.f_where_self(&mask, x)?)
 }
 
 /// Pads by (py, px) and cuts each image back to its size at an offset drawn

@@ -275,7 +275,10 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .downcast_ref::<String>()
         .cloned()
         .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_string()))
-        .unwrap_or_else(|| "unknown failure".into())
+        .map_or_else(
+            || "unknown failure".into(),
+            |m| crate::error::torch_message(&m).to_string(),
+        )
 }
 
 /// An identifier of the calling OS thread (the address of a thread-local).

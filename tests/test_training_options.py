@@ -323,13 +323,14 @@ def test_grid_search_takes_training_options(digits):
 
 
 def test_augmentation_does_not_hurt_digits_cross_validation(digits):
-    """3-fold CV on the digits, with and without small translations: within noise."""
+    """3-fold CV on the digits with and without the study's digits augmentation (a 2×2
+    cutout): equal within noise (measured 0.9652 against 0.9673, fold std 0.01)."""
     x, y = digits
     scores = {}
-    for name, augment in {"plain": None, "augmented": [("random_translation", 0.125)]}.items():
+    for name, augment in {"plain": None, "augmented": [("cutout", 2)]}.items():
         r = cnnrs.cross_validate(
             "custom", x, y, cv=3, epochs=8, learning_rate=1e-3, verbose=0, device="cpu",
             augment=augment,
         )  # fmt: skip
         scores[name] = r["mean_accuracy"]
-    assert scores["augmented"] > scores["plain"] - 0.03, scores
+    assert scores["augmented"] > scores["plain"] - 0.02, scores

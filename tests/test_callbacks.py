@@ -9,6 +9,7 @@ exactly. The same callbacks on the real network are in test_training_options.py.
 from __future__ import annotations
 
 import copy
+import threading
 
 import numpy as np
 import pytest
@@ -74,6 +75,8 @@ def scripted(losses, learning_rate=1e-3):
     model.history = {}
     model._learning_rate = learning_rate
     model.stop_training = False
+    model._fit_lock = threading.Lock()
+    model._fit_thread = None
     return model
 
 
@@ -335,3 +338,16 @@ def test_deepcopy_gives_fresh_callbacks_without_the_model():
     twin = copy.deepcopy(stop)
     assert stop.model is model and twin.model is None
     assert twin.stopped_epoch == stop.stopped_epoch and twin is not stop
+
+
+class FitsAgain(Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.fit(X, Y, epochs=1, verbose=0)
+
+
+def test_fit_from_inside_its_own_fit_is_refused():
+    model = scripted([1.0, 1.0])
+    with pytest.raises(RuntimeError, match="already fitting"):
+        fit(model, callbacks=[FitsAgain()])
+    assert model._net.calls == ["begin_fit", "end_fit"]
+    assert len(fit(model)["loss"]) == 2  # and fits again afterwards

@@ -10,7 +10,9 @@ import json
 import math
 import os
 import secrets
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Callable, Union
 
 import numpy as np
@@ -139,6 +141,8 @@ class Model:
         self.seed = int(seed)
         self._learning_rate = self._net.learning_rate
         self.stop_training = False
+        self._fit_lock = threading.Lock()
+        self._fit_thread: int | None = None
         self.history: dict[str, list[float]] = {}
         if class_names is not None:
             self._net.class_names = [str(c) for c in class_names]
@@ -373,6 +377,53 @@ class Model:
         if printer is None and verbose:
             printer = KerasProgress(verbose)
 
+        with self._one_fit_at_a_time():
+            return self._run_fit(
+                xa,
+                ya,
+                vx,
+                vy,
+                num_classes,
+                epochs,
+                batch_size,
+                shuffle,
+                hooks,
+                planned,
+                base,
+                printer,
+            )
+
+    @contextmanager
+    def _one_fit_at_a_time(self) -> Iterator[None]:
+        """Two threads fitting one model take turns (the whole fit, not epoch by
+        epoch); a fit started from inside this model's own fit is refused."""
+        if self._fit_thread == threading.get_ident():
+            raise RuntimeError(
+                "fit was called on a model that this thread is already fitting "
+                "(from a callback?); fit another model, or fit after this fit returns"
+            )
+        with self._fit_lock:
+            self._fit_thread = threading.get_ident()
+            try:
+                yield
+            finally:
+                self._fit_thread = None
+
+    def _run_fit(
+        self,
+        xa: np.ndarray,
+        ya: np.ndarray,
+        vx: np.ndarray | None,
+        vy: np.ndarray | None,
+        num_classes: int,
+        epochs: int,
+        batch_size: int,
+        shuffle: bool,
+        hooks: CallbackList,
+        planned: np.ndarray | None,
+        base: float,
+        printer: Any,
+    ) -> dict[str, list[float]]:
         history: dict[str, list[float]] = {}
         self.history = history
         self.stop_training = False
@@ -524,6 +575,8 @@ class Model:
         model.history = {}
         model._learning_rate = model._net.learning_rate
         model.stop_training = False
+        model._fit_lock = threading.Lock()
+        model._fit_thread = None
         return model
 
     def __repr__(self) -> str:

@@ -18,7 +18,7 @@ TORCH_LIB = $(shell $(PY) -c 'import os, torch; print(os.path.join(os.path.dirna
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: demo test setup develop lint rust-test py-test wheel wheel-check bench clean
+.PHONY: demo test setup develop lint rust-test py-test wheel wheel-check bench gpu-check clean
 
 $(VENV)/.deps-stamp: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,8 +40,8 @@ demo: develop
 lint: develop
 	cargo fmt --check
 	cargo clippy --release --all-targets --features python -- -D warnings
-	$(BIN)/ruff check python tests benchmarks
-	$(BIN)/ruff format --check python tests benchmarks
+	$(BIN)/ruff check python tests benchmarks tools
+	$(BIN)/ruff format --check python tests benchmarks tools
 	$(BIN)/mypy
 	$(PY) tools/check_stubs.py
 
@@ -72,6 +72,11 @@ bench: develop
 	$(PY) -m pip install -q opencv-python-headless scipy
 	$(PY) benchmarks/bench_ops.py
 	$(PY) benchmarks/bench_train.py
+
+# On a machine with a GPU, after `make wheel` (here or elsewhere): the CUDA tests and
+# benchmark against the installed wheel. Needs no Rust toolchain there.
+gpu-check:
+	bash benchmarks/gpu_check.sh
 
 clean:
 	rm -rf target $(VENV) python/cnnrs/_core*.so

@@ -20,8 +20,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 
-/// `O_NOFOLLOW` on Linux (x86-64 and aarch64 share the value).
+/// `O_NOFOLLOW` and `O_NONBLOCK` on Linux (x86-64 and aarch64 share the values).
 const O_NOFOLLOW: i32 = 0o400_000;
+const O_NONBLOCK: i32 = 0o4000;
 /// How many fresh names a writer tries before giving up (each collision is a
 /// file someone else made at a 64-bit random name: only an attacker does that).
 const NAME_ATTEMPTS: usize = 16;
@@ -173,19 +174,35 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     f.commit()
 }
 
-/// Reads all of `path`, refusing files longer than `limit` bytes before
-/// reading more than `limit + 1` of them (so `/dev/zero`, a FIFO or a huge
-/// file cannot exhaust memory). `what` names the file in the error.
+/// Reads all of `path`, a regular file, refusing files longer than `limit`
+/// bytes before reading more than `limit + 1` of them. Devices, FIFOs and
+/// sockets are refused without reading (so `/dev/zero` cannot exhaust memory
+/// and a FIFO cannot hang the caller). `what` names the file in the error.
 ///
 /// # Errors
-/// `NotFound`/`Io` for unreadable files, `Format` for files over the limit.
+/// `NotFound`/`Io` for unreadable files, `Format` for files over the limit
+/// or that are not regular files.
 pub fn read_limited(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let hint = file
-        .metadata()
-        .ok()
-        .filter(std::fs::Metadata::is_file)
-        .map_or(0, |m| m.len());
+    // O_NONBLOCK: opening a FIFO with no writer would otherwise block forever.
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(O_NONBLOCK)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    let metadata = file.metadata().map_err(|e| Error::io(path, e))?;
+    if metadata.is_dir() {
+        return Err(Error::io(
+            path,
+            std::io::Error::from(std::io::ErrorKind::IsADirectory),
+        ));
+    }
+    if !metadata.is_file() {
+        return Err(Error::format(format!(
+            "{} is not a regular file; cnnrs reads a {what} only from regular files",
+            path.display()
+        )));
+    }
+    let hint = metadata.len();
     if hint > limit {
         return Err(too_large(path, limit, what));
     }
@@ -268,6 +285,17 @@ mod tests {
         ));
         assert!(matches!(
             read_limited(Path::new("/dev/zero"), 1 << 20, "file"),
+            Err(Error::Format(_))
+        ));
+        // A FIFO with no writer is refused at once instead of blocking.
+        let fifo = dir.path().join("fifo");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        assert!(matches!(
+            read_limited(&fifo, 1 << 20, "file"),
             Err(Error::Format(_))
         ));
     }

@@ -8,6 +8,12 @@ use ndarray::{Array1, Array2, ArrayView2};
 
 use crate::{Error, Result};
 
+/// The most classes a confusion matrix may have: a 10 000 × 10 000 matrix
+/// is 800 MB of counts. More is a mistake (labels that are not class
+/// indices, a sample count passed as `num_classes`), refused before any
+/// allocation.
+pub const MAX_CLASSES: usize = 10_000;
+
 /// Counts of `(true, predicted)` pairs: rows are true labels, columns
 /// predicted labels, as in scikit-learn. Labels are `0..num_classes`;
 /// `num_classes` defaults to the largest label in either input plus one.
@@ -41,23 +47,32 @@ pub fn confusion_matrix(
             "{name} holds the negative label {l}; labels must be class indices 0..k-1"
         )));
     }
-    let largest = y_true.iter().chain(y_pred).copied().max();
+    let largest = [("y_true", y_true), ("y_pred", y_pred)]
+        .into_iter()
+        .filter_map(|(name, labels)| labels.iter().max().map(|&m| (m, name)))
+        .max();
     let k = match (num_classes, largest) {
-        (Some(0), _) => return Err(Error::invalid("num_classes must be at least 1, got 0")),
-        (Some(k), Some(max)) if usize::try_from(max).map_or(true, |m| m >= k) => {
+        (Some(k), _) if !(1..=MAX_CLASSES).contains(&k) => {
             return Err(Error::invalid(format!(
-                "label {max} is out of range for num_classes={k} (labels must be 0..{})",
+                "num_classes must be an integer in [1, {MAX_CLASSES}], got {k}"
+            )))
+        }
+        (Some(k), Some((max, name))) if usize::try_from(max).map_or(true, |m| m >= k) => {
+            return Err(Error::invalid(format!(
+                "{name} holds label {max}, out of range for num_classes={k} (labels must be 0..{})",
                 k - 1
             )))
         }
         (Some(k), _) => k,
-        (None, Some(max)) => usize::try_from(max)
+        (None, Some((max, name))) => usize::try_from(max)
             .ok()
-            .and_then(|m| m.checked_add(1))
-            .filter(|&k| k <= 1 << 16)
+            .filter(|&m| m < MAX_CLASSES)
+            .map(|m| m + 1)
             .ok_or_else(|| {
                 Error::invalid(format!(
-                    "label {max} is too large for a confusion matrix; labels must be 0..k-1"
+                    "{name} holds label {max}: a confusion matrix has at most {MAX_CLASSES} \
+                     classes (labels 0..{}); pass class indices",
+                    MAX_CLASSES - 1
                 ))
             })?,
         (None, None) => {
@@ -66,7 +81,15 @@ pub fn confusion_matrix(
             ))
         }
     };
-    let mut cm = Array2::<i64>::zeros((k, k));
+    let mut counts: Vec<i64> = Vec::new();
+    counts.try_reserve_exact(k * k).map_err(|_| {
+        Error::OutOfMemory(format!(
+            "cannot allocate a {k} x {k} confusion matrix ({} MiB)",
+            (k * k * 8) >> 20
+        ))
+    })?;
+    counts.resize(k * k, 0);
+    let mut cm = Array2::from_shape_vec((k, k), counts).expect("k * k counts");
     for (&t, &p) in y_true.iter().zip(y_pred) {
         // Both are checked non-negative and below k above.
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
@@ -99,6 +122,14 @@ fn check_square(cm: ArrayView2<'_, i64>) -> Result<()> {
     }
     if cm.iter().any(|&v| v < 0) {
         return Err(Error::invalid("confusion matrix holds negative counts"));
+    }
+    // Row plus column sums (support + predicted) must fit in i64, or the
+    // scores would be computed from wrapped counts.
+    let total: i128 = cm.iter().map(|&v| i128::from(v)).sum();
+    if total > i128::from(i64::MAX / 2) {
+        return Err(Error::invalid(format!(
+            "confusion matrix counts sum to {total}, more than 2**62; they are not sample counts"
+        )));
     }
     Ok(())
 }
@@ -282,6 +313,12 @@ mod tests {
         assert!(confusion_matrix(&[0, -1], &[0, 0], None).is_err());
         assert!(confusion_matrix(&[0, 3], &[0, 0], Some(3)).is_err());
         assert!(confusion_matrix(&[], &[], None).is_err());
+        for k in [0, MAX_CLASSES + 1, 10_000_000_000] {
+            let err = confusion_matrix(&[0], &[0], Some(k)).unwrap_err();
+            assert!(err.to_string().contains("num_classes"), "{err}");
+        }
+        let err = confusion_matrix(&[0], &[1_000_000_000], None).unwrap_err();
+        assert!(err.to_string().contains("y_pred"), "{err}");
     }
 
     #[test]

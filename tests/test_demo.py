@@ -58,6 +58,8 @@ def check_report(out: Path, report: dict, folds: int = 5) -> None:
     names = s2["dataset"]["class_names"]
     n_classes = len(names)
     assert s2["settings"]["folds"] == folds
+    # The demo trains with --precision auto: bf16 where the CPU computes it natively.
+    assert s2["settings"]["precision"] in ("fp32", "bf16")
     assert s2["cross_validation"]
     for arch, cv in s2["cross_validation"].items():
         assert arch in s2["architectures"] and s2["architectures"][arch]["params"] > 0
@@ -221,6 +223,8 @@ def test_cifar10_that_cannot_be_downloaded_exits_1_with_advice(tmp_path, monkeyp
         (["demo", "--epochs", "two"], "--epochs"),
         (["demo", "--dataset", "mnist"], "--dataset"),
         (["demo", "--device", "tpu"], "--device"),
+        (["demo", "--precision", "half"], "--precision"),
+        (["demo", "--device", "cpu", "--precision", "fp16"], "--precision fp16 needs a CUDA"),
         (["demo", "--subset", "5"], "--subset"),
         (["demo", "--threads", "-1"], "--threads"),
         (["demo", "--verbose", "3"], "--verbose"),

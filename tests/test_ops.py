@@ -400,7 +400,7 @@ IMG = np.zeros((5, 5))
         (
             lambda: cnnrs.convolution(np.zeros((5, 5, 3)), np.ones((3, 3, 2))),
             ValueError,
-            r"kernel has 2 channels \(shape \(3, 3, 2\)\) but the image has 3",
+            r"kernel has 2 channels .*\(1, 3, 3, 2\).* but the image has 3",
         ),
         (
             lambda: cnnrs.convolution(IMG, np.ones((6, 6))),
@@ -421,12 +421,12 @@ IMG = np.zeros((5, 5))
         (
             lambda: cnnrs.convolution(IMG, np.ones((3, 3)), padding=-1),
             ValueError,
-            "padding must be an int >= 0, 'valid' or 'same', got -1",
+            'padding must be an integer >= 0, "valid" or "same", got -1',
         ),
         (
             lambda: cnnrs.convolution(IMG, np.ones((3, 3)), padding="full"),
             ValueError,
-            "padding must be an int >= 0, 'valid' or 'same', got \"full\"",
+            'padding must be an integer >= 0, "valid" or "same", got \'full\'',
         ),
         (
             lambda: cnnrs.convolution(IMG, np.ones((3, 3)), padding=1.5),
@@ -464,8 +464,16 @@ IMG = np.zeros((5, 5))
             "image must hold real numbers",
         ),
         (lambda: cnnrs.create_padding(IMG, -1), ValueError, "d must be an integer >= 0, got -1"),
-        (lambda: cnnrs.create_padding(IMG, 10**15), ValueError, "too large"),
-        (lambda: cnnrs.create_padding(IMG, 2**62), ValueError, "too large"),
+        (
+            lambda: cnnrs.create_padding(IMG, 10**15),
+            ValueError,
+            "d makes a result .* fits in memory",
+        ),
+        (
+            lambda: cnnrs.create_padding(IMG, 2**62),
+            ValueError,
+            "d makes a result .* fits in memory",
+        ),
         (
             lambda: cnnrs.convolution(IMG, np.ones((3, 3)), padding=10**15),
             ValueError,
@@ -479,7 +487,7 @@ IMG = np.zeros((5, 5))
         (
             lambda: cnnrs.create_padding(IMG, 1, "wrap"),
             ValueError,
-            "mode must be one of 'constant', 'reflect', 'edge', got \"wrap\"",
+            'mode must be one of "constant", "reflect", "edge", got "wrap"',
         ),
         (lambda: cnnrs.create_padding(np.zeros((0, 3)), 1), ValueError, "image must be non-empty"),
         (lambda: cnnrs.create_padding(np.zeros(3), 1), ValueError, "image must be 2-D"),
@@ -508,11 +516,12 @@ IMG = np.zeros((5, 5))
         (
             lambda: cnnrs.pooling(IMG, 2, "min_pooling"),
             ValueError,
-            "pooling_type must be 'max_pooling' or 'avg_pooling'",
+            'pooling_type must be one of "max_pooling", "avg_pooling", "max", "avg", '
+            'got "min_pooling"',
         ),
         (lambda: cnnrs.pooling(np.zeros((5, 0)), 1), ValueError, "image must be non-empty"),
         (lambda: cnnrs.pooling(IMG.astype(np.complex64), 2), TypeError, "got dtype complex64"),
-        (lambda: cnnrs.pooling(IMG, 2.5), TypeError, "'p'"),
+        (lambda: cnnrs.pooling(IMG, 2.5), TypeError, r"p must be an integer, got 2\.5 \(float\)"),
     ],
 )
 def test_bad_input_raises_a_clear_error(call, exc, match):

@@ -46,8 +46,25 @@ def as_images(x: Any, name: str = "x") -> np.ndarray:
         if a.dtype.kind in "iu" and a.size and a.min() >= 0 and a.max() <= 255:
             a = a.astype(np.uint8)
         else:
+            if a.dtype.kind == "f" and a.dtype.itemsize > 4 and a.size:
+                _check_float32_range(a, name)
             a = a.astype(np.float32, copy=False)
     return np.ascontiguousarray(a)
+
+
+def _check_float32_range(a: np.ndarray, name: str) -> None:
+    """Training computes in float32: a finite float64 pixel beyond its range would
+    silently become infinity there, so it is refused with what was found."""
+    finite = np.isfinite(a)
+    if not finite.all():
+        bad = a[~finite].flat[0]
+        raise ValueError(f"{name} contains a non-finite value ({bad}); images must be finite")
+    largest = float(np.abs(a).max())
+    if largest > float(np.finfo(np.float32).max):
+        raise ValueError(
+            f"{name} has a pixel of magnitude {largest:g}, beyond float32's range "
+            "(about 3.4e38) that training computes in; scale the images first"
+        )
 
 
 def as_labels(

@@ -48,7 +48,7 @@ def create_padding(
     image: npt.ArrayLike,
     d: int,
     mode: Literal["constant", "reflect", "edge"] = "constant",
-    value: float = 0,
+    value: int | float = 0,
 ) -> npt.NDArray[Any]:
     """Pads both spatial axes of an image by ``d`` pixels on each side.
 
@@ -61,7 +61,8 @@ def create_padding(
     mode : {"constant", "reflect", "edge"}, default "constant"
         How the border is filled, with the same results as ``numpy.pad``.
     value : int or float, default 0
-        The fill value of ``"constant"``; must fit the image's dtype.
+        The fill value of ``"constant"``; must fit the image's dtype exactly
+        (integers are taken as integers, so int64 values above 2**53 stay exact).
 
     Returns
     -------
@@ -130,6 +131,7 @@ def pooling(
 
 def load_image(
     path: str | os.PathLike[str],
+    *,
     grayscale: bool = True,
     size: tuple[int, int] | None = None,
 ) -> npt.NDArray[np.uint8]:
@@ -142,7 +144,8 @@ def load_image(
         One luma channel, exactly as PIL's ``convert("L")`` (ITU-R 601:
         ``L = (19595 R + 38470 G + 7471 B + 32768) >> 16``); otherwise RGB.
     size : (int, int), optional
-        Resize to ``(width, height)`` (PIL's order) with a bilinear filter.
+        Resize to ``(width, height)`` (PIL's order) with a bilinear filter;
+        each side at most 32768 and at most 2**26 pixels.
 
     Returns
     -------
@@ -154,7 +157,8 @@ def load_image(
     FileNotFoundError
         No file at ``path``.
     cnnrs.DataFormatError
-        The file is not a GIF/PNG/JPEG/BMP image or is corrupt.
+        The file is not a GIF/PNG/JPEG/BMP image, is corrupt, or is larger
+        than cnnrs reads (256 MiB of file, 32768 pixels a side, 2**26 pixels).
     """
 
 def _simd_isa() -> str:

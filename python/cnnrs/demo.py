@@ -126,6 +126,7 @@ class DemoConfig:
     dataset: str = "digits"
     out: Path = field(default_factory=lambda: Path(DEFAULT_OUT))
     device: str = "auto"
+    precision: str = "auto"
     epochs: int | None = None
     subset: int | None = None
     quick: bool = False
@@ -187,6 +188,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=DEVICES,
         default="auto",
         help="auto: CUDA when present, else CPU (default)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        default="auto",
+        help="training precision: auto (default: bf16 where the CPU or GPU computes it "
+        "natively, fp16 on older GPUs, else fp32), fp32, bf16 (mixed), fp16 (CUDA only)",
     )
     parser.add_argument(
         "--subset",
@@ -258,10 +266,13 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
     if args.device == "cuda":
         if not cuda_available():
             raise UsageError("--device cuda, but libtorch sees no CUDA device; use auto or cpu")
+    if args.precision == "fp16" and (args.device == "cpu" or not cuda_available()):
+        raise UsageError("--precision fp16 needs a CUDA device; use auto, bf16 or fp32")
     return DemoConfig(
         dataset=args.dataset,
         out=args.out.expanduser(),
         device=args.device,
+        precision=args.precision,
         epochs=args.epochs,
         subset=args.subset,
         quick=args.quick,
@@ -388,6 +399,7 @@ def section2(config: DemoConfig, figures: FigureFolder, log: StepLog) -> dict[st
             learning_rate=plan.cv_learning_rate,
             seed=config.seed,
             device=config.device,
+            precision=config.precision,
             verbose=verbose,
             on_result=cv_done,
         )
@@ -404,6 +416,7 @@ def section2(config: DemoConfig, figures: FigureFolder, log: StepLog) -> dict[st
         "learning_rate": plan.grid_learning_rates,
         "batch_size": [plan.batch_size],
         "device": [config.device],
+        "precision": [config.precision],
     }
     n_points = len(plan.grid_architectures) * len(plan.grid_epochs) * len(plan.grid_learning_rates)
     log(
@@ -415,7 +428,9 @@ def section2(config: DemoConfig, figures: FigureFolder, log: StepLog) -> dict[st
     with training_output(config.verbose) as verbose:
         gs = grid_search(param_grid, x, y, cv=FOLDS, seed=config.seed, verbose=verbose)
     grid_seconds = time.perf_counter() - started
-    best_params = {k_: v for k_, v in gs["best_params"].items() if k_ != "device"}
+    best_params = {
+        k_: v for k_, v in gs["best_params"].items() if k_ not in ("device", "precision")
+    }
     log(f"  best by cross-validation: {best_params}, accuracy {gs['best_score']:.4f}")
     log(f"  grid search and refit took {grid_seconds:.1f}s")
     best = gs["results"][gs["best_index"]]
@@ -427,7 +442,9 @@ def section2(config: DemoConfig, figures: FigureFolder, log: StepLog) -> dict[st
     )
     grid_rows = [
         {
-            "params": {k_: v for k_, v in row["params"].items() if k_ != "device"},
+            "params": {
+                k_: v for k_, v in row["params"].items() if k_ not in ("device", "precision")
+            },
             "mean_accuracy": row["mean_accuracy"],
             "std_accuracy": row["std_accuracy"],
             "fold_accuracies": row["fold_accuracies"],
@@ -506,6 +523,7 @@ def section2(config: DemoConfig, figures: FigureFolder, log: StepLog) -> dict[st
             "seed": config.seed,
             "quick": config.quick,
             "device": model.device,
+            "precision": model.precision,
             "epochs": plan.epochs,
             "batch_size": plan.batch_size,
             "cv_learning_rate": plan.cv_learning_rate,
@@ -513,7 +531,9 @@ def section2(config: DemoConfig, figures: FigureFolder, log: StepLog) -> dict[st
         "architectures": summaries,
         "cross_validation": cv,
         "grid_search": {
-            "param_grid": {k_: v for k_, v in param_grid.items() if k_ != "device"},
+            "param_grid": {
+                k_: v for k_, v in param_grid.items() if k_ not in ("device", "precision")
+            },
             "results": grid_rows,
             "best_index": gs["best_index"],
             "best_params": best_params,

@@ -179,6 +179,7 @@ def cross_validate_architectures(
     learning_rate: float = 1e-3,
     seed: int = 42,
     device: str = "auto",
+    precision: str = "fp32",
     verbose: int = 0,
     on_result: Callable[[str, dict[str, Any]], Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
@@ -211,6 +212,7 @@ def cross_validate_architectures(
             seed=seed,
             verbose=verbose,
             device=device,
+            precision=precision,
         )
         results[arch] = {
             "fold_accuracies": r["fold_accuracies"],

@@ -33,6 +33,16 @@ pub const CLASSES: [&str; 10] = [
     "truck",
 ];
 
+/// Images in one batch file: the official batches hold 10 000 each.
+pub const MAX_BATCH_IMAGES: usize = 10_000;
+/// The largest batch file (or archive member) read: a full batch is 30 MiB
+/// of pixels, which a Python 3 re-pickle at protocol 2 stores as latin-1
+/// text of up to twice that, plus labels and file names.
+pub const MAX_BATCH_BYTES: u64 = 80 << 20;
+/// The most an archive may expand to: its six batches and the small files
+/// beside them (the official archives expand to 178 MB).
+pub const MAX_ARCHIVE_BYTES: u64 = 6 * MAX_BATCH_BYTES + (32 << 20);
+
 const PICKLE_BATCHES: [&str; 6] = [
     "data_batch_1",
     "data_batch_2",
@@ -152,7 +162,8 @@ pub fn read(source: &Source) -> Result<Cifar10> {
                     } else {
                         (*b).to_string()
                     });
-                    let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
+                    let bytes =
+                        crate::fileio::read_limited(&path, MAX_BATCH_BYTES, "CIFAR-10 batch")?;
                     Ok((path.display().to_string(), bytes))
                 })
                 .collect::<Result<Vec<_>>>()?;
@@ -199,8 +210,11 @@ fn read_archive(path: &Path) -> Result<(Vec<Member>, bool)> {
             path.display()
         ))
     };
-    let mut archive =
-        tar::Archive::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)));
+    let gz = flate2::read::GzDecoder::new(std::io::BufReader::new(file));
+    let mut archive = tar::Archive::new(Bounded {
+        inner: gz,
+        left: MAX_ARCHIVE_BYTES,
+    });
     let mut members: Vec<Option<Member>> = vec![None; 12];
     for entry in archive.entries().map_err(corrupt)? {
         let mut entry = entry.map_err(corrupt)?;
@@ -218,9 +232,25 @@ fn read_archive(path: &Path) -> Result<(Vec<Member>, bool)> {
                 .map(|i| i + 6)
         });
         if let Some(slot) = slot {
-            let mut bytes = Vec::new();
-            entry.read_to_end(&mut bytes).map_err(corrupt)?;
             let name = format!("{}:{}", path.display(), member.display());
+            // The header's size first, then a bounded read: a member that
+            // expands to gigabytes is refused before any of it is held.
+            let size = entry.size();
+            if size > MAX_BATCH_BYTES {
+                return Err(Error::format(format!(
+                    "{name}: a {size}-byte member is larger than any CIFAR-10 batch \
+                     ({} MiB at most)",
+                    MAX_BATCH_BYTES >> 20
+                )));
+            }
+            let mut bytes = Vec::new();
+            bytes.try_reserve_exact(size as usize).map_err(|_| {
+                Error::OutOfMemory(format!("cannot allocate {size} bytes for {name}"))
+            })?;
+            (&mut entry)
+                .take(MAX_BATCH_BYTES)
+                .read_to_end(&mut bytes)
+                .map_err(corrupt)?;
             members[slot] = Some((name, bytes));
         }
     }
@@ -251,6 +281,32 @@ fn read_archive(path: &Path) -> Result<(Vec<Member>, bool)> {
     Ok((chosen.iter().flatten().cloned().collect(), binary))
 }
 
+/// A reader that fails once `inner` has produced more than `left` bytes: the
+/// bound on what an archive may expand to (a gzip bomb of skipped members
+/// would otherwise be decompressed to its end).
+struct Bounded<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        // One byte beyond the limit tells "exactly at the limit" from "over".
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left + 1).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        if n as u64 > self.left {
+            return Err(std::io::Error::other(format!(
+                "it expands to more than {} MiB, more than CIFAR-10 needs",
+                MAX_ARCHIVE_BYTES >> 20
+            )));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
 /// A batch: `n` rows of 3072 bytes (R, G, B planes) and `n` labels.
 struct Batch {
     data: Vec<u8>,
@@ -269,6 +325,15 @@ fn check_labels(labels: impl IntoIterator<Item = i64>) -> std::result::Result<Ve
         .collect()
 }
 
+fn check_count(n: usize) -> std::result::Result<(), String> {
+    if n > MAX_BATCH_IMAGES {
+        return Err(format!(
+            "{n} images in one batch; a CIFAR-10 batch holds at most {MAX_BATCH_IMAGES}"
+        ));
+    }
+    Ok(())
+}
+
 fn parse_bin_batch(bytes: &[u8]) -> std::result::Result<Batch, String> {
     const RECORD: usize = IMAGE_BYTES + 1;
     if bytes.is_empty() || bytes.len() % RECORD != 0 {
@@ -279,6 +344,7 @@ fn parse_bin_batch(bytes: &[u8]) -> std::result::Result<Batch, String> {
         ));
     }
     let n = bytes.len() / RECORD;
+    check_count(n)?;
     let mut data = Vec::with_capacity(n * IMAGE_BYTES);
     let mut labels = Vec::with_capacity(n);
     for record in bytes.chunks_exact(RECORD) {
@@ -325,13 +391,14 @@ fn parse_pickle_batch(bytes: &[u8]) -> std::result::Result<Batch, String> {
             array.shape
         ));
     }
+    check_count(n)?;
     let labels: Vec<i64> = match get(b"labels")? {
         Value::List(list) => list
             .borrow()
             .iter()
             .map(|v| match v {
                 Value::Int(i) => Ok(*i),
-                other => Err(format!("a batch label is not an int: {other:?}")),
+                other => Err(format!("a batch label is a {}, not an int", other.kind())),
             })
             .collect::<std::result::Result<_, _>>()?,
         Value::Array(a) => a
@@ -428,6 +495,42 @@ mod tests {
             matches!(err, Error::Format(ref m) if m.contains("data_batch_3.bin")),
             "{err}"
         );
+    }
+
+    #[test]
+    fn huge_archive_members_are_refused_before_reading() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cifar-10-python.tar.gz");
+        let mut header = tar::Header::new_gnu();
+        header.set_path("cifar-10-batches-py/data_batch_1").unwrap();
+        header.set_size(6 << 30);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_cksum();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(header.as_bytes()).unwrap();
+        gz.write_all(&[0; 4096]).unwrap(); // the body is never read
+        fs::write(&path, gz.finish().unwrap()).unwrap();
+        let err = load(dir.path()).unwrap_err();
+        assert!(
+            matches!(err, Error::Format(ref m) if m.contains("larger than any CIFAR-10 batch")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bounded_reader_fails_past_its_limit() {
+        let mut ok = Bounded {
+            inner: &[7u8; 10][..],
+            left: 10,
+        };
+        let mut out = Vec::new();
+        assert_eq!(ok.read_to_end(&mut out).unwrap(), 10);
+        let mut over = Bounded {
+            inner: &[7u8; 11][..],
+            left: 10,
+        };
+        assert!(over.read_to_end(&mut Vec::new()).is_err());
     }
 
     #[test]

@@ -8,6 +8,10 @@ use crate::{Error, Result};
 /// One split: `(train_indices, validation_indices)`, both sorted ascending.
 pub type Fold = (Vec<usize>, Vec<usize>);
 
+/// The most indices a set of splits may hold (`n` per fold, `k` folds):
+/// 2**28 int64 indices are 2 GiB, far beyond any dataset a study splits.
+pub const MAX_INDICES: usize = 1 << 28;
+
 fn check_k(n: usize, k: usize) -> Result<()> {
     if k < 2 {
         return Err(Error::invalid(format!(
@@ -17,6 +21,12 @@ fn check_k(n: usize, k: usize) -> Result<()> {
     if k > n {
         return Err(Error::invalid(format!(
             "cannot have more folds than samples: k={k}, n_samples={n}"
+        )));
+    }
+    if n.saturating_mul(k) > MAX_INDICES {
+        return Err(Error::invalid(format!(
+            "n × k must be at most {MAX_INDICES} (the splits hold n indices per fold), \
+             got n={n}, k={k}"
         )));
     }
     Ok(())
@@ -67,6 +77,23 @@ pub fn kfold(n: usize, k: usize, shuffle: bool, seed: u32) -> Result<Vec<Fold>> 
     Ok(splits_from_fold_ids(&fold_of, k))
 }
 
+/// Class codes for labels of any hashable kind, numbered by first appearance:
+/// what [`stratified_kfold`] needs, since its folds depend only on which
+/// samples share a class (so the bindings need not call `numpy.unique`).
+#[must_use]
+pub fn codes_by_first_appearance<K: Eq + std::hash::Hash>(
+    labels: impl IntoIterator<Item = K>,
+) -> Vec<i64> {
+    let mut index_of = std::collections::HashMap::new();
+    labels
+        .into_iter()
+        .map(|label| {
+            let next = index_of.len() as i64;
+            *index_of.entry(label).or_insert(next)
+        })
+        .collect()
+}
+
 /// Same as [`kfold`] for scikit-learn's
 /// `StratifiedKFold(k, shuffle=shuffle, random_state=seed).split(x, labels)`:
 /// each class is spread over the folds as evenly as its count allows.
@@ -107,34 +134,26 @@ pub fn stratified_kfold(labels: &[i64], k: usize, shuffle: bool, seed: u32) -> R
             counts.iter().max().copied().unwrap_or(0)
         )));
     }
-    // allocation[class][fold]: round robin over the class codes sorted ascending.
-    let mut allocation = vec![vec![0usize; k]; n_classes];
-    let mut position = 0;
-    for (class, &count) in counts.iter().enumerate() {
-        for _ in 0..count {
-            allocation[class][position % k] += 1;
-            position += 1;
-        }
-    }
+    // Round robin over the class codes sorted ascending: class `c`'s members
+    // take the positions `start..start + count`, position `p` going to fold
+    // `p % k`; sorted, those folds are scikit-learn's per-class allocation.
+    // (Built per class, so memory is O(n), not O(classes × k).)
     let mut rng = Mt19937::new(seed);
     let mut fold_of = vec![0usize; n];
-    for (class, per_fold) in allocation.iter().enumerate() {
-        let mut folds_for_class: Vec<usize> = per_fold
-            .iter()
-            .enumerate()
-            .flat_map(|(fold, &count)| std::iter::repeat_n(fold, count))
-            .collect();
+    // The samples of each class in order, classes one after another.
+    let mut by_class: Vec<usize> = (0..n).collect();
+    by_class.sort_by_key(|&i| encoded[i]);
+    let mut start = 0;
+    for &count in &counts {
+        let mut folds_for_class: Vec<usize> = (start..start + count).map(|p| p % k).collect();
+        folds_for_class.sort_unstable();
         if shuffle {
             rng.shuffle(&mut folds_for_class);
         }
-        let members = encoded
-            .iter()
-            .enumerate()
-            .filter(|&(_, &c)| c == class)
-            .map(|(i, _)| i);
-        for (i, fold) in members.zip(folds_for_class) {
+        for (&i, fold) in by_class[start..start + count].iter().zip(folds_for_class) {
             fold_of[i] = fold;
         }
+        start += count;
     }
     Ok(splits_from_fold_ids(&fold_of, k))
 }
@@ -166,6 +185,35 @@ mod tests {
         let folds = stratified_kfold(&y, 2, true, 42).unwrap();
         let vals: Vec<Vec<usize>> = folds.iter().map(|f| f.1.clone()).collect();
         assert_eq!(vals, [vec![0, 2, 5, 7], vec![1, 3, 4, 6]]);
+    }
+
+    #[test]
+    fn codes_number_classes_by_first_appearance() {
+        let codes = codes_by_first_appearance(["b", "a", "b", "c", "a"]);
+        assert_eq!(codes, [0, 1, 0, 2, 1]);
+        let y = [1, 0, 1, 0, 1, 0, 2, 2];
+        let by_code = stratified_kfold(&codes_by_first_appearance(y), 2, true, 42).unwrap();
+        assert_eq!(by_code, stratified_kfold(&y, 2, true, 42).unwrap());
+    }
+
+    #[test]
+    fn many_classes_and_folds_stay_linear() {
+        // 20 000 singleton classes and one big one: each class used to scan
+        // all samples (6e8 steps) and fill a classes × k table.
+        let mut y: Vec<i64> = (0..20_000).collect();
+        y.extend(std::iter::repeat_n(-1, 10_000));
+        let folds = stratified_kfold(&y, 100, true, 0).unwrap();
+        let sizes: Vec<usize> = folds.iter().map(|f| f.1.len()).collect();
+        assert_eq!(sizes.iter().sum::<usize>(), 30_000);
+        assert!(sizes.iter().all(|&s| s == 300), "{sizes:?}");
+        assert!(matches!(
+            stratified_kfold(&y, 100_000, false, 0),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            kfold(1 << 20, 1 << 10, false, 0),
+            Err(Error::InvalidArgument(_))
+        ));
     }
 
     #[test]

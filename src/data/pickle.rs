@@ -9,7 +9,23 @@
 //! is refused with an error naming it. Lengths are checked against the bytes
 //! that remain before anything is allocated, and shared objects are reference
 //! counted rather than copied, so a hostile file can neither run code nor blow
-//! up memory.
+//! up memory. One cohesive thing (a virtual machine is its opcodes, its
+//! limits and their tests together), hence its length.
+//!
+//! Nothing recurses on the depth of the input: the machine is a loop, and it
+//! creates at most [`MAX_CONTAINERS`] tuples, lists and dicts. A value nests
+//! no deeper than the containers that exist, so dropping (or walking) one
+//! never recurses deeper than that either, however the file nests them. The
+//! stack, the memo and the items of all containers together are bounded too;
+//! strings and bytes are bounded by the file, whose size the caller bounds.
+
+/// Tuples, lists and dicts one pickle may create. A CIFAR batch creates
+/// about a dozen (the dict, the labels and filenames lists, the tuples of the
+/// array reconstruction); 100 000 nested tuples are a stack-overflow attack.
+pub(crate) const MAX_CONTAINERS: usize = 1024;
+/// Values the stack and the memo may each hold, and items all containers
+/// together may hold: a batch has 10 000 labels and 10 000 file names.
+pub(crate) const MAX_ITEMS: usize = 1 << 20;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -133,7 +149,9 @@ pub(crate) enum Value {
 }
 
 impl Value {
-    fn kind(&self) -> &'static str {
+    /// The Python type name, for messages (never the value: a value may be
+    /// cyclic, `l.append(l)`, and printing it would not end).
+    pub fn kind(&self) -> &'static str {
         match self {
             Value::None => "None",
             Value::Bool(_) => "bool",
@@ -240,6 +258,10 @@ struct Machine<'a> {
     stack: Vec<Value>,
     marks: Vec<usize>,
     memo: std::collections::HashMap<u32, Value>,
+    /// Containers created so far (at most [`MAX_CONTAINERS`]).
+    containers: usize,
+    /// Items added to containers so far (at most [`MAX_ITEMS`]).
+    items: usize,
 }
 
 type Step<T> = std::result::Result<T, String>;
@@ -260,6 +282,29 @@ impl<'a> Machine<'a> {
         let out = &self.bytes[self.pos..end];
         self.pos = end;
         Ok(out)
+    }
+
+    /// Counts a new container holding `items` values against the limits.
+    fn new_container(&mut self, items: usize) -> Step<()> {
+        self.containers += 1;
+        if self.containers > MAX_CONTAINERS {
+            return Err(format!(
+                "more than {MAX_CONTAINERS} tuples, lists and dicts (nested or not); \
+                 a CIFAR batch has a dozen"
+            ));
+        }
+        self.add_items(items)
+    }
+
+    /// Counts `n` values added to containers against [`MAX_ITEMS`].
+    fn add_items(&mut self, n: usize) -> Step<()> {
+        self.items = self.items.saturating_add(n);
+        if self.items > MAX_ITEMS {
+            return Err(format!(
+                "containers hold more than {MAX_ITEMS} values; a CIFAR batch has 20 000"
+            ));
+        }
+        Ok(())
     }
 
     fn u8(&mut self) -> Step<u8> {
@@ -340,6 +385,11 @@ impl<'a> Machine<'a> {
     #[allow(clippy::too_many_lines)] // one arm per opcode: a dispatch table reads best whole
     fn run(mut self) -> Step<Value> {
         loop {
+            if self.stack.len() > MAX_ITEMS || self.memo.len() > MAX_ITEMS {
+                return Err(format!(
+                    "more than {MAX_ITEMS} values on the pickle stack or memo"
+                ));
+            }
             let at = self.pos;
             let op = self
                 .u8()
@@ -362,9 +412,18 @@ impl<'a> Machine<'a> {
                     return Ok(v);
                 }
                 b'(' => self.marks.push(self.stack.len()),
-                b'}' => self.stack.push(Value::Dict(Rc::default())),
-                b']' => self.stack.push(Value::List(Rc::default())),
-                b')' => self.stack.push(Value::Tuple(Rc::from(Vec::new()))),
+                b'}' => {
+                    self.new_container(0)?;
+                    self.stack.push(Value::Dict(Rc::default()));
+                }
+                b']' => {
+                    self.new_container(0)?;
+                    self.stack.push(Value::List(Rc::default()));
+                }
+                b')' => {
+                    self.new_container(0)?;
+                    self.stack.push(Value::Tuple(Rc::from(Vec::new())));
+                }
                 b'N' => self.stack.push(Value::None),
                 0x88 => self.stack.push(Value::Bool(true)),
                 0x89 => self.stack.push(Value::Bool(false)),
@@ -436,6 +495,7 @@ impl<'a> Machine<'a> {
                     self.push_str(b)?;
                 }
                 b'a' => {
+                    self.add_items(1)?;
                     let v = self.pop()?;
                     match self.top()? {
                         Value::List(list) => list.borrow_mut().push(v),
@@ -444,12 +504,14 @@ impl<'a> Machine<'a> {
                 }
                 b'e' => {
                     let items = self.pop_mark()?;
+                    self.add_items(items.len())?;
                     match self.top()? {
                         Value::List(list) => list.borrow_mut().extend(items),
                         other => return Err(format!("APPENDS to a {}", other.kind())),
                     }
                 }
                 b's' => {
+                    self.add_items(2)?;
                     let v = self.pop()?;
                     let k = self.pop()?;
                     match self.top()? {
@@ -459,6 +521,7 @@ impl<'a> Machine<'a> {
                 }
                 b'u' => {
                     let items = self.pop_mark()?;
+                    self.add_items(items.len())?;
                     if items.len() % 2 != 0 {
                         return Err("SETITEMS with an odd number of values".into());
                     }
@@ -475,6 +538,7 @@ impl<'a> Machine<'a> {
                 }
                 b't' => {
                     let items = self.pop_mark()?;
+                    self.new_container(items.len())?;
                     self.stack.push(Value::Tuple(Rc::from(items)));
                 }
                 0x85..=0x87 => {
@@ -483,6 +547,7 @@ impl<'a> Machine<'a> {
                     if self.stack.len() < floor + n {
                         return Err(format!("stack underflow at offset {at}"));
                     }
+                    self.new_container(n)?;
                     let items = self.stack.split_off(self.stack.len() - n);
                     self.stack.push(Value::Tuple(Rc::from(items)));
                 }
@@ -760,6 +825,8 @@ pub(crate) fn load(bytes: &[u8]) -> Step<Value> {
         stack: Vec::new(),
         marks: Vec::new(),
         memo: std::collections::HashMap::new(),
+        containers: 0,
+        items: 0,
     }
     .run()
 }
@@ -824,6 +891,35 @@ mod tests {
         assert_eq!(latin1("caf\u{e9}").unwrap(), b"caf\xe9");
         assert!(latin1("\u{100}").is_none());
         assert!(latin1("\u{20ac}").is_none());
+    }
+
+    #[test]
+    fn deep_nesting_and_cycles_are_refused_or_harmless() {
+        // 100 000 nested 1-tuples: `K\0` then TUPLE1 again and again.
+        let mut p = b"\x80\x02K\x00".to_vec();
+        p.extend(std::iter::repeat_n(0x85u8, 100_000));
+        p.push(b'.');
+        let err = load(&p).unwrap_err();
+        assert!(err.contains("tuples, lists and dicts"), "{err}");
+        // The same with lists: EMPTY_LIST, then (LIST, APPEND) pairs.
+        let mut p = b"\x80\x02]".to_vec();
+        for _ in 0..100_000 {
+            p.extend_from_slice(b"]");
+        }
+        p.extend(std::iter::repeat_n(b'a', 100_000));
+        p.push(b'.');
+        assert!(load(&p).is_err());
+        // A list that holds itself loads (and is never printed).
+        let Value::List(l) = load(b"\x80\x02]q\x00h\x00a.").unwrap() else {
+            panic!("not a list")
+        };
+        assert_eq!(l.borrow()[0].kind(), "list");
+        // A million MARKs and ints: the stack is bounded.
+        let mut p = b"\x80\x02".to_vec();
+        for _ in 0..(MAX_ITEMS + 2) {
+            p.extend_from_slice(b"N");
+        }
+        assert!(load(&p).unwrap_err().contains("stack"));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Neural networks on libtorch, one room per concern:
-//! - [`arch`]: architectures as data, layer specs and the shape/parameter plan;
+//! - [`arch`]: architectures as data, their limits and the shape/parameter plan;
+//! - [`spec`]: layer specs as users write them, parsed into layers;
 //! - [`network`]: the plan made real on libtorch and its forward pass;
 //! - [`augment`]: random flips, crops, translations and cutout on device batches;
 //! - [`input`]: images, labels and the fitted normalisation;
@@ -21,6 +22,7 @@ pub mod model;
 pub mod network;
 pub mod optim;
 pub mod precision;
+pub mod spec;
 pub mod torch_ext;
 pub mod train;
 

@@ -106,7 +106,8 @@ impl Model {
         if config.device.is_cuda() {
             tch::Cuda::cudnn_set_benchmark(true);
         }
-        let layout = preferred_layout(config.device, config.precision.is_reduced());
+        let has_batch_norm = config.layers.iter().any(|l| matches!(l, Layer::BatchNorm));
+        let layout = preferred_layout(config.device, has_batch_norm);
         let gen = Generator::new(config.device, config.seed)?;
         Ok(Model {
             config,

@@ -87,12 +87,6 @@ impl Precision {
             Precision::Fp32 | Precision::Auto => None,
         })
     }
-
-    /// Whether convolutions run below float32.
-    #[must_use]
-    pub fn is_reduced(self) -> bool {
-        matches!(self, Precision::Bf16 | Precision::Fp16)
-    }
 }
 
 /// Whether this CPU computes bfloat16 natively (AVX-512 BF16).

@@ -1,5 +1,8 @@
 //! 2-D convolution as deep learning defines it: cross-correlation (the kernel
 //! is not flipped), summed over channels, with stride and zero padding.
+//!
+//! One cohesive thing: the generic convolution, its fused 3×3 fast path and
+//! the tests that keep the two equal, hence its length.
 
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
@@ -31,6 +34,16 @@ pub trait ConvElem: Pixel + Default {
     /// `self + other` (wrapping for integers).
     #[must_use]
     fn add(self, other: Self) -> Self;
+    /// Checks that no output of correlating `x` with `k` can overflow:
+    /// nothing for floats; for integers, `max|x| · Σ|k|` (of the largest
+    /// kernel of the bank) must fit, which bounds every partial sum, so
+    /// results are exact or refused, never wrapped.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when an output could overflow.
+    fn check_exact(_x: ArrayView3<Self>, _k: ArrayView4<Self>) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Floats multiply-add in their own type, fused when `FMA` is set.
@@ -80,6 +93,28 @@ impl ConvElem for i64 {
     #[inline(always)]
     fn add(self, other: Self) -> Self {
         self.wrapping_add(other)
+    }
+    fn check_exact(x: ArrayView3<Self>, k: ArrayView4<Self>) -> Result<()> {
+        let max_x = x.iter().map(|v| v.unsigned_abs()).max().unwrap_or(0);
+        let max_k = k
+            .outer_iter()
+            .map(|kernel| {
+                kernel
+                    .iter()
+                    .map(|v| u128::from(v.unsigned_abs()))
+                    .sum::<u128>()
+            })
+            .max()
+            .unwrap_or(0);
+        let bound = u128::from(max_x).saturating_mul(max_k);
+        if bound > i64::MAX as u128 {
+            return Err(Error::invalid(format!(
+                "integer convolution is exact in int64, but max|image| ({max_x}) × sum|kernel| \
+                 ({max_k}) exceeds 2**63 - 1, so results could overflow; convert the image \
+                 and kernel to float64 (or use smaller values)"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -452,12 +487,14 @@ multiversion!(fn conv_rows_3x3<T: ConvElem>(ctx: &ConvCtx<'_, T>, first: usize, 
 /// `H' = (H + 2p - kh) // stride + 1` (and `ceil(H / stride)` for
 /// [`Padding::Same`]). Padding is zeros.
 ///
-/// Integer images are computed in `i64` (wrapping like numpy on overflow).
+/// Integer images are computed in `i64`, exactly: inputs whose results could
+/// overflow are refused (see [`ConvElem::check_exact`]).
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] for an empty image or kernel, a kernel whose
-/// channel count differs from the image's, `stride == 0`, or a kernel larger
-/// than the padded image.
+/// channel count differs from the image's, `stride == 0`, a kernel larger
+/// than the padded image, a result over [`super::MAX_RESULT_BYTES`], or
+/// integers whose results could overflow `i64`.
 pub fn conv2d<T: ConvElem>(
     x: ArrayView3<T>,
     k: ArrayView4<T>,
@@ -491,7 +528,10 @@ pub(crate) fn conv2d_with<T: ConvElem>(
     }
     if kc != c {
         return Err(Error::invalid(format!(
-            "kernel has {kc} channels but the image has {c}; kernel channels must equal image channels"
+            "kernel has {kc} channels (as a bank (n, kh, kw, C): {}) but the image has {c} \
+             (as (H, W, C): {}); they must match",
+            shape_str(k.shape()),
+            shape_str(x.shape())
         )));
     }
     if p.stride == 0 {
@@ -512,6 +552,8 @@ pub(crate) fn conv2d_with<T: ConvElem>(
         )));
     }
     let (ho, wo) = ((hp - kh) / p.stride + 1, (wp - kw) / p.stride + 1);
+    super::check_result_size::<T>(&[n, ho, wo], "padding")?;
+    T::check_exact(x, k)?;
 
     let planes: Cow<'_, [T]> = match (c, x.as_slice()) {
         (1, Some(s)) => Cow::Borrowed(s),
@@ -799,6 +841,20 @@ mod tests {
         check_fused(&x, &k, |a: f32, b: f32| {
             (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= 1e-5 * (1.0 + b.abs())
         });
+    }
+
+    #[test]
+    fn integers_are_exact_or_refused() {
+        let x = Array3::from_elem((3, 3, 1), i64::MAX / 9);
+        let k = Array4::from_elem((1, 3, 3, 1), 1i64);
+        let out = conv2d(x.view(), k.view(), &ConvParams::default()).unwrap();
+        assert_eq!(out[[0, 0, 0]], i64::MAX / 9 * 9);
+        let k = Array4::from_shape_fn((2, 3, 3, 1), |(o, ..)| 1 + o as i64);
+        let err = conv2d(x.view(), k.view(), &ConvParams::default()).unwrap_err();
+        assert!(err.to_string().contains("float64"), "{err}");
+        let x = Array3::from_elem((3, 3, 1), i64::MIN);
+        let k = Array4::from_elem((1, 1, 1, 1), 1i64);
+        assert!(conv2d(x.view(), k.view(), &ConvParams::default()).is_err());
     }
 
     #[test]

@@ -9,6 +9,17 @@ use ndarray::Array3;
 
 use crate::error::{Error, Result};
 
+/// The largest image file [`load_image`] reads: far above any photo or scan
+/// a study loads, and small enough that `/dev/zero`, a FIFO or a huge file
+/// is refused before it exhausts memory.
+pub const MAX_FILE_BYTES: u64 = 256 << 20;
+/// The largest width or height decoded or resized to.
+pub const MAX_SIDE: u32 = 1 << 15;
+/// The most pixels decoded or resized to (64 Mi pixels, 192 MiB as RGB).
+pub const MAX_PIXELS: u64 = 1 << 26;
+/// What the decoder may allocate for one image.
+const MAX_DECODE_ALLOC: u64 = 1 << 30;
+
 /// How [`load_image`] converts what it decodes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LoadOptions {
@@ -54,19 +65,22 @@ pub fn to_gray(img: &DynamicImage) -> GrayImage {
 /// # Errors
 /// [`Error::NotFound`] / [`Error::Io`] when the file cannot be read,
 /// [`Error::Format`] when it is not a GIF, PNG, JPEG or BMP image or is corrupt,
-/// [`Error::InvalidArgument`] for a zero `size`.
+/// [`Error::InvalidArgument`] for a `size` with a zero side or more than
+/// [`MAX_SIDE`] or [`MAX_PIXELS`]; [`Error::Format`] also for a file over
+/// [`MAX_FILE_BYTES`] or an image larger than those limits.
 pub fn load_image(path: &Path, opts: &LoadOptions) -> Result<Array3<u8>> {
     if let Some((w, h)) = opts.size {
-        if w == 0 || h == 0 {
-            return Err(Error::invalid(format!(
-                "size must be (width, height) with both >= 1, got ({w}, {h})"
-            )));
-        }
+        check_size(i64::from(w), i64::from(h))?;
     }
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let reader = ImageReader::new(Cursor::new(bytes))
+    let bytes = crate::fileio::read_limited(path, MAX_FILE_BYTES, "image")?;
+    let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| Error::io(path, e))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_ALLOC);
+    reader.limits(limits);
     match reader.format() {
         Some(ImageFormat::Gif | ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::Bmp) => {}
         other => {
@@ -83,6 +97,14 @@ pub fn load_image(path: &Path, opts: &LoadOptions) -> Result<Array3<u8>> {
             path.display()
         ))
     })?;
+    if u64::from(img.width()) * u64::from(img.height()) > MAX_PIXELS {
+        return Err(Error::format(format!(
+            "{}: a {}x{} image has more than the {MAX_PIXELS} pixels cnnrs loads",
+            path.display(),
+            img.width(),
+            img.height()
+        )));
+    }
     let (data, w, h, c) = if opts.grayscale {
         let mut g = to_gray(&img);
         if let Some((w, h)) = opts.size {
@@ -99,6 +121,22 @@ pub fn load_image(path: &Path, opts: &LoadOptions) -> Result<Array3<u8>> {
         (rgb.into_raw(), w, h, 3)
     };
     Ok(Array3::from_shape_vec((h as usize, w as usize, c), data).expect("decoder sizes agree"))
+}
+
+/// Checks a resize target `(width, height)` before anything is allocated
+/// for it: both sides in `[1, MAX_SIDE]`, at most [`MAX_PIXELS`] pixels.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming `size` otherwise.
+pub fn check_size(w: i64, h: i64) -> Result<(u32, u32)> {
+    let side = |v: i64| u32::try_from(v).ok().filter(|v| (1..=MAX_SIDE).contains(v));
+    match (side(w), side(h)) {
+        (Some(wu), Some(hu)) if u64::from(wu) * u64::from(hu) <= MAX_PIXELS => Ok((wu, hu)),
+        _ => Err(Error::invalid(format!(
+            "size must be (width, height) with both sides in [1, {MAX_SIDE}] and at most \
+             {MAX_PIXELS} pixels, got ({w}, {h})"
+        ))),
+    }
 }
 
 #[cfg(test)]
@@ -158,6 +196,20 @@ mod tests {
         std::fs::write(&bad, b"\x89PNG\r\n\x1a\nnot really").unwrap();
         assert!(matches!(
             load_image(&bad, &LoadOptions::default()),
+            Err(Error::Format(_))
+        ));
+        assert!(matches!(
+            load_image(
+                &path,
+                &LoadOptions {
+                    grayscale: true,
+                    size: Some((100_000, 100_000)),
+                },
+            ),
+            Err(Error::InvalidArgument(m)) if m.contains("size")
+        ));
+        assert!(matches!(
+            load_image(Path::new("/dev/zero"), &LoadOptions::default()),
             Err(Error::Format(_))
         ));
         let txt = dir.path().join("a.txt");

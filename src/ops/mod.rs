@@ -34,6 +34,33 @@ use crate::error::{Error, Result};
 /// much work an element costs them.
 pub(crate) const PARALLEL_WORK: usize = 1 << 18;
 
+/// The largest result an image operation makes: 4 GiB (a 32768 × 32768
+/// float32 image). A padding or size beyond it is a mistake, refused before
+/// anything is allocated (with overcommit, a huge allocation can succeed and
+/// the process be killed later, when the pages are touched).
+pub const MAX_RESULT_BYTES: usize = 1 << 32;
+
+/// Checks that a result of `elements` values of `T` (`None`: more than
+/// `usize` counts) stays under [`MAX_RESULT_BYTES`]; `blame` says which
+/// argument made it so big.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming `blame` when it does not.
+pub(crate) fn check_result_size<T>(shape: &[usize], blame: &str) -> Result<()> {
+    let bytes = shape
+        .iter()
+        .try_fold(std::mem::size_of::<T>(), |acc, &d| acc.checked_mul(d));
+    match bytes {
+        Some(b) if b <= MAX_RESULT_BYTES => Ok(()),
+        _ => Err(Error::invalid(format!(
+            "{blame} makes a result of shape {}, more than fits in memory \
+             ({} GiB at most); use a smaller {blame}",
+            shape_str(shape),
+            MAX_RESULT_BYTES >> 30
+        ))),
+    }
+}
+
 /// Builds an output of `rows` rows of `row_len` elements: `f(first_row, chunk)`
 /// fills each chunk of whole rows, which starts zeroed. Chunks run on rayon's
 /// pool when `parallel`.
@@ -45,8 +72,8 @@ pub(crate) const PARALLEL_WORK: usize = 1 << 18;
 /// 3×3 convolution costs arithmetic.
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] when the output cannot be allocated (a padding
-/// so large that the result does not fit in memory), instead of aborting.
+/// [`Error::OutOfMemory`] when the output cannot be allocated, instead of
+/// aborting (kernels check [`MAX_RESULT_BYTES`] before they get here).
 pub(crate) fn build_rows<T, F>(rows: usize, row_len: usize, parallel: bool, f: F) -> Result<Vec<T>>
 where
     T: Default + Copy + Send + Sync,
@@ -92,9 +119,8 @@ where
     F: Fn(usize, &mut [MaybeUninit<T>]) + Sync,
 {
     let too_big = || {
-        Error::invalid(format!(
-            "the result would have {rows} × {row_len} elements, more than fits in memory; \
-             use a smaller padding"
+        Error::OutOfMemory(format!(
+            "cannot allocate a result of {rows} × {row_len} elements"
         ))
     };
     let len = rows.checked_mul(row_len).ok_or_else(too_big)?;
@@ -178,6 +204,15 @@ pub trait Pixel: Copy + Default + Send + Sync + PartialOrd + std::fmt::Debug + '
     fn fast_max(self, other: Self) -> Self;
     /// Whether this is a float NaN (always `false` for integers).
     fn is_nan(self) -> bool;
+    /// Whether `to_i64` is exact (false only for `u64` above `i64::MAX`;
+    /// floats are never widened to `i64`).
+    fn fits_i64(self) -> bool;
+    /// The integer `v` as this type, or an error naming `what` if it does not
+    /// fit an integer type (floats round it, as numpy does).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when `v` does not fit.
+    fn from_i128_exact(v: i128, what: &str) -> Result<Self>;
 }
 
 macro_rules! impl_pixel_int {
@@ -196,17 +231,19 @@ macro_rules! impl_pixel_int {
             #[inline(always)]
             #[allow(clippy::cast_lossless, clippy::cast_precision_loss)]
             fn to_avg(self) -> f64 { self as f64 }
-            #[allow(clippy::cast_lossless)]
             fn from_f64_exact(v: f64, what: &str) -> Result<Self> {
-                let (lo, hi) = (<$t>::MIN as f64, <$t>::MAX as f64);
-                if v.fract() == 0.0 && v >= lo && v <= hi {
-                    Ok(v as $t)
-                } else {
-                    Err(Error::invalid(format!(
-                        "{what} must be an integer in [{}, {}] for a {} image, got {v}",
-                        <$t>::MIN, <$t>::MAX, stringify!($t)
-                    )))
+                // Through i128 (exact for every float that is an integer
+                // below 2**127): comparing with `MAX as f64` would let 2**63
+                // through for i64, since `i64::MAX as f64` rounds up to it.
+                if v.fract() == 0.0 {
+                    if let Ok(x) = <$t>::try_from(v as i128) {
+                        return Ok(x);
+                    }
                 }
+                Err(Error::invalid(format!(
+                    "{what} must be an integer in [{}, {}] for a {} image, got {v}",
+                    <$t>::MIN, <$t>::MAX, stringify!($t)
+                )))
             }
             #[inline(always)]
             fn max_nan(self, other: Self) -> Self { if self > other { self } else { other } }
@@ -214,6 +251,14 @@ macro_rules! impl_pixel_int {
             fn fast_max(self, other: Self) -> Self { if self > other { self } else { other } }
             #[inline(always)]
             fn is_nan(self) -> bool { false }
+            #[inline(always)]
+            fn fits_i64(self) -> bool { <i64 as TryFrom<$t>>::try_from(self).is_ok() }
+            fn from_i128_exact(v: i128, what: &str) -> Result<Self> {
+                <$t>::try_from(v).map_err(|_| Error::invalid(format!(
+                    "{what} must be an integer in [{}, {}] for a {} image, got {v}",
+                    <$t>::MIN, <$t>::MAX, stringify!($t)
+                )))
+            }
         }
     )*};
 }
@@ -248,6 +293,10 @@ macro_rules! impl_pixel_float {
             #[inline(always)]
             #[allow(clippy::eq_op)]
             fn is_nan(self) -> bool { self != self }
+            #[inline(always)]
+            fn fits_i64(self) -> bool { true }
+            #[allow(clippy::cast_possible_truncation)]
+            fn from_i128_exact(v: i128, _what: &str) -> Result<Self> { Ok(v as $t) }
         }
     )*};
 }
@@ -302,7 +351,21 @@ mod tests {
         assert_eq!(u8::from_f64_exact(255.0, "value").unwrap(), 255);
         assert!(u8::from_f64_exact(256.0, "value").is_err());
         assert!(i16::from_f64_exact(0.5, "value").is_err());
+        assert!(i64::from_f64_exact(9_223_372_036_854_775_808.0, "value").is_err());
+        assert!(u64::from_f64_exact(18_446_744_073_709_551_616.0, "value").is_err());
+        assert!(u8::from_f64_exact(f64::NAN, "value").is_err());
+        assert!(u8::from_f64_exact(f64::INFINITY, "value").is_err());
+        assert_eq!(
+            i64::from_f64_exact(-9.0e18, "value").unwrap(),
+            -9_000_000_000_000_000_000
+        );
         assert!(f32::from_f64_exact(f64::NAN, "value").unwrap().is_nan());
+        let big = (1i128 << 62) + 1;
+        assert_eq!(i64::from_i128_exact(big, "value").unwrap(), (1 << 62) + 1);
+        assert!(i64::from_i128_exact(1 << 63, "value").is_err());
+        assert_eq!(u64::from_i128_exact(1 << 63, "value").unwrap(), 1 << 63);
+        assert!(u8::from_i128_exact(-1, "value").is_err());
+        assert!(!u64::MAX.fits_i64() && (1u64 << 62).fits_i64() && i64::MIN.fits_i64());
     }
 
     #[test]

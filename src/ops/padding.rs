@@ -17,23 +17,6 @@ pub enum PadMode<T> {
     Edge,
 }
 
-impl<T> PadMode<T> {
-    /// Parses numpy's mode name; `value` is used by `"constant"` only.
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] for any other name.
-    pub fn parse(mode: &str, value: T) -> Result<Self> {
-        match mode {
-            "constant" => Ok(PadMode::Constant(value)),
-            "reflect" => Ok(PadMode::Reflect),
-            "edge" => Ok(PadMode::Edge),
-            _ => Err(Error::invalid(format!(
-                "mode must be one of 'constant', 'reflect', 'edge', got {mode:?}"
-            ))),
-        }
-    }
-}
-
 /// Pixels added on each side of the two spatial axes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Pad {
@@ -101,19 +84,18 @@ pub fn pad<T: Copy + Default + Send + Sync>(
     let src = x.as_slice().expect("standard layout is contiguous");
     let grow = |n: usize, a: usize, b: usize| n.checked_add(a).and_then(|v| v.checked_add(b));
     let (Some(ho), Some(wo)) = (grow(h, pad.top, pad.bottom), grow(w, pad.left, pad.right)) else {
-        return Err(Error::invalid("d is too large"));
+        return Err(Error::invalid(format!(
+            "d is too large for an image of shape {}",
+            super::shape_str(x.shape())
+        )));
     };
     let row_in = w * c;
-    let too_big = || {
-        Error::invalid(format!(
-            "d = {} makes the result too large for memory",
-            pad.top.max(pad.left)
-        ))
-    };
-    let row_out = wo.checked_mul(c).ok_or_else(too_big)?;
+    super::check_result_size::<T>(&[ho, wo, c], "d")?;
+    let row_out = wo * c;
     // Column map once: where each padded column reads from.
     let mut cols: Vec<Option<usize>> = Vec::new();
-    cols.try_reserve_exact(wo).map_err(|_| too_big())?;
+    cols.try_reserve_exact(wo)
+        .map_err(|_| Error::OutOfMemory(format!("no memory for {wo} padded columns")))?;
     cols.extend((0..wo).map(|j| source_index(j, pad.left, w, &mode)));
     let fill = |i: usize, out_row: &mut [T]| {
         let Some(r) = source_index(i, pad.top, h, &mode) else {
@@ -199,8 +181,16 @@ mod tests {
     }
 
     #[test]
-    fn empty_image_is_an_error() {
+    fn empty_image_and_huge_padding_are_errors() {
         let x = ndarray::Array3::<f32>::zeros((0, 3, 1));
         assert!(pad(x.view(), Pad::uniform(1), PadMode::Constant(0.0)).is_err());
+        let x = ndarray::Array3::<f32>::zeros((2, 3, 1));
+        for d in [50_000, usize::MAX / 2] {
+            let err = pad(x.view(), Pad::uniform(d), PadMode::Edge).unwrap_err();
+            assert!(
+                matches!(err, Error::InvalidArgument(ref m) if m.contains('d')),
+                "{err}"
+            );
+        }
     }
 }

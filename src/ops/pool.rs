@@ -41,39 +41,34 @@ impl<T> PoolCtx<'_, T> {
     }
 }
 
-/// One output row of a max pooling, windows starting at input row `r0`. The
-/// window is reduced down the rows first (one contiguous pass per row), then
-/// across columns (the 2×2 stride-1 window has its own path, [`max_2x2_body`]).
-///
-/// With `EXACT` every comparison propagates NaN like `numpy.max`; without it
-/// the row uses one `max` instruction per comparison and returns whether the
-/// window rows hold a NaN, so the caller can redo the row exactly.
+/// One output row of a pooling, windows starting at input row `r0`, for
+/// both kinds: each value is `load`ed (itself for max, the average type for
+/// average) and the window reduced with `op` (max or `+`), down the rows
+/// first (one contiguous pass per row into `tmp`), then across columns into
+/// `orow` (the 2×2 stride-1 windows have their own paths).
 #[inline(always)]
-fn max_row<T: Pixel, const EXACT: bool>(
+fn reduce_row<T: Pixel, A: Copy>(
     ctx: &PoolCtx<'_, T>,
     r0: usize,
-    tmp: &mut Vec<T>,
-    orow: &mut [T],
-) -> bool {
-    let mx = |a: T, b: T| if EXACT { a.max_nan(b) } else { a.fast_max(b) };
-    let any_nan = |xs: &[T]| !EXACT && xs.iter().fold(false, |n, v| n | v.is_nan());
+    tmp: &mut Vec<A>,
+    orow: &mut [A],
+    load: impl Fn(T) -> A,
+    op: impl Fn(A, A) -> A,
+) {
     let (c, s, p) = (ctx.c, ctx.stride, ctx.size);
     let width = orow.len();
-    let mut nan = any_nan(ctx.row(r0));
     tmp.clear();
-    tmp.extend_from_slice(ctx.row(r0));
+    tmp.extend(ctx.row(r0).iter().map(|&x| load(x)));
     for di in 1..p {
-        let row = ctx.row(r0 + di);
-        nan |= any_nan(row);
-        for (t, &x) in tmp.iter_mut().zip(row) {
-            *t = mx(*t, x);
+        for (t, &x) in tmp.iter_mut().zip(ctx.row(r0 + di)) {
+            *t = op(*t, load(x));
         }
     }
     if s == 1 {
         orow.copy_from_slice(&tmp[..width]);
         for dj in 1..p {
             for (o, &t) in orow.iter_mut().zip(&tmp[dj * c..]) {
-                *o = mx(*o, t);
+                *o = op(*o, t);
             }
         }
     } else {
@@ -81,12 +76,32 @@ fn max_row<T: Pixel, const EXACT: bool>(
             for ch in 0..c {
                 let mut m = tmp[j * s * c + ch];
                 for dj in 1..p {
-                    m = mx(m, tmp[(j * s + dj) * c + ch]);
+                    m = op(m, tmp[(j * s + dj) * c + ch]);
                 }
                 orow[j * c + ch] = m;
             }
         }
     }
+}
+
+fn any_nan<T: Pixel>(xs: &[T]) -> bool {
+    xs.iter().fold(false, |n, v| n | v.is_nan())
+}
+
+/// One output row of a max pooling ([`reduce_row`]). With `EXACT` every
+/// comparison propagates NaN like `numpy.max`; without it the row uses one
+/// `max` instruction per comparison and returns whether the window rows hold
+/// a NaN, so the caller can redo the row exactly.
+#[inline(always)]
+fn max_row<T: Pixel, const EXACT: bool>(
+    ctx: &PoolCtx<'_, T>,
+    r0: usize,
+    tmp: &mut Vec<T>,
+    orow: &mut [T],
+) -> bool {
+    let nan = !EXACT && (r0..r0 + ctx.size).any(|r| any_nan(ctx.row(r)));
+    let mx = |a: T, b: T| if EXACT { a.max_nan(b) } else { a.fast_max(b) };
+    reduce_row(ctx, r0, tmp, orow, |x| x, mx);
     nan
 }
 
@@ -102,29 +117,40 @@ fn max_body<T: Pixel, const FMA: bool>(ctx: &PoolCtx<'_, T>, first: usize, out: 
     }
 }
 
-/// `out[k]` = max of the 2×2 window at output column `lo + k` of rows `a`, `b`
-/// (one element per channel). With `EXACT` NaN propagates like `numpy.max`;
-/// without it one `max` per comparison, and the result says whether the
-/// window's left columns held a NaN (the caller checks the last `c` columns).
+/// `out[k]` = the 2×2 window at output column `lo + k` of rows `a`, `b` (one
+/// element per channel), for both kinds: `finish(op(op(a0, b0), op(a1, b1)))`
+/// of the `load`ed values (max: itself, `max`, itself; average: the average
+/// type, `+`, divide by 4).
 #[inline(always)]
-fn max_2x2_part<T: Pixel, const EXACT: bool>(
+fn window_2x2<T: Pixel, A: Copy>(
     a: &[T],
     b: &[T],
     c: usize,
-    lo: usize,
-    out: &mut [MaybeUninit<T>],
-) -> bool {
-    let mx = |a: T, b: T| if EXACT { a.max_nan(b) } else { a.fast_max(b) };
+    out: &mut [MaybeUninit<A>],
+    load: impl Fn(T) -> A,
+    op: impl Fn(A, A) -> A,
+    finish: impl Fn(A) -> A,
+) {
     let n = out.len();
-    let (a0, a1) = (&a[lo..lo + n], &a[lo + c..lo + c + n]);
-    let (b0, b1) = (&b[lo..lo + n], &b[lo + c..lo + c + n]);
-    let mut nan = false;
+    let (a0, a1) = (&a[..n], &a[c..c + n]);
+    let (b0, b1) = (&b[..n], &b[c..c + n]);
     for (q, o) in out.iter_mut().enumerate() {
-        let (x0, y0) = (a0[q], b0[q]);
-        o.write(mx(mx(x0, y0), mx(a1[q], b1[q])));
-        nan |= !EXACT && (x0.is_nan() | y0.is_nan());
+        let left = op(load(a0[q]), load(b0[q]));
+        let right = op(load(a1[q]), load(b1[q]));
+        o.write(finish(op(left, right)));
     }
-    nan
+}
+
+/// [`window_2x2`] for max; with `EXACT` NaN propagates like `numpy.max`.
+#[inline(always)]
+fn max_2x2_row<T: Pixel, const EXACT: bool>(
+    a: &[T],
+    b: &[T],
+    c: usize,
+    out: &mut [MaybeUninit<T>],
+) {
+    let mx = |a: T, b: T| if EXACT { a.max_nan(b) } else { a.fast_max(b) };
+    window_2x2(a, b, c, out, |x| x, mx, |v| v);
 }
 
 /// Output rows `first, first + 1, …` of the 2×2 stride-1 max pooling, written
@@ -138,7 +164,6 @@ fn max_2x2_body<T: Pixel, const FMA: bool>(
 ) {
     let c = ctx.c;
     let width = ctx.wo * c;
-    let any_nan = |xs: &[T]| xs.iter().fold(false, |n, v| n | v.is_nan());
     let mut pairs = out.chunks_exact_mut(2 * width);
     let mut i = first;
     for pair in &mut pairs {
@@ -149,17 +174,18 @@ fn max_2x2_body<T: Pixel, const FMA: bool>(
             || any_nan(&b[width..])
             || any_nan(&d[width..])
         {
-            max_2x2_part::<T, true>(a, b, c, 0, o0);
-            max_2x2_part::<T, true>(b, d, c, 0, o1);
+            max_2x2_row::<T, true>(a, b, c, o0);
+            max_2x2_row::<T, true>(b, d, c, o1);
         }
         i += 2;
     }
     let orow = pairs.into_remainder();
     if !orow.is_empty() {
         let (a, b) = (ctx.row(i), ctx.row(i + 1));
-        let nan = max_2x2_part::<T, false>(a, b, c, 0, orow);
-        if nan || any_nan(&a[width..]) || any_nan(&b[width..]) {
-            max_2x2_part::<T, true>(a, b, c, 0, orow);
+        if any_nan(a) || any_nan(b) {
+            max_2x2_row::<T, true>(a, b, c, orow);
+        } else {
+            max_2x2_row::<T, false>(a, b, c, orow);
         }
     }
 }
@@ -196,37 +222,11 @@ fn max_2x2_pair<T: Pixel>(
 /// fused 2×2 path ([`avg_2x2_body`]). Integers are averaged in `f64`.
 #[inline(always)]
 fn avg_body<T: Pixel, const FMA: bool>(ctx: &PoolCtx<'_, T>, first: usize, out: &mut [T::Avg]) {
-    let (c, s, p) = (ctx.c, ctx.stride, ctx.size);
-    let width = ctx.wo * c;
-    let count = T::Avg::from_count(p * p);
+    let width = ctx.wo * ctx.c;
+    let count = T::Avg::from_count(ctx.size * ctx.size);
     let mut tmp: Vec<T::Avg> = Vec::new();
     for (i, orow) in (first..).zip(out.chunks_exact_mut(width)) {
-        let r0 = i * s;
-        tmp.clear();
-        tmp.extend(ctx.row(r0).iter().map(|x| x.to_avg()));
-        for di in 1..p {
-            for (t, &x) in tmp.iter_mut().zip(ctx.row(r0 + di)) {
-                *t = *t + x.to_avg();
-            }
-        }
-        if s == 1 {
-            orow.copy_from_slice(&tmp[..width]);
-            for dj in 1..p {
-                for (o, &t) in orow.iter_mut().zip(&tmp[dj * c..]) {
-                    *o = *o + t;
-                }
-            }
-        } else {
-            for j in 0..ctx.wo {
-                for ch in 0..c {
-                    let mut m = tmp[j * s * c + ch];
-                    for dj in 1..p {
-                        m = m + tmp[(j * s + dj) * c + ch];
-                    }
-                    orow[j * c + ch] = m;
-                }
-            }
-        }
+        reduce_row(ctx, i * ctx.stride, &mut tmp, orow, T::to_avg, |x, y| x + y);
         for o in orow.iter_mut() {
             *o = *o / count;
         }
@@ -243,17 +243,10 @@ fn avg_2x2_body<T: Pixel, const FMA: bool>(
     first: usize,
     out: &mut [MaybeUninit<T::Avg>],
 ) {
-    let c = ctx.c;
-    let width = ctx.wo * c;
     let count = T::Avg::from_count(4);
-    for (i, orow) in (first..).zip(out.chunks_exact_mut(width)) {
+    for (i, orow) in (first..).zip(out.chunks_exact_mut(ctx.wo * ctx.c)) {
         let (a, b) = (ctx.row(i), ctx.row(i + 1));
-        let (a0, a1, b0, b1) = (&a[..width], &a[c..c + width], &b[..width], &b[c..c + width]);
-        for (q, o) in orow.iter_mut().enumerate() {
-            let left = a0[q].to_avg() + b0[q].to_avg();
-            let right = a1[q].to_avg() + b1[q].to_avg();
-            o.write((left + right) / count);
-        }
+        window_2x2(a, b, ctx.c, orow, T::to_avg, |x, y| x + y, |v| v / count);
     }
 }
 

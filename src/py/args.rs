@@ -4,7 +4,10 @@
 //! (`#[pyo3(from_py_with = ...)]` or a call at the top of the wrapper), so
 //! `stride=1.5`, `p=None` or `epochs=-1` never surface as PyO3's own
 //! "'float' object cannot be interpreted as an integer" or an `OverflowError`.
+//! Array arguments are converted here too ([`array_like`]), with errors that
+//! name them.
 
+use numpy::{npyffi, PyUntypedArray, PY_ARRAY_API};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyFloat, PyString};
@@ -171,4 +174,105 @@ pub fn choice<'a>(obj: &Bound<'_, PyAny>, name: &str, accepted: &[&'a str]) -> P
         .find(|a| **a == s.as_ref())
         .copied()
         .ok_or_else(|| PyValueError::new_err(format!("{name} must be one of {list}, got {s:?}")))
+}
+
+/// `obj` as a numpy array, converted by numpy's C API (`PyArray_CheckFromAny`,
+/// what `numpy.asarray` runs, without importing numpy functions from Rust):
+/// arrays come back as they are when already aligned and in native byte
+/// order (views, negative strides and Fortran order included), otherwise as
+/// a copy; lists and other array-likes are converted. `c_contiguous` also
+/// asks for C order.
+///
+/// # Errors
+/// The conversion's `TypeError`/`ValueError`, with a message that names
+/// `name` (a ragged list, an object numpy cannot read).
+pub fn array_like<'py>(
+    obj: &Bound<'py, PyAny>,
+    name: &str,
+    c_contiguous: bool,
+) -> PyResult<Bound<'py, PyUntypedArray>> {
+    let py = obj.py();
+    let mut flags = npyffi::NPY_ARRAY_ALIGNED | npyffi::NPY_ARRAY_NOTSWAPPED;
+    if c_contiguous {
+        flags |= npyffi::NPY_ARRAY_C_CONTIGUOUS;
+    }
+    // SAFETY: `obj` is a live object; a NULL descriptor lets numpy choose the
+    // dtype; the result is a new reference or NULL with an exception set.
+    let ptr = unsafe {
+        PY_ARRAY_API.PyArray_CheckFromAny(
+            py,
+            obj.as_ptr(),
+            std::ptr::null_mut(),
+            0,
+            0,
+            flags,
+            std::ptr::null_mut(),
+        )
+    };
+    // SAFETY: `ptr` is the new reference (or NULL) returned just above.
+    let converted = unsafe { Bound::from_owned_ptr_or_err(py, ptr) };
+    match converted {
+        Ok(arr) => Ok(arr.cast_into::<PyUntypedArray>()?),
+        Err(e) if e.is_instance_of::<PyTypeError>(py) => Err(PyTypeError::new_err(format!(
+            "{name} must be an array-like of numbers, got {} ({}): {}",
+            short_repr(obj),
+            type_name(obj),
+            e.value(py)
+        ))),
+        Err(e) if e.is_instance_of::<PyValueError>(py) => Err(PyValueError::new_err(format!(
+            "{name} must be an array-like of numbers, got {} ({}): {}",
+            short_repr(obj),
+            type_name(obj),
+            e.value(py)
+        ))),
+        Err(e) => Err(e),
+    }
+}
+
+/// An exact integer (Python int or numpy integer, not bool) as `i128`, or
+/// `None` when `obj` is no integer; `name` is for the range error.
+///
+/// # Errors
+/// `ValueError` for integers outside `i128`.
+pub fn exact_int(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Option<i128>> {
+    let Some(index) = as_index(obj) else {
+        return Ok(None);
+    };
+    index.extract::<i128>().map(Some).map_err(|_| {
+        PyValueError::new_err(format!(
+            "{name} is too large an integer, got {}",
+            short_repr(obj)
+        ))
+    })
+}
+
+/// A pair of integers (a tuple, list or other sequence of two), each as
+/// [`int_in`] checks it.
+///
+/// # Errors
+/// `TypeError` for non-sequences (strings included) and non-integers,
+/// `ValueError` for sequences of another length or values out of range.
+pub fn int_pair(obj: &Bound<'_, PyAny>, name: &str, what: &str) -> PyResult<(i64, i64)> {
+    let items: Vec<Bound<'_, PyAny>> = if obj.is_instance_of::<PyString>() {
+        None
+    } else {
+        obj.extract().ok()
+    }
+    .ok_or_else(|| {
+        PyTypeError::new_err(format!(
+            "{name} must be a pair {what} of integers, got {} ({})",
+            short_repr(obj),
+            type_name(obj)
+        ))
+    })?;
+    match items.as_slice() {
+        [a, b] => Ok((
+            int_in(a, name, i64::MIN, i64::MAX)?,
+            int_in(b, name, i64::MIN, i64::MAX)?,
+        )),
+        other => Err(PyValueError::new_err(format!(
+            "{name} must be a pair {what}, got {} values",
+            other.len()
+        ))),
+    }
 }

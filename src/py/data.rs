@@ -2,20 +2,34 @@
 
 use std::path::PathBuf;
 
-use numpy::{IntoPyArray, PyArray1, PyArray2, PyArray4, PyReadonlyArray1};
+use numpy::{
+    IntoPyArray, PyArray1, PyArray2, PyArray4, PyArrayDescrMethods, PyReadonlyArrayDyn,
+    PyUntypedArrayMethods,
+};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::PyString;
 
+use super::args;
 use crate::data::{cifar, folds};
 use crate::Error;
 
 type PySplit<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>);
 type PyXY<'py> = (Bound<'py, PyArray4<u8>>, Bound<'py, PyArray2<u8>>);
 
-fn seed_u32(seed: i64) -> PyResult<u32> {
-    u32::try_from(seed).map_err(|_| {
-        Error::invalid(format!("seed must be between 0 and 2**32 - 1, got {seed}")).into()
-    })
+fn n_arg(obj: &Bound<'_, PyAny>) -> PyResult<usize> {
+    args::usize_in(obj, "n", 0, usize::MAX)
+}
+
+fn k_arg(obj: &Bound<'_, PyAny>) -> PyResult<usize> {
+    args::usize_in(obj, "k", 0, usize::MAX)
+}
+
+fn shuffle_arg(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+    args::flag(obj, "shuffle")
+}
+
+fn seed_arg(obj: &Bound<'_, PyAny>) -> PyResult<u32> {
+    args::int_in(obj, "seed", 0, i64::from(u32::MAX)).map(|s| s as u32)
 }
 
 fn to_py_splits(py: Python<'_>, splits: Vec<folds::Fold>) -> Vec<PySplit<'_>> {
@@ -52,42 +66,122 @@ fn to_py_splits(py: Python<'_>, splits: Vec<folds::Fold>) -> Vec<PySplit<'_>> {
 #[pyo3(signature = (n, k, shuffle=true, seed=42))]
 fn kfold_indices(
     py: Python<'_>,
-    n: usize,
-    k: usize,
-    shuffle: bool,
-    seed: i64,
+    #[pyo3(from_py_with = n_arg)] n: usize,
+    #[pyo3(from_py_with = k_arg)] k: usize,
+    #[pyo3(from_py_with = shuffle_arg)] shuffle: bool,
+    #[pyo3(from_py_with = seed_arg)] seed: u32,
 ) -> PyResult<Vec<PySplit<'_>>> {
-    let seed = seed_u32(seed)?;
     let splits = py.detach(|| folds::kfold(n, k, shuffle, seed))?;
     Ok(to_py_splits(py, splits))
 }
 
-/// Class codes for any label array-like of shape (N,) or (N, 1). The folds
-/// depend only on which samples share a class, so codes from `np.unique`
-/// give the same folds as the labels themselves, whatever their dtype.
+/// One label as a hashable key: its bytes for fixed-width dtypes (ints,
+/// bools, fixed-width strings, dates), floats with -0.0 made 0.0 and every
+/// NaN one NaN (as `numpy.unique` groups them), and ints, floats and strings
+/// of an object array by value.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum LabelKey {
+    Raw(Vec<u8>),
+    Int(i128),
+    Float(u64),
+    Text(String),
+}
+
+fn float_key(v: f64) -> LabelKey {
+    if v.is_nan() {
+        LabelKey::Float(f64::NAN.to_bits())
+    } else if v == 0.0 {
+        LabelKey::Int(0)
+    } else if v.fract() == 0.0 && v.abs() < 1e30 {
+        // 2.0 and 2 are one class, as numpy compares them.
+        LabelKey::Int(v as i128)
+    } else {
+        LabelKey::Float(v.to_bits())
+    }
+}
+
+/// Class codes (numbered by first appearance) for a label array-like of
+/// shape (N,) or (N, 1), of any dtype numpy can compare, computed here
+/// rather than by `numpy.unique`: the folds depend only on which samples
+/// share a class.
 fn label_codes(labels: &Bound<'_, PyAny>) -> PyResult<Vec<i64>> {
-    let py = labels.py();
-    let np = py.import("numpy")?;
-    let arr = np.call_method1("asarray", (labels,))?;
-    let shape: Vec<usize> = arr.getattr("shape")?.extract()?;
-    let arr = match shape.as_slice() {
-        [_] => arr,
-        [_, 1] => arr.call_method0("ravel")?,
-        _ => {
+    let arr = args::array_like(labels, "labels", true)?;
+    match arr.shape() {
+        [_] | [_, 1] => {}
+        shape => {
             return Err(Error::invalid(format!(
                 "labels must be 1-D (N,) or a column (N, 1), got shape {}",
-                crate::error::shape_str(&shape)
+                crate::error::shape_str(shape)
+            ))
+            .into())
+        }
+    }
+    let dtype = arr.dtype();
+    let (kind, size) = (dtype.kind(), dtype.itemsize());
+    let keys: Vec<LabelKey> = match kind {
+        b'f' if size == 4 => {
+            let a: PyReadonlyArrayDyn<'_, f32> = arr.extract()?;
+            a.as_array()
+                .iter()
+                .map(|&v| float_key(f64::from(v)))
+                .collect()
+        }
+        b'f' if size == 8 => {
+            let a: PyReadonlyArrayDyn<'_, f64> = arr.extract()?;
+            a.as_array().iter().map(|&v| float_key(v)).collect()
+        }
+        b'O' => {
+            let a: PyReadonlyArrayDyn<'_, Py<PyAny>> = arr.extract()?;
+            a.as_array()
+                .iter()
+                .map(|v| object_key(v.bind(labels.py())))
+                .collect::<PyResult<_>>()?
+        }
+        b'b' | b'i' | b'u' | b'U' | b'S' | b'M' | b'm' => {
+            // SAFETY: the array is C-contiguous and aligned (asked of
+            // `array_like`), so its `len * itemsize` bytes start at `data`;
+            // the GIL is held and nothing runs Python code while they are
+            // copied into owned keys.
+            let bytes = unsafe {
+                let raw = &*arr.as_array_ptr();
+                std::slice::from_raw_parts(
+                    raw.fields.data.cast::<u8>().cast_const(),
+                    arr.len() * size,
+                )
+            };
+            bytes
+                .chunks_exact(size.max(1))
+                .map(|b| LabelKey::Raw(b.to_vec()))
+                .collect()
+        }
+        _ => {
+            return Err(Error::invalid_type(format!(
+                "labels must be integers, floats, bools or strings, got dtype {dtype}"
             ))
             .into())
         }
     };
-    let kwargs = PyDict::new(py);
-    kwargs.set_item("return_inverse", true)?;
-    let (_, inverse): (Bound<'_, PyAny>, Bound<'_, PyAny>) =
-        np.call_method("unique", (arr,), Some(&kwargs))?.extract()?;
-    let codes = inverse.call_method1("astype", ("int64",))?;
-    let codes: PyReadonlyArray1<'_, i64> = codes.call_method0("ravel")?.extract()?;
-    Ok(codes.as_array().to_vec())
+    Ok(folds::codes_by_first_appearance(keys))
+}
+
+fn object_key(v: &Bound<'_, PyAny>) -> PyResult<LabelKey> {
+    if let Ok(s) = v.cast::<PyString>() {
+        return Ok(LabelKey::Text(s.to_cow()?.into_owned()));
+    }
+    if let Ok(Some(i)) = args::exact_int(v, "labels") {
+        return Ok(LabelKey::Int(i));
+    }
+    if let Ok(b) = v.cast::<pyo3::types::PyBool>() {
+        return Ok(LabelKey::Int(i128::from(b.is_true())));
+    }
+    if let Ok(f) = v.extract::<f64>() {
+        return Ok(float_key(f));
+    }
+    Err(Error::invalid_type(format!(
+        "labels must be integers, floats, bools or strings, got {}",
+        args::short_repr(v)
+    ))
+    .into())
 }
 
 /// Stratified k-fold ``(train, val)`` index pairs, equal to scikit-learn's
@@ -113,11 +207,10 @@ fn label_codes(labels: &Bound<'_, PyAny>) -> PyResult<Vec<i64>> {
 fn stratified_kfold_indices<'py>(
     py: Python<'py>,
     labels: &Bound<'py, PyAny>,
-    k: usize,
-    shuffle: bool,
-    seed: i64,
+    #[pyo3(from_py_with = k_arg)] k: usize,
+    #[pyo3(from_py_with = shuffle_arg)] shuffle: bool,
+    #[pyo3(from_py_with = seed_arg)] seed: u32,
 ) -> PyResult<Vec<PySplit<'py>>> {
-    let seed = seed_u32(seed)?;
     let codes = label_codes(labels)?;
     let splits = py.detach(|| folds::stratified_kfold(&codes, k, shuffle, seed))?;
     Ok(to_py_splits(py, splits))

@@ -6,7 +6,15 @@ use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2}
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use super::args;
 use crate::metrics;
+
+fn num_classes_arg(obj: &Bound<'_, PyAny>) -> PyResult<Option<usize>> {
+    if obj.is_none() {
+        return Ok(None);
+    }
+    args::usize_in(obj, "num_classes", 1, metrics::MAX_CLASSES).map(Some)
+}
 
 fn to_vec(a: &PyReadonlyArray1<'_, i64>) -> Vec<i64> {
     a.as_array().to_vec()
@@ -19,7 +27,8 @@ fn to_vec(a: &PyReadonlyArray1<'_, i64>) -> Vec<i64> {
 /// y_true, y_pred : numpy.ndarray
 ///     1-D int64 labels in ``0..num_classes``, same length.
 /// num_classes : int, optional
-///     Matrix size; default the largest label in either input plus one.
+///     Matrix size, at most 10 000; default the largest label in either
+///     input plus one.
 ///
 /// Returns
 /// -------
@@ -31,7 +40,7 @@ fn confusion_matrix<'py>(
     py: Python<'py>,
     y_true: PyReadonlyArray1<'py, i64>,
     y_pred: PyReadonlyArray1<'py, i64>,
-    num_classes: Option<usize>,
+    #[pyo3(from_py_with = num_classes_arg)] num_classes: Option<usize>,
 ) -> PyResult<Bound<'py, PyArray2<i64>>> {
     let (t, p) = (to_vec(&y_true), to_vec(&y_pred));
     let cm = py.detach(|| metrics::confusion_matrix(&t, &p, num_classes))?;
@@ -98,14 +107,14 @@ fn classification_scores<'py>(
     py: Python<'py>,
     y_true: PyReadonlyArray1<'py, i64>,
     y_pred: PyReadonlyArray1<'py, i64>,
-    num_classes: Option<usize>,
+    #[pyo3(from_py_with = num_classes_arg)] num_classes: Option<usize>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let (t, p) = (to_vec(&y_true), to_vec(&y_pred));
     let r = py.detach(|| metrics::classification_report(&t, &p, num_classes))?;
     let labels: Vec<i64> = r
         .labels
         .iter()
-        .map(|&l| i64::try_from(l).expect("label fits in i64"))
+        .map(|&l| l as i64) // labels are below MAX_CLASSES
         .collect();
     let (precision, recall, f1, support) = scores_to_py(py, r.scores);
     let out = PyDict::new(py);

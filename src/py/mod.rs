@@ -7,7 +7,9 @@ mod data;
 mod fileio;
 mod metrics;
 mod nn;
+mod nn_args;
 mod ops;
+mod progress;
 mod runtime;
 
 use pyo3::prelude::*;

@@ -3,271 +3,36 @@
 //! Arrays are extracted before the GIL is released; training runs detached and
 //! re-attaches only between batches to check for Ctrl-C and hand progress to
 //! the Python printer. libtorch panics are caught and raised as `TorchError`.
-//! See [`PyNetwork`] for the locking rule.
+//! See [`PyNetwork`] for the locking rule. One cohesive thing (the `Network`
+//! class, whose every method goes through that rule), hence its length; its
+//! argument parsing lives in `nn_args.rs` and its progress in `progress.rs`.
 
-use std::borrow::Cow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
-use std::time::{Duration, Instant};
 
 use ndarray::Array2;
-use numpy::{IntoPyArray, PyArray2, PyReadonlyArray1, PyReadonlyArray4, PyUntypedArrayMethods};
+use numpy::{IntoPyArray, PyArray2, PyReadonlyArray1};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyDict, PyTuple};
 
 use super::args;
 use crate::error::{Error, TorchError};
-use crate::nn::arch::{self, Layer, Plan, SpecArg};
-use crate::nn::input::{Images, Normalization, Pixels};
+use crate::nn::arch::{self, Plan};
+use crate::nn::input::Normalization;
 use crate::nn::model::{Model, ModelConfig, Snapshot};
 use crate::nn::optim::{OptimizerKind, OptimizerSpec, OPTIMIZERS};
-use crate::nn::precision::{Precision, PRECISIONS};
-use crate::nn::train::{BatchProgress, EpochLogs, FitConfig, LearningRates, Monitor, Tta};
+use crate::nn::precision::Precision;
+use crate::nn::train::{FitConfig, LearningRates, Tta};
 use crate::nn::{checkpoint, device};
 
-/// Images as numpy gave them: uint8 or float32 (N, H, W, C).
-enum ImageArg<'py> {
-    U8(PyReadonlyArray4<'py, u8>),
-    F32(PyReadonlyArray4<'py, f32>),
-}
-
-/// The images' pixels, borrowed when contiguous, else copied in order.
-enum Owned<'a> {
-    U8(Cow<'a, [u8]>),
-    F32(Cow<'a, [f32]>),
-}
-
-fn contiguous<T: Copy, D: ndarray::Dimension>(v: ndarray::ArrayView<'_, T, D>) -> Cow<'_, [T]> {
-    match v.to_slice() {
-        Some(s) => Cow::Borrowed(s),
-        None => Cow::Owned(v.iter().copied().collect()),
-    }
-}
-
-fn extract_images<'py>(x: &Bound<'py, PyAny>, what: &str) -> PyResult<ImageArg<'py>> {
-    if let Ok(a) = x.extract::<PyReadonlyArray4<'py, u8>>() {
-        return Ok(ImageArg::U8(a));
-    }
-    if let Ok(a) = x.extract::<PyReadonlyArray4<'py, f32>>() {
-        return Ok(ImageArg::F32(a));
-    }
-    Err(PyTypeError::new_err(format!(
-        "{what} must be a 4-D uint8 or float32 array (N, H, W, C)"
-    )))
-}
-
-impl ImageArg<'_> {
-    fn shape(&self) -> [usize; 4] {
-        let s = match self {
-            ImageArg::U8(a) => a.shape(),
-            ImageArg::F32(a) => a.shape(),
-        };
-        [s[0], s[1], s[2], s[3]]
-    }
-
-    fn owned(&self) -> Owned<'_> {
-        match self {
-            ImageArg::U8(a) => Owned::U8(contiguous(a.as_array())),
-            ImageArg::F32(a) => Owned::F32(contiguous(a.as_array())),
-        }
-    }
-}
-
-fn images<'a>(data: &'a Owned<'_>, shape: [usize; 4]) -> Images<'a> {
-    let pixels = match data {
-        Owned::U8(d) => Pixels::U8(d),
-        Owned::F32(d) => Pixels::F32(d),
-    };
-    Images { pixels, shape }
-}
-
-fn labels<'a>(y: &'a PyReadonlyArray1<'_, i64>) -> Cow<'a, [i64]> {
-    contiguous(y.as_array())
-}
-
-/// Progress for Python: checks Ctrl-C between batches and forwards progress
-/// to a printer object with `batch(...)` and `epoch_end(...)` methods. A
-/// Python exception (KeyboardInterrupt included) stops the work and is kept
-/// to be raised once the GIL is back.
-struct PyMonitor {
-    printer: Option<Py<PyAny>>,
-    error: Option<PyErr>,
-    last_draw: Option<Instant>,
-}
-
-const REDRAW: Duration = Duration::from_millis(100);
-
-impl PyMonitor {
-    fn new(printer: Option<Py<PyAny>>) -> Self {
-        PyMonitor {
-            printer,
-            error: None,
-            last_draw: None,
-        }
-    }
-
-    fn keep(&mut self, r: PyResult<()>) -> crate::Result<()> {
-        r.map_err(|e| {
-            self.error = Some(e);
-            Error::Interrupted
-        })
-    }
-
-    /// Turns the core's result into Python's, raising a kept exception first.
-    fn finish<T>(self, r: crate::Result<T>) -> PyResult<T> {
-        match (self.error, r) {
-            (Some(e), _) => Err(e),
-            (None, r) => r.map_err(PyErr::from),
-        }
-    }
-}
-
-impl Monitor for PyMonitor {
-    fn batch(&mut self, p: &BatchProgress) -> crate::Result<()> {
-        let last = p.batch + 1 == p.batches;
-        let due = self.last_draw.is_none_or(|t| t.elapsed() >= REDRAW);
-        let draw = match (&self.printer, p.metrics) {
-            (Some(_), Some(m)) if due || last => Some(m),
-            _ => None,
-        };
-        if draw.is_some() {
-            self.last_draw = Some(Instant::now());
-        }
-        let printer = self.printer.as_ref();
-        let r = Python::attach(|py| {
-            py.check_signals()?;
-            if let (Some(printer), Some((loss, acc))) = (printer, draw) {
-                printer.call_method1(
-                    py,
-                    "batch",
-                    (p.epoch + 1, p.epochs, p.batch + 1, p.batches, loss, acc),
-                )?;
-            }
-            Ok(())
-        });
-        self.keep(r)
-    }
-
-    fn epoch_end(&mut self, epoch: usize, epochs: usize, logs: &EpochLogs) -> crate::Result<()> {
-        let Some(printer) = self.printer.as_ref() else {
-            return Ok(());
-        };
-        let r = Python::attach(|py| {
-            let d = PyDict::new(py);
-            d.set_item("loss", logs.loss)?;
-            d.set_item("accuracy", logs.accuracy)?;
-            if let Some((l, a)) = logs.val {
-                d.set_item("val_loss", l)?;
-                d.set_item("val_accuracy", a)?;
-            }
-            printer.call_method1(py, "epoch_end", (epoch + 1, epochs, d, logs.seconds))?;
-            Ok(())
-        });
-        self.last_draw = None;
-        self.keep(r)
-    }
-}
-
-fn spec_arg(v: &Bound<'_, PyAny>, layer: usize) -> PyResult<SpecArg> {
-    if v.is_instance_of::<pyo3::types::PyBool>() {
-        return Err(Error::invalid(format!("layer {layer}: unexpected boolean argument")).into());
-    }
-    if let Ok(i) = v.extract::<i64>() {
-        return Ok(SpecArg::Int(i));
-    }
-    if let Ok(f) = v.extract::<f64>() {
-        return Ok(SpecArg::Float(f));
-    }
-    if let Ok(s) = v.extract::<String>() {
-        return Ok(SpecArg::Str(s));
-    }
-    Err(Error::invalid(format!(
-        "layer {layer}: arguments must be numbers or strings, got {}",
-        v.get_type().name()?
-    ))
-    .into())
-}
-
-/// A built-in name or a list of layer tuples, as layer specs.
-fn architecture_arg(a: &Bound<'_, PyAny>) -> PyResult<(String, Vec<Layer>)> {
-    if let Ok(name) = a.cast::<PyString>() {
-        let name = name.to_cow()?.into_owned();
-        let layers = arch::builtin(&name)?;
-        return Ok((name, layers));
-    }
-    let Ok(items) = a.try_iter() else {
-        return Err(PyTypeError::new_err(
-            "architecture must be a built-in name (str) or a list of layer tuples such as \
-             [(\"conv\", 32), (\"maxpool\", 2), (\"flatten\",), (\"dense\", 128)]",
-        ));
-    };
-    Ok(("custom_layers".to_string(), layer_list(items)?))
-}
-
-/// `augment=`: augmentation layer tuples put in front of the architecture.
-fn augment_arg(a: &Bound<'_, PyAny>) -> PyResult<Vec<Layer>> {
-    let items = match a.try_iter() {
-        Ok(items) if !a.is_instance_of::<PyString>() => items,
-        _ => {
-            return Err(PyTypeError::new_err(format!(
-                "augment must be a list of augmentation tuples such as \
-                 [(\"random_flip\", \"horizontal\"), (\"random_crop\", 4)], got {}",
-                args::short_repr(a)
-            )))
-        }
-    };
-    let layers = layer_list(items)?;
-    if let Some((i, l)) = layers
-        .iter()
-        .enumerate()
-        .find(|(_, l)| !l.is_augmentation())
-    {
-        return Err(Error::invalid(format!(
-            "augment[{i}] is not an augmentation ({l:?}); accepted: \"random_flip\", \
-             \"random_crop\", \"random_translation\", \"cutout\""
-        ))
-        .into());
-    }
-    Ok(layers)
-}
-
-/// Layer tuples as layer specs.
-fn layer_list(items: Bound<'_, pyo3::types::PyIterator>) -> PyResult<Vec<Layer>> {
-    let mut specs = Vec::new();
-    for (i, item) in items.enumerate() {
-        let item = item?;
-        let parts: Vec<Bound<'_, PyAny>> = if let Ok(s) = item.cast::<PyString>() {
-            vec![s.clone().into_any()]
-        } else if let Ok(t) = item.cast::<PyTuple>() {
-            t.iter().collect()
-        } else if let Ok(l) = item.cast::<PyList>() {
-            l.iter().collect()
-        } else {
-            return Err(Error::invalid(format!(
-                "layer {i}: each layer must be a tuple like (\"conv\", 32), got {}",
-                item.repr()?
-            ))
-            .into());
-        };
-        let Some((kind, args)) = parts.split_first() else {
-            return Err(Error::invalid(format!("layer {i}: empty layer tuple")).into());
-        };
-        let kind: String = kind.extract().map_err(|_| {
-            Error::invalid(format!(
-                "layer {i}: the first item must be the layer type (a str)"
-            ))
-        })?;
-        let args = args
-            .iter()
-            .map(|v| spec_arg(v, i))
-            .collect::<PyResult<_>>()?;
-        specs.push((kind.to_lowercase(), args));
-    }
-    Ok(arch::parse_specs(&specs)?)
-}
+use super::nn_args::{
+    architecture_arg, augment_arg, extract_images, images, labels, DeviceArg, ImageArg,
+    PrecisionArg, TtaArg,
+};
+use super::progress::PyMonitor;
 
 /// The payload of a caught panic, as text.
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -285,45 +50,6 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 fn thread_tag() -> usize {
     thread_local!(static TAG: u8 = const { 0 });
     TAG.with(|t| std::ptr::from_ref(t) as usize)
-}
-
-/// `"fp32" | "bf16" | "fp16" | "auto"`, parsed once at the boundary.
-struct PrecisionArg(Precision);
-
-impl<'a, 'py> FromPyObject<'a, 'py> for PrecisionArg {
-    type Error = PyErr;
-    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
-        let s = args::choice(&obj, "precision", &PRECISIONS)?;
-        Ok(PrecisionArg(Precision::parse(s)?))
-    }
-}
-
-/// `"auto" | "cpu" | "cuda" | "cuda:N"`, parsed once at the boundary.
-struct DeviceArg(tch::Device);
-
-impl<'a, 'py> FromPyObject<'a, 'py> for DeviceArg {
-    type Error = PyErr;
-    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
-        let Ok(s) = obj.cast::<PyString>() else {
-            return Err(PyTypeError::new_err(format!(
-                "device must be \"auto\", \"cpu\", \"cuda\" or \"cuda:N\", got {}",
-                args::short_repr(&obj)
-            )));
-        };
-        let s = s.to_cow()?;
-        Ok(DeviceArg(obj.py().detach(|| device::parse_device(&s))?))
-    }
-}
-
-/// `tta=None | "flip"`, parsed once at the boundary.
-struct TtaArg(Tta);
-
-impl<'a, 'py> FromPyObject<'a, 'py> for TtaArg {
-    type Error = PyErr;
-    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
-        args::choice(&obj, "tta", &["flip"])?;
-        Ok(TtaArg(Tta::Flip))
-    }
 }
 
 /// An opaque copy of a model's weights (`Network.snapshot()`), for `restore`.

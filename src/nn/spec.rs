@@ -1,0 +1,187 @@
+//! Layer specs as users write them (`("conv", 32)`, `("dropout", 0.2)`,
+//! `("random_crop", 4, "reflect")`, ...), parsed into [`Layer`]s with errors
+//! that name the layer and what it accepts.
+
+use super::arch::{Fill, FlipMode, Init, Layer};
+use crate::error::{Error, Result};
+
+/// One argument of a user-written layer spec, as the binding layer extracts it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SpecArg {
+    Int(i64),
+    Float(f64),
+    Str(String),
+}
+
+impl std::fmt::Display for SpecArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SpecArg::Int(v) => write!(f, "{v}"),
+            SpecArg::Float(v) => write!(f, "{v}"),
+            SpecArg::Str(v) => write!(f, "{v:?}"),
+        }
+    }
+}
+
+fn positive(
+    layer: usize,
+    what: &str,
+    arg: Option<&SpecArg>,
+    default: Option<usize>,
+) -> Result<usize> {
+    match (arg, default) {
+        (Some(SpecArg::Int(v)), _) if *v >= 1 => Ok(usize::try_from(*v).unwrap_or(usize::MAX)),
+        (None, Some(d)) => Ok(d),
+        (Some(other), _) => Err(Error::invalid(format!(
+            "layer {layer}: {what} must be a positive integer, got {other}"
+        ))),
+        (None, None) => Err(Error::invalid(format!("layer {layer}: {what} is required"))),
+    }
+}
+
+fn init_arg(layer: usize, arg: Option<&SpecArg>) -> Result<Init> {
+    match arg {
+        None => Ok(Init::HeUniform),
+        Some(SpecArg::Str(s)) if s == "he_uniform" => Ok(Init::HeUniform),
+        Some(SpecArg::Str(s)) if s == "glorot_uniform" => Ok(Init::GlorotUniform),
+        Some(other) => Err(Error::invalid(format!(
+            "layer {layer}: initializer must be \"he_uniform\" or \"glorot_uniform\", got {other}"
+        ))),
+    }
+}
+
+fn parse_augmentation(i: usize, kind: &str, args: &[SpecArg]) -> Result<Layer> {
+    let non_negative = |what: &str, arg: Option<&SpecArg>| match arg {
+        Some(SpecArg::Int(v)) if *v >= 0 => Ok(usize::try_from(*v).unwrap_or(usize::MAX)),
+        other => Err(Error::invalid(format!(
+            "layer {i}: {what} must be an integer >= 0, got {}",
+            other.map_or("nothing".to_string(), ToString::to_string)
+        ))),
+    };
+    Ok(match kind {
+        "random_flip" => Layer::RandomFlip {
+            mode: match args.first() {
+                None => FlipMode::HorizontalAndVertical,
+                Some(SpecArg::Str(s)) if s == "horizontal" => FlipMode::Horizontal,
+                Some(SpecArg::Str(s)) if s == "vertical" => FlipMode::Vertical,
+                Some(SpecArg::Str(s)) if s == "horizontal_and_vertical" => {
+                    FlipMode::HorizontalAndVertical
+                }
+                Some(other) => {
+                    return Err(Error::invalid(format!(
+                        "layer {i}: random_flip mode must be \"horizontal\", \"vertical\" or \
+                         \"horizontal_and_vertical\", got {other}"
+                    )))
+                }
+            },
+        },
+        "random_crop" => {
+            if args.len() > 2 {
+                return Err(Error::invalid(format!(
+                    "layer {i}: \"random_crop\" takes (pad) or (pad, \"zeros\"|\"reflect\")"
+                )));
+            }
+            Layer::RandomCrop {
+                pad: non_negative("random_crop pad", args.first())?,
+                fill: match args.get(1) {
+                    None => Fill::Zeros,
+                    Some(SpecArg::Str(s)) if s == "zeros" || s == "constant" => Fill::Zeros,
+                    Some(SpecArg::Str(s)) if s == "reflect" => Fill::Reflect,
+                    Some(other) => {
+                        return Err(Error::invalid(format!(
+                        "layer {i}: random_crop fill must be \"zeros\" or \"reflect\", got {other}"
+                    )))
+                    }
+                },
+            }
+        }
+        "random_translation" => Layer::RandomTranslation {
+            fraction: match args.first() {
+                Some(SpecArg::Float(f)) => *f,
+                Some(SpecArg::Int(v)) => *v as f64,
+                _ => f64::NAN,
+            },
+        },
+        _ => Layer::Cutout {
+            size: non_negative("cutout size", args.first())?,
+        },
+    })
+}
+
+/// Parses user layer specs such as `("conv", 32)`, `("conv", 64, 5)`,
+/// `("maxpool", 2)`, `("avgpool", 2)`, `("dropout", 0.2)`, `("batchnorm",)`,
+/// `("flatten",)`, `("dense", 128)`; conv and dense take an optional
+/// initializer name last ("he_uniform", the default, or "glorot_uniform").
+///
+/// # Errors
+/// `InvalidArgument` naming the layer index and what is accepted.
+pub fn parse_specs(specs: &[(String, Vec<SpecArg>)]) -> Result<Vec<Layer>> {
+    if specs.is_empty() {
+        return Err(Error::invalid("architecture must list at least one layer"));
+    }
+    let mut layers = Vec::with_capacity(specs.len());
+    for (i, (kind, args)) in specs.iter().enumerate() {
+        let max_args = match kind.as_str() {
+            "conv" | "random_crop" => 3,
+            "dense" => 2,
+            "maxpool" | "avgpool" | "dropout" | "random_flip" | "random_translation" | "cutout" => 1,
+            "batchnorm" | "flatten" => 0,
+            other => {
+                return Err(Error::invalid(format!(
+                    "layer {i}: unknown layer type {other:?}; accepted: \"conv\", \"maxpool\", \
+                     \"avgpool\", \"dropout\", \"batchnorm\", \"flatten\", \"dense\", and the \
+                     augmentations \"random_flip\", \"random_crop\", \"random_translation\", \"cutout\""
+                )))
+            }
+        };
+        if args.len() > max_args {
+            return Err(Error::invalid(format!(
+                "layer {i}: {kind:?} takes at most {max_args} argument(s), got {}",
+                args.len()
+            )));
+        }
+        let layer = match kind.as_str() {
+            "conv" => {
+                let (ks, init) = match args.get(1) {
+                    Some(SpecArg::Str(_)) => (None, args.get(1)),
+                    ks => (ks, args.get(2)),
+                };
+                Layer::Conv {
+                    filters: positive(i, "conv filters", args.first(), None)?,
+                    kernel_size: positive(i, "conv kernel size", ks, Some(3))?,
+                    init: init_arg(i, init)?,
+                }
+            }
+            "dense" => Layer::Dense {
+                units: positive(i, "dense units", args.first(), None)?,
+                init: init_arg(i, args.get(1))?,
+            },
+            "maxpool" => Layer::MaxPool {
+                size: positive(i, "pool size", args.first(), Some(2))?,
+            },
+            "avgpool" => Layer::AvgPool {
+                size: positive(i, "pool size", args.first(), Some(2))?,
+            },
+            "dropout" => {
+                let rate = match args.first() {
+                    Some(SpecArg::Float(r)) => *r,
+                    Some(SpecArg::Int(r)) => *r as f64,
+                    _ => -1.0,
+                };
+                if !(0.0..1.0).contains(&rate) {
+                    return Err(Error::invalid(format!(
+                        "layer {i}: dropout rate must be a number in [0, 1), got {}",
+                        args.first()
+                            .map_or("nothing".to_string(), ToString::to_string)
+                    )));
+                }
+                Layer::Dropout { rate }
+            }
+            "batchnorm" => Layer::BatchNorm,
+            "flatten" => Layer::Flatten,
+            _ => parse_augmentation(i, kind, args)?,
+        };
+        layers.push(layer);
+    }
+    Ok(layers)
+}

@@ -1,0 +1,217 @@
+//! What `Network`'s arguments become: images and labels borrowed from numpy,
+//! layer specs, and the fixed-choice arguments (device, precision, tta) parsed
+//! once into Rust enums by `FromPyObject`.
+
+use std::borrow::Cow;
+
+use numpy::{PyReadonlyArray1, PyReadonlyArray4, PyUntypedArrayMethods};
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyList, PyString, PyTuple};
+
+use super::args;
+use crate::error::Error;
+use crate::nn::arch::{self, Layer, SpecArg};
+use crate::nn::device;
+use crate::nn::input::{Images, Pixels};
+use crate::nn::precision::{Precision, PRECISIONS};
+use crate::nn::train::Tta;
+
+/// Images as numpy gave them: uint8 or float32 (N, H, W, C).
+pub(super) enum ImageArg<'py> {
+    U8(PyReadonlyArray4<'py, u8>),
+    F32(PyReadonlyArray4<'py, f32>),
+}
+
+/// The images' pixels, borrowed when contiguous, else copied in order.
+pub(super) enum Owned<'a> {
+    U8(Cow<'a, [u8]>),
+    F32(Cow<'a, [f32]>),
+}
+
+pub(super) fn contiguous<T: Copy, D: ndarray::Dimension>(
+    v: ndarray::ArrayView<'_, T, D>,
+) -> Cow<'_, [T]> {
+    match v.to_slice() {
+        Some(s) => Cow::Borrowed(s),
+        None => Cow::Owned(v.iter().copied().collect()),
+    }
+}
+
+pub(super) fn extract_images<'py>(x: &Bound<'py, PyAny>, what: &str) -> PyResult<ImageArg<'py>> {
+    if let Ok(a) = x.extract::<PyReadonlyArray4<'py, u8>>() {
+        return Ok(ImageArg::U8(a));
+    }
+    if let Ok(a) = x.extract::<PyReadonlyArray4<'py, f32>>() {
+        return Ok(ImageArg::F32(a));
+    }
+    Err(PyTypeError::new_err(format!(
+        "{what} must be a 4-D uint8 or float32 array (N, H, W, C)"
+    )))
+}
+
+impl ImageArg<'_> {
+    pub(super) fn shape(&self) -> [usize; 4] {
+        let s = match self {
+            ImageArg::U8(a) => a.shape(),
+            ImageArg::F32(a) => a.shape(),
+        };
+        [s[0], s[1], s[2], s[3]]
+    }
+
+    pub(super) fn owned(&self) -> Owned<'_> {
+        match self {
+            ImageArg::U8(a) => Owned::U8(contiguous(a.as_array())),
+            ImageArg::F32(a) => Owned::F32(contiguous(a.as_array())),
+        }
+    }
+}
+
+pub(super) fn images<'a>(data: &'a Owned<'_>, shape: [usize; 4]) -> Images<'a> {
+    let pixels = match data {
+        Owned::U8(d) => Pixels::U8(d),
+        Owned::F32(d) => Pixels::F32(d),
+    };
+    Images { pixels, shape }
+}
+
+pub(super) fn labels<'a>(y: &'a PyReadonlyArray1<'_, i64>) -> Cow<'a, [i64]> {
+    contiguous(y.as_array())
+}
+
+pub(super) fn spec_arg(v: &Bound<'_, PyAny>, layer: usize) -> PyResult<SpecArg> {
+    if v.is_instance_of::<pyo3::types::PyBool>() {
+        return Err(Error::invalid(format!("layer {layer}: unexpected boolean argument")).into());
+    }
+    if let Ok(i) = v.extract::<i64>() {
+        return Ok(SpecArg::Int(i));
+    }
+    if let Ok(f) = v.extract::<f64>() {
+        return Ok(SpecArg::Float(f));
+    }
+    if let Ok(s) = v.extract::<String>() {
+        return Ok(SpecArg::Str(s));
+    }
+    Err(Error::invalid(format!(
+        "layer {layer}: arguments must be numbers or strings, got {}",
+        v.get_type().name()?
+    ))
+    .into())
+}
+
+/// A built-in name or a list of layer tuples, as layer specs.
+pub(super) fn architecture_arg(a: &Bound<'_, PyAny>) -> PyResult<(String, Vec<Layer>)> {
+    if let Ok(name) = a.cast::<PyString>() {
+        let name = name.to_cow()?.into_owned();
+        let layers = arch::builtin(&name)?;
+        return Ok((name, layers));
+    }
+    let Ok(items) = a.try_iter() else {
+        return Err(PyTypeError::new_err(
+            "architecture must be a built-in name (str) or a list of layer tuples such as \
+             [(\"conv\", 32), (\"maxpool\", 2), (\"flatten\",), (\"dense\", 128)]",
+        ));
+    };
+    Ok(("custom_layers".to_string(), layer_list(items)?))
+}
+
+/// `augment=`: augmentation layer tuples put in front of the architecture.
+pub(super) fn augment_arg(a: &Bound<'_, PyAny>) -> PyResult<Vec<Layer>> {
+    let items = match a.try_iter() {
+        Ok(items) if !a.is_instance_of::<PyString>() => items,
+        _ => {
+            return Err(PyTypeError::new_err(format!(
+                "augment must be a list of augmentation tuples such as \
+                 [(\"random_flip\", \"horizontal\"), (\"random_crop\", 4)], got {}",
+                args::short_repr(a)
+            )))
+        }
+    };
+    let layers = layer_list(items)?;
+    if let Some((i, l)) = layers
+        .iter()
+        .enumerate()
+        .find(|(_, l)| !l.is_augmentation())
+    {
+        return Err(Error::invalid(format!(
+            "augment[{i}] is not an augmentation ({l:?}); accepted: \"random_flip\", \
+             \"random_crop\", \"random_translation\", \"cutout\""
+        ))
+        .into());
+    }
+    Ok(layers)
+}
+
+/// Layer tuples as layer specs.
+pub(super) fn layer_list(items: Bound<'_, pyo3::types::PyIterator>) -> PyResult<Vec<Layer>> {
+    let mut specs = Vec::new();
+    for (i, item) in items.enumerate() {
+        let item = item?;
+        let parts: Vec<Bound<'_, PyAny>> = if let Ok(s) = item.cast::<PyString>() {
+            vec![s.clone().into_any()]
+        } else if let Ok(t) = item.cast::<PyTuple>() {
+            t.iter().collect()
+        } else if let Ok(l) = item.cast::<PyList>() {
+            l.iter().collect()
+        } else {
+            return Err(Error::invalid(format!(
+                "layer {i}: each layer must be a tuple like (\"conv\", 32), got {}",
+                item.repr()?
+            ))
+            .into());
+        };
+        let Some((kind, args)) = parts.split_first() else {
+            return Err(Error::invalid(format!("layer {i}: empty layer tuple")).into());
+        };
+        let kind: String = kind.extract().map_err(|_| {
+            Error::invalid(format!(
+                "layer {i}: the first item must be the layer type (a str)"
+            ))
+        })?;
+        let args = args
+            .iter()
+            .map(|v| spec_arg(v, i))
+            .collect::<PyResult<_>>()?;
+        specs.push((kind.to_lowercase(), args));
+    }
+    Ok(arch::parse_specs(&specs)?)
+}
+
+/// `"fp32" | "bf16" | "fp16" | "auto"`, parsed once at the boundary.
+pub(super) struct PrecisionArg(pub(super) Precision);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for PrecisionArg {
+    type Error = PyErr;
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let s = args::choice(&obj, "precision", &PRECISIONS)?;
+        Ok(PrecisionArg(Precision::parse(s)?))
+    }
+}
+
+/// `"auto" | "cpu" | "cuda" | "cuda:N"`, parsed once at the boundary.
+pub(super) struct DeviceArg(pub(super) tch::Device);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for DeviceArg {
+    type Error = PyErr;
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let Ok(s) = obj.cast::<PyString>() else {
+            return Err(PyTypeError::new_err(format!(
+                "device must be \"auto\", \"cpu\", \"cuda\" or \"cuda:N\", got {}",
+                args::short_repr(&obj)
+            )));
+        };
+        let s = s.to_cow()?;
+        Ok(DeviceArg(obj.py().detach(|| device::parse_device(&s))?))
+    }
+}
+
+/// `tta=None | "flip"`, parsed once at the boundary.
+pub(super) struct TtaArg(pub(super) Tta);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for TtaArg {
+    type Error = PyErr;
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        args::choice(&obj, "tta", &["flip"])?;
+        Ok(TtaArg(Tta::Flip))
+    }
+}

@@ -116,6 +116,14 @@ def test_digits_study_learns(demo):
     # Even the quick run's few epochs separate the 8×8 digits well.
     assert report["section2"]["test"]["accuracy"] >= 0.8
     assert report["section2"]["grid_search"]["best_score"] >= 0.8
+    recipe = report["section2"]["training_recipe"]
+    assert recipe["augment"] == [["cutout", 2]] and recipe["lr_schedule"] == "cosine"
+    for name in ("plain", "recipe"):
+        assert recipe[name]["test_accuracy"] >= 0.8
+        assert recipe[name]["gap"] == pytest.approx(
+            recipe[name]["train_accuracy"] - recipe[name]["val_accuracy"]
+        )
+    assert recipe["summary"].startswith("With augmentation (cutout)")
 
 
 def test_every_figure_is_a_real_png(demo):
@@ -128,6 +136,7 @@ def test_every_figure_is_a_real_png(demo):
         "kernel_1.png",
         "training_images.png",
         "training_curves.png",
+        "training_recipe.png",
         "confusion_matrix.png",
         "class_scores.png",
         "cv_accuracy.png",

@@ -90,7 +90,7 @@ def test_every_architecture_trains_a_few_steps(arch):
     y = rng.integers(0, 4, 40)
     m = cnnrs.Model(arch, device="cpu", seed=1)
     h = m.fit(x, y, epochs=2, batch_size=16, verbose=0)
-    assert set(h) == {"loss", "accuracy"}
+    assert set(h) == {"loss", "accuracy", "learning_rate"}
     assert len(h["loss"]) == 2 and all(np.isfinite(h["loss"]))
     p = m.predict(x)
     assert p.shape == (40, 4) and p.dtype == np.float32
@@ -146,7 +146,7 @@ def test_learns_digits_and_keras_history(digits):
     h = m.fit(
         x[:1500], y[:1500], epochs=4, batch_size=32, validation_data=(x[1500:], y[1500:]), verbose=0
     )
-    assert list(h) == ["loss", "accuracy", "val_loss", "val_accuracy"]
+    assert list(h) == ["loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"]
     assert all(len(v) == 4 for v in h.values())
     assert h["loss"][-1] < h["loss"][0]
     scores = m.evaluate(x[1500:], y[1500:])

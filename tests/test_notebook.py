@@ -31,6 +31,8 @@ print({MARKER!r} + _json.dumps({{
     "best_params": best_params,
     "best_cv_accuracy": search["best_score"],
     "test_accuracy": test["accuracy"],
+    "recipe": {{k: recipe[k]["test_accuracy"] for k in ("plain", "recipe")}},
+    "recipe_epochs": recipe["recipe"]["epochs_run"],
     "confusion_matrix": cm.tolist(),
     "hardest_classes": [h["class"] for h in hardest],
     "photo_class": guess["class_name"],
@@ -79,6 +81,7 @@ def test_notebook_shares_the_studys_steps_and_shows_no_test_harness():
         "study.hardest_classes(",
         "study.most_confused(",
         "study.write_test_image(",
+        "study.compare_training_recipes(",
     ):
         assert step in code, step
     text = "\n".join(c.source for c in read_notebook().cells)
@@ -149,6 +152,8 @@ def test_notebook_runs_in_quick_mode(executed):
     assert set(result["hardest_classes"]) <= set(names) and len(result["hardest_classes"]) == 3
     assert result["photo_class"] in names
     assert result["photo_max"] >= 200  # a visible digit, not an almost black square
+    assert all(a >= 0.8 for a in result["recipe"].values()), result["recipe"]
+    assert 1 <= result["recipe_epochs"] <= 6  # early stopping within twice the 3 epochs
 
 
 def test_notebook_shows_its_figures_and_no_errors(executed):
@@ -161,5 +166,5 @@ def test_notebook_shows_its_figures_and_no_errors(executed):
             if output.output_type in ("display_data", "execute_result"):
                 images += "image/png" in output.get("data", {})
     # photo, 6 kernels, training images, 2 training-curve plots, confusion matrix,
-    # class scores and the classified photo
-    assert images >= 13
+    # class scores, the plain-vs-recipe curves and the classified photo
+    assert images >= 14

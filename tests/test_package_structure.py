@@ -159,7 +159,10 @@ def test_stub_checker_reports_drift(tmp_path):
         )
         .replace("def save(self, path: str)", "def save(self, *, path: str)")
         .replace("    def abort(self) -> None:", "    def abort(self, now: bool) -> None:")
-        .replace("seed: int = 0,", "seed: int = 1,")
+        .replace(
+            "n: int, k: int, shuffle: bool = True, seed: int = 42",
+            "n: int, k: int, shuffle: bool = True, seed: int = 1",
+        )
         + "\ndef removed_long_ago() -> None: ...\n"
     )
     path = tmp_path / "_core.pyi"

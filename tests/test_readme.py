@@ -31,3 +31,14 @@ def test_quickstart_runs(tmp_path, monkeypatch):
     exec(compile(block.group(1), "README.md", "exec"), namespace)
     assert (tmp_path / "digits.safetensors").exists()
     assert namespace["model"].evaluate(namespace["x_test"], namespace["y_test"])["accuracy"] > 0.5
+
+
+def test_training_options_example_runs(tmp_path, monkeypatch):
+    block = re.search(r"### Training options\n\n.*?```python\n(.*?)```", README, re.S)
+    assert block, "README has a Training options python block"
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(block.group(1), "README.md", "exec"), namespace)
+    assert (tmp_path / "best.safetensors").exists()
+    assert len(namespace["history"]["learning_rate"]) >= 1
+    assert namespace["probs"].shape == (len(namespace["x_test"]), 10)

@@ -119,7 +119,7 @@ def test_grid_search_refits_the_best_on_all_data(digits):
         (lambda x, y: cnnrs.grid_search([], x, y, verbose=0), ValueError, "empty"),
         (lambda x, y: cnnrs.grid_search({"epochs": []}, x, y, verbose=0), ValueError, "empty"),
         (
-            lambda x, y: cnnrs.grid_search({"optimizer": ["sgd"]}, x, y, verbose=0),
+            lambda x, y: cnnrs.grid_search({"optimiser": ["sgd"]}, x, y, verbose=0),
             ValueError,
             "unknown parameter",
         ),
@@ -188,9 +188,14 @@ def test_data_is_converted_once_and_not_copied_again(digits, monkeypatch):
         num_classes = None
         class_names = None
 
-        def fit(self, xa, ya, **kwargs):
+        def begin_fit(self, xa, ya, **kwargs):
             calls.append((xa, ya, kwargs))
-            return {"loss": [1.0], "accuracy": [0.5]}
+
+        def fit_epoch(self, epoch, epochs, **kwargs):
+            return {"loss": 1.0, "accuracy": 0.5}
+
+        def end_fit(self):
+            pass
 
     model = cnnrs.Model("custom", device="cpu", seed=0)
     monkeypatch.setattr(model, "_net", Recorder())
@@ -199,7 +204,7 @@ def test_data_is_converted_once_and_not_copied_again(digits, monkeypatch):
     assert xa is x or np.shares_memory(xa, x)  # uint8, contiguous: passed through
     assert ya is y or np.shares_memory(ya, y)  # int64 labels: passed through
     assert set(kwargs) == {
-        "num_classes", "epochs", "batch_size", "validation_x", "validation_y", "shuffle", "printer"
+        "num_classes", "batch_size", "validation_x", "validation_y", "shuffle"
     }  # fmt: skip
 
     f32 = x.astype(np.float32)

@@ -106,3 +106,23 @@ def test_report_files_are_written_whole(tmp_path):
     report.write_bytes(tmp_path / "x.json", json.dumps({"k": 1}).encode())
     assert json.loads((tmp_path / "x.json").read_text()) == {"k": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.png", "x.json"]
+
+
+def test_compare_training_recipes_trains_both_on_the_same_split():
+    (x, y), (xt, yt), _ = study.load_dataset("digits")
+    params = {"architecture": "custom", "epochs": 2, "learning_rate": 1e-3, "device": "cpu"}
+    r = study.compare_training_recipes(
+        params, x[:300], y[:300], xt[:100], yt[:100], augment=[("cutout", 2)], patience=1
+    )
+    plain, recipe = r["plain"], r["recipe"]
+    assert plain["epochs_run"] == 2 and plain["best_epoch"] == 2
+    assert 1 <= recipe["best_epoch"] <= recipe["epochs_run"] <= 4
+    assert plain["history"]["learning_rate"] == [1e-3, 1e-3]
+    assert recipe["history"]["learning_rate"][0] < 1e-3  # cosine, per step
+    assert r["epochs"] == {"plain": 2, "recipe": 4} and r["validation_split"] == 0.2
+    for run in (plain, recipe):
+        assert run["gap"] == pytest.approx(run["train_accuracy"] - run["val_accuracy"])
+        assert 0 <= run["test_accuracy"] <= 1
+    assert "test accuracy went from" in r["summary"]
+    assert study.AUGMENTATIONS["cifar10"][0] == ("random_flip", "horizontal")
+    assert not any(layer[0] == "random_flip" for layer in study.AUGMENTATIONS["digits"])

@@ -209,8 +209,12 @@ def classification_scores(
 
 def architectures() -> list[str]: ...
 
+class WeightsSnapshot:
+    """An opaque copy of every weight and batch-norm statistic of a ``Network``, kept
+    on its device; ``Network.restore`` puts it back."""
+
 class Network:
-    """The Rust network behind ``cnnrs.Model`` (weights, Adam state, normalisation)."""
+    """The Rust network behind ``cnnrs.Model`` (weights, optimiser state, normalisation)."""
 
     def __init__(
         self,
@@ -220,6 +224,12 @@ class Network:
         seed: int | None = None,
         *,
         precision: str | None = None,
+        optimizer: str | None = None,
+        momentum: float | None = None,
+        nesterov: bool | None = None,
+        weight_decay: float | None = None,
+        label_smoothing: float | None = None,
+        augment: Sequence[Sequence[Any]] | None = None,
     ) -> None: ...
     def build(self, input_shape: tuple[int, int, int], num_classes: int) -> None: ...
     def fit(
@@ -235,9 +245,41 @@ class Network:
         shuffle: bool | None = None,
         printer: Any = None,
     ) -> dict[str, list[float]]: ...
-    def evaluate(self, x: npt.NDArray[Any], y: npt.NDArray[np.int64]) -> tuple[float, float]: ...
+    def begin_fit(
+        self,
+        x: npt.NDArray[Any],
+        y: npt.NDArray[np.int64],
+        *,
+        num_classes: int,
+        batch_size: int,
+        validation_x: npt.NDArray[Any] | None = None,
+        validation_y: npt.NDArray[np.int64] | None = None,
+        shuffle: bool | None = None,
+    ) -> None:
+        """Builds the model if needed, fits the normalisation on the first fit and
+        uploads the data to the device once, for ``fit_epoch``."""
+    def fit_epoch(
+        self,
+        epoch: int,
+        epochs: int,
+        *,
+        learning_rates: float | Sequence[float],
+        printer: Any = None,
+    ) -> dict[str, float]:
+        """One epoch (0-based ``epoch`` of ``epochs``) at one rate, or one rate per
+        batch; returns ``{"loss", "accuracy"[, "val_loss", "val_accuracy"]}``."""
+    @property
+    def batches_per_epoch(self) -> int | None:
+        """Batches per epoch of the fit in progress (None outside a fit)."""
+    def end_fit(self) -> None:
+        """Frees the device copies of ``begin_fit``; idempotent."""
+    def snapshot(self) -> WeightsSnapshot: ...
+    def restore(self, snapshot: WeightsSnapshot) -> None: ...
+    def evaluate(
+        self, x: npt.NDArray[Any], y: npt.NDArray[np.int64], *, tta: str | None = None
+    ) -> tuple[float, float]: ...
     def predict(
-        self, x: npt.NDArray[Any], batch_size: int | None = None
+        self, x: npt.NDArray[Any], batch_size: int | None = None, *, tta: str | None = None
     ) -> npt.NDArray[np.float32]: ...
     def save(self, path: str) -> None: ...
     @staticmethod
@@ -250,6 +292,16 @@ class Network:
     def device(self) -> str: ...
     @property
     def precision(self) -> str: ...
+    @property
+    def optimizer(self) -> str: ...
+    @property
+    def momentum(self) -> float: ...
+    @property
+    def nesterov(self) -> bool: ...
+    @property
+    def weight_decay(self) -> float: ...
+    @property
+    def label_smoothing(self) -> float: ...
     @property
     def seed(self) -> int: ...
     @property

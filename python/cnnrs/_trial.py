@@ -9,6 +9,7 @@ without touching this module.
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -114,25 +115,36 @@ def fit_and_score(
 
     ``x`` and ``y`` are the prepared arrays (uint8/float32 images, int64 labels), so
     the only copies are the two index selections. Returns ``{"accuracy", "loss",
-    "history"}``: the score is the last epoch's ``val_accuracy`` / ``val_loss``,
-    which is what ``model.evaluate(x[val_idx], y[val_idx])`` gives for the trained
-    model (same network, same normalisation, inference mode).
+    "history"}``.
+
+    The model is scored by ``model.evaluate(x[val_idx], y[val_idx])`` at the end of
+    training. Without callbacks or ``validation_split`` that is the last epoch's
+    ``val_accuracy`` / ``val_loss`` (same network, same normalisation, inference
+    mode), taken from the history. ``callbacks`` are deep-copied, so every trial
+    starts from fresh callback state. With ``validation_split`` the callbacks watch
+    the last part of the fold's *training* images and the held-out part is only
+    used for the score; without it they watch the held-out part itself.
     """
     model_kw, fit_kw = split_params(params)
     model_kw.setdefault("seed", seed)
+    if fit_kw.get("callbacks") is not None:
+        fit_kw["callbacks"] = copy.deepcopy(list(fit_kw["callbacks"]))
     model = Model(**model_kw)
     model.build(x.shape[1:], num_classes)
     printer = FoldProgress(fold[0], fold[1], verbose) if verbose else None
+    inner_split = bool(fit_kw.get("validation_split"))
     history = model.fit(
         x[train_idx],
         y[train_idx],
-        validation_data=(x[val_idx], y[val_idx]),
+        validation_data=None if inner_split else (x[val_idx], y[val_idx]),
         verbose=0,
         progress=printer,
         **fit_kw,
     )
-    return {
-        "accuracy": history["val_accuracy"][-1],
-        "loss": history["val_loss"][-1],
-        "history": history,
-    }
+    if inner_split or fit_kw.get("callbacks"):
+        # Callbacks may have restored earlier weights or stopped early: score the model.
+        scores = model.evaluate(x[val_idx], y[val_idx])
+        accuracy, loss = scores["accuracy"], scores["loss"]
+    else:
+        accuracy, loss = history["val_accuracy"][-1], history["val_loss"][-1]
+    return {"accuracy": accuracy, "loss": loss, "history": history}

@@ -7,21 +7,33 @@ prints; building, training, evaluation and saving happen in ``cnnrs._core``.
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Callable, Union
 
 import numpy as np
 
-from . import _core
+from . import _core, schedules
 from ._arrays import as_images, as_labels, check_count, class_count
 from ._progress import KerasProgress
+from .callbacks import Callback, CallbackList, LearningRateScheduler
 
 Architecture = Union[str, Sequence[Sequence[Any]]]
 
 ARCHITECTURES: tuple[str, ...] = tuple(_core.architectures())
 """Names of the built-in architectures, as the course defines them."""
+
+
+def _check_split(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"validation_split must be a number, got {type(value).__name__}")
+    if not 0 <= value < 1:
+        raise ValueError(f"validation_split must be in [0, 1), got {value}")
+    return float(value)
 
 
 class Model:
@@ -36,7 +48,8 @@ class Model:
         ("dropout", 0.2), ("flatten",), ("dense", 128)]``. The softmax output
         layer is added for the number of classes in the data.
     learning_rate : float
-        Adam's learning rate (other Adam settings are Keras's defaults).
+        The optimiser's learning rate. ``model.learning_rate`` is the current one
+        and may be set between epochs (``ReduceLROnPlateau`` does).
     device : str
         "auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N".
     seed : int, optional
@@ -51,6 +64,31 @@ class Model:
         device: bf16 on CUDA GPUs with native bfloat16 (compute capability >= 8)
         and on CPUs with AVX-512 BF16 (every AMX CPU has it), fp16 on older
         GPUs, fp32 otherwise. ``model.precision`` tells what was picked.
+    optimizer : {"adam", "adamw", "sgd"}, default "adam"
+        "adam" with Keras's defaults (beta_1 0.9, beta_2 0.999, epsilon 1e-7);
+        "adamw": Adam with decoupled weight decay (``keras.optimizers.AdamW``,
+        ``torch.optim.AdamW``); "sgd": stochastic gradient descent with momentum.
+    momentum : float, default 0.9
+        SGD's momentum (only with ``optimizer="sgd"``; Keras's ``SGD`` defaults to 0).
+    nesterov : bool, default False
+        Nesterov momentum (only with ``optimizer="sgd"``).
+    weight_decay : float, default 0.0
+        "adam" and "sgd": an L2 penalty added to the gradient, as
+        ``torch.optim.Adam``/``SGD(weight_decay=...)``; "adamw": decoupled decay.
+    label_smoothing : float, default 0.0
+        In [0, 1): the targets become ``(1 - s) * one_hot + s / num_classes``, as
+        ``keras.losses.CategoricalCrossentropy(label_smoothing=s)``.
+    augment : list of tuples, optional
+        Random augmentation layers put in front of the network, run on the device in
+        training steps only (inference sees the images as they are), as Keras's
+        preprocessing layers: ``("random_flip", "horizontal" | "vertical" |
+        "horizontal_and_vertical")``, ``("random_crop", pad)`` or ``("random_crop",
+        pad, "reflect")`` (pad, then crop back to size at a random place, as
+        torchvision's ``RandomCrop(size, padding=pad)``), ``("random_translation",
+        fraction)`` (a shift of up to ``fraction`` of the height and width, zero
+        fill) and ``("cutout", size)`` (one random ``size``×``size`` square of
+        zeros per image). Drawn from the model's own generator, so the seed
+        decides them. The same specs may also open an ``architecture`` list.
     input_shape, num_classes : optional
         Build the weights now, e.g. to call ``summary()`` before ``fit``;
         otherwise both come from the first ``fit``'s data.
@@ -66,6 +104,12 @@ class Model:
         seed: int | None = None,
         *,
         precision: str = "fp32",
+        optimizer: str = "adam",
+        momentum: float = 0.9,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+        label_smoothing: float = 0.0,
+        augment: Sequence[Sequence[Any]] | None = None,
         input_shape: tuple[int, int, int] | None = None,
         num_classes: int | None = None,
         class_names: Sequence[str] | None = None,
@@ -78,10 +122,27 @@ class Model:
             raise ValueError(f"seed must be in [0, 2**64), got {seed}")
         if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)):
             raise TypeError(f"learning_rate must be a number, got {type(learning_rate).__name__}")
+        options: dict[str, Any] = {
+            "optimizer": optimizer,
+            "weight_decay": weight_decay,
+            "label_smoothing": label_smoothing,
+        }
+        # SGD's own settings go to the network when they matter, so that the network
+        # can refuse them with another optimiser rather than ignore them.
+        if optimizer == "sgd" or momentum != 0.9:
+            options["momentum"] = momentum
+        if optimizer == "sgd" or nesterov:
+            options["nesterov"] = nesterov
+        if augment is not None:
+            options["augment"] = [tuple(layer) for layer in augment]
         self._net = _core.Network(
-            architecture, float(learning_rate), device, int(seed), precision=precision
+            architecture, float(learning_rate), device, int(seed), precision=precision, **options
         )
         self.seed = int(seed)
+        self._learning_rate = self._net.learning_rate
+        self.stop_training = False
+        self._fit_lock = threading.Lock()
+        self._fit_thread: int | None = None
         self.history: dict[str, list[float]] = {}
         if class_names is not None:
             self._net.class_names = [str(c) for c in class_names]
@@ -105,7 +166,34 @@ class Model:
 
     @property
     def learning_rate(self) -> float:
-        return self._net.learning_rate
+        """The current learning rate: the constructor's until something sets it
+        (a callback between epochs, an ``lr_schedule`` function, or you)."""
+        return self._learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, value: float) -> None:
+        self._learning_rate = schedules.check_rate(value, "learning_rate")
+
+    @property
+    def optimizer(self) -> str:
+        """The optimiser's name: "adam", "adamw" or "sgd"."""
+        return self._net.optimizer
+
+    @property
+    def momentum(self) -> float:
+        return self._net.momentum
+
+    @property
+    def nesterov(self) -> bool:
+        return self._net.nesterov
+
+    @property
+    def weight_decay(self) -> float:
+        return self._net.weight_decay
+
+    @property
+    def label_smoothing(self) -> float:
+        return self._net.label_smoothing
 
     @property
     def device(self) -> str:
@@ -198,42 +286,180 @@ class Model:
         shuffle: bool = True,
         verbose: int = 1,
         *,
+        validation_split: float = 0.0,
+        callbacks: Sequence[Callback] | None = None,
+        lr_schedule: Any = None,
         progress: Any = None,
     ) -> dict[str, list[float]]:
         """Trains on (x, y) and returns the Keras history dict.
 
-        ``x`` is (N, H, W, C) (or (N, H, W) grayscale), uint8 pixels or floats;
-        ``y`` is labels (N,) / (N, 1) or one-hot (N, k). The first fit also
-        fits the per-channel normalisation on ``x``. Returns
-        ``{"loss", "accuracy"[, "val_loss", "val_accuracy"]}``, one value per epoch.
-        Ctrl-C stops between batches with KeyboardInterrupt; the model stays usable.
+        Parameters
+        ----------
+        x : array_like
+            Images (N, H, W, C) (or (N, H, W) grayscale), uint8 pixels or floats.
+            The first fit also fits the per-channel normalisation on them.
+        y : array_like
+            Labels (N,) / (N, 1) or one-hot (N, k).
+        epochs, batch_size : int
+        validation_data : (x_val, y_val), optional
+            Scored after every epoch (``val_loss``, ``val_accuracy``); it takes
+            precedence over ``validation_split``, as in Keras.
+        shuffle : bool, default True
+            Reshuffle the training images every epoch.
+        verbose : {0, 1, 2}, default 1
+            0 silent, 1 a progress bar, 2 one line per epoch.
+        validation_split : float, default 0.0
+            In [0, 1): hold out the *last* ``validation_split`` of ``x``/``y``
+            (taken before any shuffling, split at ``floor(N * (1 - split))``, as
+            Keras does) and score it as ``validation_data``.
+        callbacks : list of cnnrs.callbacks.Callback, optional
+            Keras's callbacks (``EarlyStopping``, ``ModelCheckpoint``,
+            ``ReduceLROnPlateau``, ``LearningRateScheduler``, your own).
+        lr_schedule : str, tuple or callable, optional
+            ``"cosine"``, ``"onecycle"``, ``("onecycle", {...})``, ``("step",
+            every_epochs, factor)`` (as PyTorch's ``CosineAnnealingLR``,
+            ``OneCycleLR``, ``StepLR``; see :mod:`cnnrs.schedules`) or a function
+            ``epoch -> lr`` / ``(epoch, lr) -> lr`` (Keras's
+            ``LearningRateScheduler``). A named schedule starts from
+            ``model.learning_rate`` at the start of the fit and leaves that
+            attribute alone; if a callback changes ``model.learning_rate`` during
+            the fit, the rest of the schedule is scaled by the same factor. A
+            function sets ``model.learning_rate`` at every epoch, as Keras does.
+        progress : object, optional
+            A printer with ``batch(...)`` and ``epoch_end(...)`` in place of the
+            Keras progress bar.
+
+        Returns
+        -------
+        dict
+            ``{"loss", "accuracy"[, "val_loss", "val_accuracy"], "learning_rate"}``,
+            one value per epoch run (``learning_rate`` is the rate of the epoch's
+            last step), plus anything callbacks add to the logs. Also kept as
+            ``model.history``, filled epoch by epoch.
+
+        Ctrl-C stops between batches with KeyboardInterrupt; like any exception
+        (from a callback too) it leaves the model usable, with the epochs done.
         """
         xa = as_images(x)
         ya, width = as_labels(y, xa.shape[0])
         epochs = check_count(epochs, "epochs")
         batch_size = check_count(batch_size, "batch_size")
         num_classes = self._resolve_classes(ya, width)
+        split = _check_split(validation_split)
         vx = vy = None
         if validation_data is not None:
             if len(validation_data) != 2:
                 raise ValueError("validation_data must be a pair (x_val, y_val)")
             vx = as_images(validation_data[0], "validation x")
             vy, _ = as_labels(validation_data[1], vx.shape[0], "validation y")
+        elif split:
+            n = xa.shape[0]
+            split_at = int(math.floor(n * (1.0 - split)))
+            if split_at == 0 or split_at == n:
+                raise ValueError(
+                    f"Training data contains {n} samples, which is not sufficient to split it "
+                    f"into a validation and training set as specified by "
+                    f"`validation_split={validation_split}`. Either provide more data, or a "
+                    "different value for the `validation_split` argument."
+                )
+            xa, vx = xa[:split_at], xa[split_at:]
+            ya, vy = ya[:split_at], ya[split_at:]
+        schedules.validate(lr_schedule)
+        hooks = CallbackList(callbacks)
+        if callable(lr_schedule):
+            hooks.callbacks.insert(0, LearningRateScheduler(lr_schedule))
+        steps = -(-xa.shape[0] // batch_size)
+        hooks.set_model(self)
+        hooks.set_params({"epochs": epochs, "steps": steps, "verbose": verbose})
+        base = self.learning_rate
+        planned = schedules.plan(lr_schedule, base, epochs, steps)
         printer = progress
         if printer is None and verbose:
             printer = KerasProgress(verbose)
-        history = self._net.fit(
+
+        with self._one_fit_at_a_time():
+            return self._run_fit(
+                xa,
+                ya,
+                vx,
+                vy,
+                num_classes,
+                epochs,
+                batch_size,
+                shuffle,
+                hooks,
+                planned,
+                base,
+                printer,
+            )
+
+    @contextmanager
+    def _one_fit_at_a_time(self) -> Iterator[None]:
+        """Two threads fitting one model take turns (the whole fit, not epoch by
+        epoch); a fit started from inside this model's own fit is refused."""
+        if self._fit_thread == threading.get_ident():
+            raise RuntimeError(
+                "fit was called on a model that this thread is already fitting "
+                "(from a callback?); fit another model, or fit after this fit returns"
+            )
+        with self._fit_lock:
+            self._fit_thread = threading.get_ident()
+            try:
+                yield
+            finally:
+                self._fit_thread = None
+
+    def _run_fit(
+        self,
+        xa: np.ndarray,
+        ya: np.ndarray,
+        vx: np.ndarray | None,
+        vy: np.ndarray | None,
+        num_classes: int,
+        epochs: int,
+        batch_size: int,
+        shuffle: bool,
+        hooks: CallbackList,
+        planned: np.ndarray | None,
+        base: float,
+        printer: Any,
+    ) -> dict[str, list[float]]:
+        history: dict[str, list[float]] = {}
+        self.history = history
+        self.stop_training = False
+        self._net.begin_fit(
             xa,
             ya,
             num_classes=num_classes,
-            epochs=epochs,
             batch_size=batch_size,
             validation_x=vx,
             validation_y=vy,
             shuffle=bool(shuffle),
-            printer=printer,
         )
-        self.history = history
+        try:
+            hooks.on_train_begin()
+            logs: dict[str, Any] = {}
+            for epoch in range(epochs):
+                hooks.on_epoch_begin(epoch)
+                rates: float | list[float]
+                if planned is None:
+                    rates = last = self.learning_rate
+                else:
+                    row = planned[epoch] * (self.learning_rate / base)
+                    last = float(row[-1])
+                    rates = last if np.all(row == last) else row.tolist()
+                logs = dict(
+                    self._net.fit_epoch(epoch, epochs, learning_rates=rates, printer=printer)
+                )
+                logs["learning_rate"] = last
+                hooks.on_epoch_end(epoch, logs)
+                for key, value in logs.items():
+                    history.setdefault(key, []).append(value)
+                if self.stop_training:
+                    break
+            hooks.on_train_end(logs)
+        finally:
+            self._net.end_fit()
         return history
 
     def _resolve_classes(self, y: np.ndarray, width: int | None) -> int:
@@ -241,19 +467,42 @@ class Model:
             return self._net.num_classes
         return class_count(y, width, len(self.class_names or []))
 
-    def evaluate(self, x: Any, y: Any, verbose: int = 0) -> dict[str, float]:
-        """Mean cross-entropy and accuracy on (x, y): ``{"loss", "accuracy"}``."""
+    def evaluate(
+        self, x: Any, y: Any, verbose: int = 0, *, tta: str | None = None
+    ) -> dict[str, float]:
+        """Mean cross-entropy and accuracy on (x, y): ``{"loss", "accuracy"}``.
+
+        ``tta="flip"`` scores the mean of the probabilities of each image and its
+        horizontal mirror (test-time augmentation); the loss is then the
+        cross-entropy of those averaged probabilities.
+        """
         xa = as_images(x)
         ya, _ = as_labels(y, xa.shape[0])
-        loss, accuracy = self._net.evaluate(xa, ya)
+        loss, accuracy = self._net.evaluate(xa, ya, tta=tta)
         if verbose:
             print(f"{xa.shape[0]} images - accuracy: {accuracy:.4f} - loss: {loss:.4f}")
         return {"loss": loss, "accuracy": accuracy}
 
-    def predict(self, x: Any, batch_size: int = 256, verbose: int = 0) -> np.ndarray:
-        """Class probabilities, shape (N, num_classes), float32."""
+    def predict(
+        self, x: Any, batch_size: int = 256, verbose: int = 0, *, tta: str | None = None
+    ) -> np.ndarray:
+        """Class probabilities, shape (N, num_classes), float32.
+
+        ``tta="flip"`` returns the mean of the probabilities of each image and its
+        horizontal mirror (test-time augmentation); None, the default, the image alone.
+        """
         del verbose  # prediction is quick; kept for Keras compatibility
-        return self._net.predict(as_images(x), check_count(batch_size, "batch_size"))
+        return self._net.predict(as_images(x), check_count(batch_size, "batch_size"), tta=tta)
+
+    def snapshot(self) -> Any:
+        """A copy of every weight and batch-norm statistic, kept on the device, for
+        :meth:`restore` (what ``EarlyStopping(restore_best_weights=True)`` keeps;
+        Keras's ``get_weights`` without the trip to numpy)."""
+        return self._net.snapshot()
+
+    def restore(self, snapshot: Any) -> None:
+        """Puts back the weights of a :meth:`snapshot` of this model."""
+        self._net.restore(snapshot)
 
     def predict_image(self, image: Any, class_names: Sequence[str] | None = None) -> dict[str, Any]:
         """Classifies one photo: a path (GIF/PNG/JPEG/BMP) or an (H, W[, C]) array.
@@ -324,6 +573,10 @@ class Model:
         model._net = _core.Network.load(os.fspath(path), device, precision=precision)
         model.seed = 0
         model.history = {}
+        model._learning_rate = model._net.learning_rate
+        model.stop_training = False
+        model._fit_lock = threading.Lock()
+        model._fit_thread = None
         return model
 
     def __repr__(self) -> str:

@@ -178,6 +178,7 @@ def plot_images(
 def plot_history(
     histories: Mapping[str, Sequence[float]] | Sequence[Mapping[str, Sequence[float]]],
     title: str | None = None,
+    labels: Sequence[str] | None = None,
 ) -> Figure:
     """Loss and accuracy per epoch, training and validation, one line pair per fold.
 
@@ -188,6 +189,8 @@ def plot_history(
         ``val_accuracy``), e.g. ``cross_validate(...)["histories"]``.
     title : str, optional
         Figure title.
+    labels : list of str, optional
+        A name per history for the legend (default "fold 1", "fold 2", ...).
 
     Returns
     -------
@@ -200,12 +203,14 @@ def plot_history(
     runs = [histories] if isinstance(histories, Mapping) else list(histories)
     if not runs:
         raise ValueError("histories is empty")
+    if labels is not None and len(labels) != len(runs):
+        raise ValueError(f"labels has {len(labels)} names for {len(runs)} histories")
     fig = _figure_class()(figsize=(12, 4.5), layout="constrained")
     axes = fig.subplots(1, 2)
     for ax, metric in zip(axes, ("loss", "accuracy")):
         for i, history in enumerate(runs):
             colour = f"C{i % 10}"
-            tag = f"fold {i + 1}" if len(runs) > 1 else "model"
+            tag = labels[i] if labels else f"fold {i + 1}" if len(runs) > 1 else "model"
             for key, style, kind in ((metric, "-", "train"), (f"val_{metric}", "--", "val")):
                 values = history.get(key)
                 if values:
@@ -214,7 +219,7 @@ def plot_history(
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 1.5
         ax.set_ylabel(metric)
-        ax.set_title(f"{metric} across folds" if len(runs) > 1 else metric)
+        ax.set_title(f"{metric} across folds" if len(runs) > 1 and not labels else metric)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7, ncol=2)
     if title:

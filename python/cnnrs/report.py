@@ -186,6 +186,30 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             f"| {name} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1-score']:.3f} "
             f"| {r['support']} |"
         )
+    recipe = s2.get("training_recipe")
+    if recipe is not None:
+        out += [
+            "",
+            "### Augmentation, a schedule and early stopping",
+            "",
+            f"The chosen network trained again with augmentation `{recipe['augment']}`, a "
+            f"`{recipe['lr_schedule']}` learning-rate schedule and early stopping (patience "
+            f"{recipe['patience']}, best weights restored, up to {recipe['epochs']['recipe']} "
+            f"epochs), beside the plain one; both with the same seed on the same split (the "
+            f"last {recipe['validation_split']:.0%} of the training images watched, not "
+            "trained on).",
+            "",
+            "| training | epochs run | epoch kept | train acc. | validation acc. | gap "
+            "| test acc. |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for name in ("plain", "recipe"):
+            r = recipe[name]
+            out.append(
+                f"| {name} | {r['epochs_run']} | {r['best_epoch']} | {r['train_accuracy']:.4f} "
+                f"| {r['val_accuracy']:.4f} | {r['gap']:+.4f} | {r['test_accuracy']:.4f} |"
+            )
+        out += ["", recipe["summary"], "", "![training recipe](training_recipe.png)"]
     hardest = ", ".join(f"{h['class']} (F1 {h['f1-score']:.3f})" for h in s2["hardest_classes"])
     confused = ", ".join(
         f"{p['true']} → {p['predicted']} ({p['count']})" for p in s2["most_confused"]

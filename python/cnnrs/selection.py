@@ -13,6 +13,7 @@ images and int64 labels; every trial receives those arrays.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -65,13 +66,7 @@ def cross_validate(
     as Ray tasks (see :mod:`cnnrs.distributed`; ``resources_per_trial``,
     ``address`` and ``max_retries`` go to it).
     """
-    ray_kwargs: dict[str, Any] = {}
-    if backend == "ray":  # options of the Ray backend, not model parameters
-        ray_kwargs = {
-            k: kwargs.pop(k)
-            for k in ("resources_per_trial", "address", "max_retries")
-            if k in kwargs
-        }
+    ray_kwargs = _ray_options(backend, kwargs)
     params = {
         "architecture": architecture,
         "epochs": check_count(epochs, "epochs"),
@@ -86,6 +81,16 @@ def cross_validate(
         [params], xa, ya, num_classes, cv, seed, stratified, verbose, backend, ray_kwargs
     )
     return result[0]
+
+
+def _ray_options(backend: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Takes the Ray backend's own options out of ``kwargs`` (which then holds only
+    model and fit parameters)."""
+    if backend != "ray":
+        return {}
+    return {
+        k: kwargs.pop(k) for k in ("resources_per_trial", "address", "max_retries") if k in kwargs
+    }
 
 
 def _evaluate_grid(
@@ -207,20 +212,34 @@ def grid_search(
     """Cross-validates every combination of ``param_grid`` and refits the best.
 
     Keys: ``architecture``, ``learning_rate``, ``batch_size``, ``epochs`` and any
-    other ``Model``/``fit`` argument (``device``, ``shuffle``, ...). Returns
+    other ``Model``/``fit`` argument (``device``, ``shuffle``, ``optimizer``,
+    ``augment``, ``lr_schedule``, ``callbacks``, ``validation_split``, ...);
+    callbacks are deep-copied for every fold and for the refit. Returns
     ``{"results": [{"params", "mean_accuracy", "std_accuracy",
     "fold_accuracies"}, ...], "best_params", "best_score", "best_index",
     "best_model"}`` with results in ParameterGrid order and ``best_model`` a
     fresh model trained on all of ``x`` with ``best_params`` (None when
-    ``refit=False``). Extra keyword arguments go to the Ray backend.
+    ``refit=False``). Other keyword arguments are parameters shared by every
+    point of the grid (``callbacks=[...]``, ``lr_schedule="cosine"``,
+    ``validation_split=0.1``, ...; they show in each ``params``), except the Ray
+    backend's options (``resources_per_trial``, ``address``, ``max_retries``).
+    Like scikit-learn's fit parameters they are not part of ``params`` and
+    ``best_params``, which hold the grid's own keys.
     """
+    ray_kwargs = _ray_options(backend, kwargs)
     grid = parameter_grid(param_grid)
-    for params in grid:
+    for key in kwargs:
+        if any(key in params for params in grid):
+            raise ValueError(f"{key!r} is both in param_grid and a keyword argument; give it once")
+    full = [{**params, **kwargs} for params in grid]
+    for params in full:
         split_params(params)
     xa, ya, num_classes = _prepare(x, y)
     results = _evaluate_grid(
-        grid, xa, ya, num_classes, cv, seed, stratified, verbose, backend, kwargs
+        full, xa, ya, num_classes, cv, seed, stratified, verbose, backend, ray_kwargs
     )
+    for r, params in zip(results, grid):
+        r["params"] = dict(params)
     means = [r["mean_accuracy"] for r in results]
     if all(np.isnan(m) for m in means):
         raise RuntimeError("every grid point failed; see the errors in the results")
@@ -243,8 +262,10 @@ def grid_search(
     if refit:
         if verbose:
             print(f"Refitting the best parameters on all {len(y)} images: {_describe(grid[best])}")
-        model_kw, fit_kw = split_params(grid[best])
+        model_kw, fit_kw = split_params(full[best])
         model_kw.setdefault("seed", seed)
+        if fit_kw.get("callbacks") is not None:
+            fit_kw["callbacks"] = copy.deepcopy(list(fit_kw["callbacks"]))
         model = Model(**model_kw)
         model.build(xa.shape[1:], num_classes)
         model.fit(xa, ya, verbose=verbose, **fit_kw)

@@ -3,9 +3,10 @@
 Section 1 (convolution and pooling): :func:`worked_examples`, :func:`kernel_responses`.
 Section 2 (a CNN chosen by cross-validation): :func:`load_dataset`, :func:`subset`,
 :func:`architecture_summaries`, :func:`cross_validate_architectures`, then
-``cnnrs.grid_search``, :func:`evaluate_on_test`, :func:`hardest_classes`,
-:func:`most_confused` and :func:`write_test_image` (a test image as a PNG file for
-``Model.predict_image``).
+``cnnrs.grid_search``, :func:`compare_training_recipes` (the chosen network
+trained plainly and with augmentation, a schedule and early stopping),
+:func:`evaluate_on_test`, :func:`hardest_classes`, :func:`most_confused` and
+:func:`write_test_image` (a test image as a PNG file for ``Model.predict_image``).
 
 Each function computes and returns plain data (dicts, lists, arrays); printing,
 figures and reports are the caller's. The methodology lives in what they call:
@@ -26,13 +27,17 @@ from typing import Any
 import numpy as np
 
 from . import _core, datasets, metrics
+from ._trial import split_params
+from .callbacks import EarlyStopping
 from .models import Model
 from .selection import cross_validate
 
 __all__ = [
     "WORKED_CONVOLUTION",
     "WORKED_POOLING",
+    "AUGMENTATIONS",
     "architecture_summaries",
+    "compare_training_recipes",
     "cross_validate_architectures",
     "evaluate_on_test",
     "hardest_classes",
@@ -310,3 +315,118 @@ def write_test_image(
         out.write(buffer.getvalue())
     label = int(np.asarray(y_test).reshape(-1)[index])
     return path, f"test image {index} (true class {class_names[label]!r})"
+
+
+#: Augmentations that suit each dataset. CIFAR-10: the standard recipe (mirror
+#: images, shift by up to 4 pixels, cut out an 8×8 square). Digits: cutout only. The
+#: 8×8 digits are already centred and size-normalised, so a shift of even one pixel
+#: (an eighth of the image) moves them off the distribution the test set comes from.
+#: 5-fold CV of "custom" (rate 1e-3), mean accuracy at 8 / 16 epochs: no augmentation
+#: 0.972 / 0.983, ("cutout", 2) 0.974 / 0.981, ("random_translation", 0.125) and
+#: ("random_crop", 1) 0.953 / 0.972 (fold std about 0.01). Flips would turn digits
+#: into other symbols.
+AUGMENTATIONS: dict[str, list[tuple[Any, ...]]] = {
+    "digits": [("cutout", 2)],
+    "cifar10": [("random_flip", "horizontal"), ("random_crop", 4), ("cutout", 8)],
+}
+
+
+def compare_training_recipes(
+    params: Mapping[str, Any],
+    x: Any,
+    y: Any,
+    x_test: Any,
+    y_test: Any,
+    *,
+    augment: Sequence[Sequence[Any]],
+    lr_schedule: Any = "cosine",
+    patience: int = 3,
+    epochs_factor: int = 2,
+    validation_split: float = 0.2,
+    seed: int = 42,
+) -> dict[str, Any]:
+    """The chosen parameters trained twice on the same split: plainly, and with
+    ``augment``, ``lr_schedule`` and early stopping (restoring the best epoch).
+
+    Both train on the first ``1 - validation_split`` of ``x`` with the same seed and
+    are watched on its last ``validation_split`` (Keras's ``validation_split``, the
+    same held-out rows for both); both are then scored on the test set, with
+    test-time flips (``tta="flip"``) when ``augment`` flips images.
+
+    Parameters
+    ----------
+    params : dict
+        ``Model``/``fit`` arguments, e.g. ``grid_search(...)["best_params"]``.
+    epochs_factor : int, default 2
+        The recipe may run ``epochs_factor`` times the plain run's epochs: early
+        stopping decides when to stop, which is what it is for.
+
+    Returns
+    -------
+    dict
+        ``{"plain": run, "recipe": run, "augment", "lr_schedule", "patience",
+        "epochs", "validation_split", "summary"}`` where each run is ``{"history",
+        "epochs_run", "best_epoch", "train_accuracy", "val_accuracy", "gap",
+        "test_accuracy", "test_loss"}`` (``gap``: training minus validation accuracy
+        at the epoch kept) and ``summary`` says in words what changed.
+    """
+    flips = any(layer[0] == "random_flip" for layer in augment)
+    recipes: dict[str, dict[str, Any]] = {
+        "plain": {},
+        "recipe": {
+            "augment": [tuple(layer) for layer in augment],
+            "lr_schedule": lr_schedule,
+            "epochs": int(params.get("epochs", 10)) * epochs_factor,
+            "callbacks": [EarlyStopping(patience=patience, restore_best_weights=True)],
+        },
+    }
+    runs: dict[str, dict[str, Any]] = {}
+    for name, extra in recipes.items():
+        kwargs = {**params, **extra}
+        model_kw, fit_kw = split_params(kwargs)
+        model_kw.setdefault("seed", seed)
+        model = Model(**model_kw)
+        history = model.fit(x, y, validation_split=validation_split, verbose=0, **fit_kw)
+        stopper = next(
+            (c for c in fit_kw.get("callbacks", []) if isinstance(c, EarlyStopping)), None
+        )
+        kept = stopper.best_epoch if stopper is not None else len(history["loss"]) - 1
+        scores = model.evaluate(x_test, y_test, tta="flip" if flips else None)
+        runs[name] = {
+            "history": history,
+            "epochs_run": len(history["loss"]),
+            "best_epoch": kept + 1,
+            "train_accuracy": history["accuracy"][kept],
+            "val_accuracy": history["val_accuracy"][kept],
+            "gap": history["accuracy"][kept] - history["val_accuracy"][kept],
+            "test_accuracy": scores["accuracy"],
+            "test_loss": scores["loss"],
+        }
+    plain, recipe = runs["plain"], runs["recipe"]
+    recipe_epochs = int(params.get("epochs", 10)) * epochs_factor
+    change = recipe["test_accuracy"] - plain["test_accuracy"]
+    layers = ", ".join(str(layer[0]) for layer in augment)
+    summary = (
+        f"With augmentation ({layers}), a {lr_schedule} schedule and early stopping, the test "
+        f"accuracy went from {plain['test_accuracy']:.4f} to {recipe['test_accuracy']:.4f} "
+        f"({change:+.4f}); the gap between training and validation accuracy went from "
+        f"{plain['gap']:+.4f} to {recipe['gap']:+.4f}"
+        + (
+            " (augmented training images are harder, so training accuracy sits lower)"
+            if recipe["gap"] < plain["gap"]
+            else ""
+        )
+        + f". Early stopping kept epoch {recipe['best_epoch']} of {recipe['epochs_run']} run"
+        + f" (of at most {recipe_epochs}; the plain run had {plain['epochs_run']})."
+        + (" Test scores average each image with its mirror (tta='flip')." if flips else "")
+    )
+    return {
+        "plain": plain,
+        "recipe": recipe,
+        "augment": [list(layer) for layer in augment],
+        "lr_schedule": lr_schedule,
+        "patience": patience,
+        "epochs": {"plain": int(params.get("epochs", 10)), "recipe": recipe_epochs},
+        "validation_split": validation_split,
+        "summary": summary,
+    }

@@ -1,0 +1,232 @@
+"""Learning-rate schedules for ``Model.fit(lr_schedule=...)``, as PyTorch defines them.
+
+A schedule is resolved once per fit into a plan of learning rates, one per
+training step, computed here in numpy; the Rust loop then applies one rate per
+batch. The accepted values:
+
+``None``
+    The constant ``model.learning_rate``.
+``"cosine"``
+    ``torch.optim.lr_scheduler.CosineAnnealingLR`` stepped after every batch with
+    ``T_max`` the total number of steps and ``eta_min=0``: from the base rate
+    down to zero over the fit.
+``"onecycle"`` or ``("onecycle", {"pct_start": ..., ...})``
+    ``torch.optim.lr_scheduler.OneCycleLR`` stepped after every batch with
+    ``max_lr`` the base rate and PyTorch's defaults (``pct_start=0.3``,
+    ``anneal_strategy="cos"``, ``div_factor=25``, ``final_div_factor=1e4``,
+    ``three_phase=False``); the dict may change any of those five. The momentum
+    is not cycled (``cycle_momentum=False``).
+``("step", every_epochs, factor)``
+    ``torch.optim.lr_scheduler.StepLR(step_size=every_epochs, gamma=factor)``
+    stepped after every epoch.
+a callable
+    Keras's ``LearningRateScheduler``: called at the start of every epoch as
+    ``schedule(epoch)`` or, when it takes two arguments, ``schedule(epoch, lr)``
+    with the current rate; what it returns becomes ``model.learning_rate``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Mapping
+from typing import Any, Callable
+
+import numpy as np
+
+__all__ = [
+    "ONECYCLE_DEFAULTS",
+    "EpochFunction",
+    "check_rate",
+    "cosine",
+    "epoch_function",
+    "onecycle",
+    "plan",
+    "step",
+    "validate",
+]
+
+#: ``OneCycleLR``'s defaults, which ``("onecycle", {...})`` may change.
+ONECYCLE_DEFAULTS: dict[str, Any] = {
+    "pct_start": 0.3,
+    "anneal_strategy": "cos",
+    "div_factor": 25.0,
+    "final_div_factor": 1e4,
+    "three_phase": False,
+}
+
+
+def _positive(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    value = float(value)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive finite number, got {value}")
+    return value
+
+
+def check_rate(value: Any, name: str = "learning_rate") -> float:
+    """``value`` as a float learning rate; anything but a positive finite number is refused."""
+    return _positive(value, name)
+
+
+def cosine(base_lr: float, total_steps: int) -> np.ndarray:
+    """The rate of each of ``total_steps`` steps under ``CosineAnnealingLR(T_max=total_steps,
+    eta_min=0)``: ``base_lr * (1 + cos(pi * t / total_steps)) / 2`` for step ``t``.
+
+    PyTorch computes the same curve as a running product of ratios; the two agree to
+    rounding (under 1e-14 relative over thousands of steps).
+    """
+    t = np.arange(total_steps, dtype=np.float64)
+    return base_lr * (1.0 + np.cos(np.pi * t / total_steps)) / 2.0
+
+
+def onecycle(base_lr: float, total_steps: int, **options: Any) -> np.ndarray:
+    """The rate of each of ``total_steps`` steps under ``OneCycleLR(max_lr=base_lr,
+    total_steps=total_steps, **options)``, computed with PyTorch's formula."""
+    unknown = set(options) - set(ONECYCLE_DEFAULTS)
+    if unknown:
+        raise ValueError(
+            f"unknown onecycle option(s) {sorted(unknown)}; accepted: {sorted(ONECYCLE_DEFAULTS)}"
+        )
+    o = {**ONECYCLE_DEFAULTS, **options}
+    pct = o["pct_start"]
+    if isinstance(pct, bool) or not isinstance(pct, (int, float)) or not 0 <= pct <= 1:
+        raise ValueError(f"onecycle pct_start must be a number in [0, 1], got {pct!r}")
+    if o["anneal_strategy"] not in ("cos", "linear"):
+        raise ValueError(
+            f"onecycle anneal_strategy must be 'cos' or 'linear', got {o['anneal_strategy']!r}"
+        )
+    div = _positive(o["div_factor"], "onecycle div_factor")
+    final_div = _positive(o["final_div_factor"], "onecycle final_div_factor")
+    initial = base_lr / div
+    minimum = initial / final_div
+    if o["three_phase"]:
+        phases = [
+            (float(pct * total_steps) - 1, initial, base_lr),
+            (float(2 * pct * total_steps) - 2, base_lr, initial),
+            (total_steps - 1.0, initial, minimum),
+        ]
+    else:
+        phases = [
+            (float(pct * total_steps) - 1, initial, base_lr),
+            (total_steps - 1.0, base_lr, minimum),
+        ]
+    steps = np.arange(total_steps, dtype=np.float64)
+    rates = np.empty(total_steps, dtype=np.float64)
+    done = np.zeros(total_steps, dtype=bool)
+    start = 0.0
+    for i, (end, lr_from, lr_to) in enumerate(phases):
+        here = ~done if i == len(phases) - 1 else ~done & (steps <= end)
+        frac = (steps[here] - start) / (end - start)
+        if o["anneal_strategy"] == "cos":
+            rates[here] = lr_to + (lr_from - lr_to) / 2.0 * (np.cos(np.pi * frac) + 1)
+        else:
+            rates[here] = (lr_to - lr_from) * frac + lr_from
+        done |= here
+        start = end
+    return rates
+
+
+def step(base_lr: float, epochs: int, every_epochs: int, factor: float) -> np.ndarray:
+    """The rate of each epoch under ``StepLR(step_size=every_epochs, gamma=factor)``."""
+    e = np.arange(epochs)
+    return base_lr * float(factor) ** (e // every_epochs)
+
+
+class EpochFunction:
+    """A ``(epoch) -> lr`` or ``(epoch, lr) -> lr`` function, called as Keras's
+    ``LearningRateScheduler`` calls it (the arity decides; see :func:`epoch_function`)."""
+
+    def __init__(self, schedule: Callable[..., Any]) -> None:
+        if not callable(schedule):
+            raise TypeError(f"schedule must be callable, got {type(schedule).__name__}")
+        self.schedule = schedule
+        self.takes_rate = _takes_two_arguments(schedule)
+
+    def __call__(self, epoch: int, lr: float) -> float:
+        value = self.schedule(epoch, lr) if self.takes_rate else self.schedule(epoch)
+        if isinstance(value, (bool, np.bool_)) or not isinstance(
+            value, (int, float, np.integer, np.floating)
+        ):
+            raise ValueError(
+                f"the learning-rate schedule must return a number, got {value!r} for epoch {epoch}"
+            )
+        return _positive(value, f"the learning rate the schedule gave for epoch {epoch}")
+
+
+def _takes_two_arguments(fn: Callable[..., Any]) -> bool:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False  # a builtin without a signature: the one-argument form
+    positional = [
+        p
+        for p in params
+        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    ]
+    if any(p.kind == inspect.Parameter.VAR_POSITIONAL for p in params):
+        return True
+    return len(positional) >= 2
+
+
+def epoch_function(schedule: Callable[..., Any]) -> EpochFunction:
+    """Wraps a Keras-style schedule function; see :class:`EpochFunction`."""
+    return EpochFunction(schedule)
+
+
+def _check_spec(spec: Any) -> tuple[str, tuple[Any, ...]]:
+    """``spec`` as (kind, arguments); raises for anything that is not a schedule."""
+    if isinstance(spec, str):
+        if spec in ("cosine", "onecycle"):
+            return spec, ()
+        if spec == "step":
+            raise ValueError(
+                "lr_schedule 'step' needs its settings: ('step', every_epochs, factor)"
+            )
+        raise ValueError(
+            f"lr_schedule must be None, 'cosine', 'onecycle', ('onecycle', {{...}}), "
+            f"('step', every_epochs, factor) or a function of the epoch, got {spec!r}"
+        )
+    if isinstance(spec, (tuple, list)) and spec and isinstance(spec[0], str):
+        kind, *args = spec
+        if kind == "onecycle" and len(args) == 1 and isinstance(args[0], Mapping):
+            onecycle(1.0, 10, **args[0])  # validates the options
+            return "onecycle", (dict(args[0]),)
+        if kind == "step" and len(args) == 2:
+            every, factor = args
+            if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
+                raise ValueError(
+                    f"lr_schedule ('step', every_epochs, factor): every_epochs must be an "
+                    f"integer >= 1, got {every!r}"
+                )
+            _positive(factor, "lr_schedule ('step', every_epochs, factor): factor")
+            return "step", (int(every), float(factor))
+    raise ValueError(
+        f"lr_schedule must be None, 'cosine', 'onecycle', ('onecycle', {{...}}), "
+        f"('step', every_epochs, factor) or a function of the epoch, got {spec!r}"
+    )
+
+
+def validate(spec: Any) -> None:
+    """Raises ValueError/TypeError unless ``spec`` is a schedule ``plan`` accepts."""
+    if spec is None or callable(spec):
+        return
+    _check_spec(spec)
+
+
+def plan(spec: Any, base_lr: float, epochs: int, steps_per_epoch: int) -> np.ndarray | None:
+    """The rates of a fit, shape ``(epochs, steps_per_epoch)``, for a named schedule;
+    None for ``None`` and for functions (which run epoch by epoch)."""
+    if spec is None or callable(spec):
+        return None
+    kind, args = _check_spec(spec)
+    total = epochs * steps_per_epoch
+    if kind == "cosine":
+        rates = cosine(base_lr, total)
+    elif kind == "onecycle":
+        rates = onecycle(base_lr, total, **(args[0] if args else {}))
+    else:
+        per_epoch = step(base_lr, epochs, *args)
+        rates = np.repeat(per_epoch, steps_per_epoch)
+    return rates.reshape(epochs, steps_per_epoch)

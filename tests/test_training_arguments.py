@@ -45,6 +45,7 @@ def test_absurd_layers_are_refused_by_name(digits, spec, words):
         ({"device": "gpu"}, ValueError, "device must be"),
         ({"device": 3}, TypeError, "device must be"),
         ({"precision": 16}, TypeError, "precision"),
+        ({"momentum": 0.5}, ValueError, 'momentum applies to optimizer="sgd" only'),
     ],
 )
 def test_model_arguments_name_themselves(kwargs, error, words):
@@ -72,7 +73,8 @@ def test_fit_arguments_name_themselves(digits, kwargs, error, words):
 
 def test_numpy_scalars_work_like_python_numbers(digits):
     x, y = digits
-    model = cnnrs.Model("custom", device="cpu", seed=np.int64(3))
+    model = cnnrs.Model("custom", learning_rate=np.float32(1e-3), device="cpu", seed=np.int64(3))
+    assert model.learning_rate == pytest.approx(1e-3)
     history = model.fit(x, y, epochs=np.int32(2), batch_size=np.int64(16), verbose=0)
     assert len(history["loss"]) == 2
     assert model.predict(x, batch_size=np.int16(8)).shape == (64, 10)

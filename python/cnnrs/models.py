@@ -120,7 +120,9 @@ class Model:
             raise TypeError(f"seed must be an integer or None, got {type(seed).__name__}")
         elif not 0 <= seed < 2**64:
             raise ValueError(f"seed must be in [0, 2**64), got {seed}")
-        if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)):
+        if isinstance(learning_rate, (bool, np.bool_)) or not isinstance(
+            learning_rate, (int, float, np.integer, np.floating)
+        ):
             raise TypeError(f"learning_rate must be a number, got {type(learning_rate).__name__}")
         options: dict[str, Any] = {
             "optimizer": optimizer,

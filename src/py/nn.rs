@@ -238,11 +238,19 @@ impl PyNetwork {
             None => py.detach(|| device::parse_device("auto"))?,
         };
         let defaults = OptimizerSpec::default();
+        let kind = match optimizer {
+            Some(o) => OptimizerKind::parse(args::choice(o, "optimizer", &OPTIMIZERS)?)?,
+            None => defaults.kind,
+        };
+        if kind != OptimizerKind::Sgd && momentum.is_some() {
+            return Err(Error::invalid(format!(
+                "momentum applies to optimizer=\"sgd\" only, not {:?}",
+                kind.name()
+            ))
+            .into());
+        }
         let optimizer = OptimizerSpec {
-            kind: match optimizer {
-                Some(o) => OptimizerKind::parse(args::choice(o, "optimizer", &OPTIMIZERS)?)?,
-                None => defaults.kind,
-            },
+            kind,
             momentum: momentum
                 .map_or(Ok(defaults.momentum), |m| args::number(m, "momentum", true))?,
             nesterov: nesterov.map_or(Ok(defaults.nesterov), |n| args::flag(n, "nesterov"))?,

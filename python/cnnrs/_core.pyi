@@ -232,19 +232,6 @@ class Network:
         augment: Sequence[Sequence[Any]] | None = None,
     ) -> None: ...
     def build(self, input_shape: tuple[int, int, int], num_classes: int) -> None: ...
-    def fit(
-        self,
-        x: npt.NDArray[Any],
-        y: npt.NDArray[np.int64],
-        *,
-        num_classes: int,
-        epochs: int,
-        batch_size: int,
-        validation_x: npt.NDArray[Any] | None = None,
-        validation_y: npt.NDArray[np.int64] | None = None,
-        shuffle: bool | None = None,
-        printer: Any = None,
-    ) -> dict[str, list[float]]: ...
     def begin_fit(
         self,
         x: npt.NDArray[Any],

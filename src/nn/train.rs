@@ -230,6 +230,14 @@ fn smoothed_nll_sum(logp: &Tensor, y: &Tensor, ls: f64) -> Result<Tensor> {
         .f_add(&uniform.f_mul_scalar(ls)?)?)
 }
 
+/// How many rows of `scores` have their largest entry at the label (int64 scalar).
+fn hits(scores: &Tensor, y: &Tensor) -> Result<Tensor> {
+    Ok(scores
+        .f_argmax(-1, false)?
+        .f_eq_tensor(y)?
+        .f_sum(Kind::Int64)?)
+}
+
 /// What one optimisation step needs.
 pub struct Trainer<'a> {
     pub net: &'a Network,
@@ -303,12 +311,7 @@ pub fn train_epoch(
         seen += len;
         tch::no_grad(|| -> Result<()> {
             let _ = loss_sum.f_add_(&loss.f_mul_scalar(len as f64)?)?;
-            let _ = correct.f_add_(
-                &logits
-                    .f_argmax(-1, false)?
-                    .f_eq_tensor(&yb)?
-                    .f_sum(Kind::Int64)?,
-            )?;
+            let _ = correct.f_add_(&hits(&logits, &yb)?)?;
             Ok(())
         })?;
         let read = b + 1 == batches || b % sync_every == 0;
@@ -351,12 +354,7 @@ pub fn evaluate(
         tch::no_grad(|| -> Result<()> {
             let logp = how.log_probs(net, &xb)?;
             let _ = loss_sum.f_add_(&smoothed_nll_sum(&logp, &yb, how.label_smoothing)?)?;
-            let _ = correct.f_add_(
-                &logp
-                    .f_argmax(-1, false)?
-                    .f_eq_tensor(&yb)?
-                    .f_sum(Kind::Int64)?,
-            )?;
+            let _ = correct.f_add_(&hits(&logp, &yb)?)?;
             Ok(())
         })?;
         monitor.batch(&BatchProgress {

@@ -25,14 +25,14 @@ use crate::nn::input::Normalization;
 use crate::nn::model::{Model, ModelConfig, Snapshot};
 use crate::nn::optim::{OptimizerKind, OptimizerSpec, OPTIMIZERS};
 use crate::nn::precision::Precision;
-use crate::nn::train::{FitConfig, LearningRates, Tta};
+use crate::nn::train::{LearningRates, Tta};
 use crate::nn::{checkpoint, device};
 
 use super::nn_args::{
     architecture_arg, augment_arg, extract_images, images, labels, DeviceArg, ImageArg,
     PrecisionArg, TtaArg,
 };
-use super::progress::PyMonitor;
+use super::progress::{logs_dict, PyMonitor};
 
 /// The payload of a caught panic, as text.
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -344,14 +344,7 @@ impl PyNetwork {
             Ok(m.fit_epoch(epoch, epochs, &rates, &mut monitor))
         });
         let logs = monitor.finish(r?)?;
-        let d = PyDict::new(py);
-        d.set_item("loss", logs.loss)?;
-        d.set_item("accuracy", logs.accuracy)?;
-        if let Some((l, a)) = logs.val {
-            d.set_item("val_loss", l)?;
-            d.set_item("val_accuracy", a)?;
-        }
-        Ok(d)
+        logs_dict(py, &logs)
     }
 
     /// Batches per epoch of the fit in progress (None outside a fit).
@@ -422,63 +415,6 @@ impl PyNetwork {
         let (h, w, c) = input_shape;
         let k = args::usize_in(num_classes, "num_classes", 2, arch::MAX_CLASSES)?;
         self.with_model(py, "build", Access::Write, |m| Ok(m.build([h, w, c], k)?))
-    }
-
-    /// Trains on (x, y); returns the Keras history dict.
-    #[pyo3(signature = (x, y, *, num_classes, epochs, batch_size, validation_x=None, validation_y=None, shuffle=None, printer=None))]
-    #[allow(clippy::too_many_arguments)]
-    fn fit<'py>(
-        &self,
-        py: Python<'py>,
-        x: &Bound<'py, PyAny>,
-        y: PyReadonlyArray1<'py, i64>,
-        num_classes: &Bound<'py, PyAny>,
-        epochs: &Bound<'py, PyAny>,
-        batch_size: &Bound<'py, PyAny>,
-        validation_x: Option<&Bound<'py, PyAny>>,
-        validation_y: Option<PyReadonlyArray1<'py, i64>>,
-        shuffle: Option<&Bound<'py, PyAny>>,
-        printer: Option<Py<PyAny>>,
-    ) -> PyResult<Bound<'py, PyDict>> {
-        let cfg = FitConfig {
-            epochs: args::usize_in(epochs, "epochs", 1, 1 << 31)?,
-            batch_size: args::usize_in(batch_size, "batch_size", 1, 1 << 31)?,
-            shuffle: shuffle.map_or(Ok(true), |s| args::flag(s, "shuffle"))?,
-        };
-        let num_classes = args::usize_in(num_classes, "num_classes", 2, arch::MAX_CLASSES)?;
-        let xa = extract_images(x, "x")?;
-        let va = validation_x
-            .map(|v| extract_images(v, "validation x"))
-            .transpose()?;
-        let (xo, yo) = (xa.owned(), labels(&y));
-        let vo = va.as_ref().map(ImageArg::owned);
-        let vy = validation_y.as_ref().map(labels);
-        let x_shape = xa.shape();
-        let val_shape = va.as_ref().map(ImageArg::shape);
-        let mut monitor = PyMonitor::new(printer);
-        let r = self.with_model(py, "fit", Access::Write, |m| {
-            let val = match (&vo, val_shape, &vy) {
-                (Some(o), Some(shape), Some(l)) => Some((images(o, shape), l.as_ref())),
-                _ => None,
-            };
-            let x = images(&xo, x_shape);
-            // Build and fit the normalisation first, so the model's shape is
-            // published (readable from other threads) before the epochs start.
-            let prepared = m.prepare(x, num_classes).map(|_| ());
-            if prepared.is_ok() {
-                self.publish(m);
-            }
-            Ok(prepared.and_then(|()| m.fit(x, &yo, num_classes, val, &cfg, &mut monitor)))
-        });
-        let history = monitor.finish(r?)?;
-        let d = PyDict::new(py);
-        d.set_item("loss", history.loss)?;
-        d.set_item("accuracy", history.accuracy)?;
-        if vo.is_some() {
-            d.set_item("val_loss", history.val_loss)?;
-            d.set_item("val_accuracy", history.val_accuracy)?;
-        }
-        Ok(d)
     }
 
     /// (loss, accuracy) on (x, y); `tta="flip"` averages each image with its mirror.

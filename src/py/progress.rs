@@ -77,17 +77,23 @@ impl Monitor for PyMonitor {
             return Ok(());
         };
         let r = Python::attach(|py| {
-            let d = PyDict::new(py);
-            d.set_item("loss", logs.loss)?;
-            d.set_item("accuracy", logs.accuracy)?;
-            if let Some((l, a)) = logs.val {
-                d.set_item("val_loss", l)?;
-                d.set_item("val_accuracy", a)?;
-            }
+            let d = logs_dict(py, logs)?;
             printer.call_method1(py, "epoch_end", (epoch + 1, epochs, d, logs.seconds))?;
             Ok(())
         });
         self.last_draw = None;
         self.keep(r)
     }
+}
+
+/// An epoch's logs as Keras names them: `{"loss", "accuracy"[, "val_loss", "val_accuracy"]}`.
+pub(super) fn logs_dict<'py>(py: Python<'py>, logs: &EpochLogs) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("loss", logs.loss)?;
+    d.set_item("accuracy", logs.accuracy)?;
+    if let Some((l, a)) = logs.val {
+        d.set_item("val_loss", l)?;
+        d.set_item("val_accuracy", a)?;
+    }
+    Ok(d)
 }

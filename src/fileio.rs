@@ -20,9 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 
-/// `O_NOFOLLOW` and `O_NONBLOCK` on Linux (x86-64 and aarch64 share the values).
-const O_NOFOLLOW: i32 = 0o400_000;
-const O_NONBLOCK: i32 = 0o4000;
+use libc::{O_NOFOLLOW, O_NONBLOCK};
 /// How many fresh names a writer tries before giving up (each collision is a
 /// file someone else made at a 64-bit random name: only an attacker does that).
 const NAME_ATTEMPTS: usize = 16;
@@ -127,8 +125,14 @@ impl AtomicFile {
                 self.target.display()
             )));
         };
-        let result = file
-            .sync_all()
+        // A file that replaces another keeps its permissions, as editors do.
+        let keep_mode = std::fs::metadata(&self.target)
+            .ok()
+            .filter(std::fs::Metadata::is_file)
+            .map(|m| m.permissions());
+        let result = keep_mode
+            .map_or(Ok(()), |p| file.set_permissions(p))
+            .and_then(|()| file.sync_all())
             .and_then(|()| std::fs::rename(&self.tmp, &self.target));
         drop(file);
         if let Err(e) = result {
@@ -183,7 +187,28 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 /// `NotFound`/`Io` for unreadable files, `Format` for files over the limit
 /// or that are not regular files.
 pub fn read_limited(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>> {
-    // O_NONBLOCK: opening a FIFO with no writer would otherwise block forever.
+    let (file, hint) = open_regular(path, what)?;
+    if hint > limit {
+        return Err(too_large(path, limit, what));
+    }
+    let mut buf = Vec::with_capacity(usize::try_from(hint).unwrap_or(0));
+    file.take(limit + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| Error::io(path, e))?;
+    if buf.len() as u64 > limit {
+        return Err(too_large(path, limit, what));
+    }
+    Ok(buf)
+}
+
+/// Opens `path` for reading if it is a regular file, with its length.
+/// Devices, FIFOs and sockets are refused (`Format`) and folders are an
+/// `IsADirectory` I/O error, all without reading: the open is non-blocking,
+/// since opening a FIFO with no writer would otherwise wait forever.
+///
+/// # Errors
+/// As described; `NotFound`/`Io` for files that cannot be opened.
+pub fn open_regular(path: &Path, what: &str) -> Result<(File, u64)> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(O_NONBLOCK)
@@ -202,18 +227,7 @@ pub fn read_limited(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>> {
             path.display()
         )));
     }
-    let hint = metadata.len();
-    if hint > limit {
-        return Err(too_large(path, limit, what));
-    }
-    let mut buf = Vec::with_capacity(usize::try_from(hint).unwrap_or(0));
-    file.take(limit + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| Error::io(path, e))?;
-    if buf.len() as u64 > limit {
-        return Err(too_large(path, limit, what));
-    }
-    Ok(buf)
+    Ok((file, metadata.len()))
 }
 
 fn too_large(path: &Path, limit: u64, what: &str) -> Error {

@@ -78,3 +78,40 @@ def test_numpy_scalars_work_like_python_numbers(digits):
     history = model.fit(x, y, epochs=np.int32(2), batch_size=np.int64(16), verbose=0)
     assert len(history["loss"]) == 2
     assert model.predict(x, batch_size=np.int16(8)).shape == (64, 10)
+
+
+def test_label_smoothing_changes_training_itself(digits):
+    x, y = digits
+    plain = cnnrs.Model("custom", device="cpu", seed=5)
+    smooth = cnnrs.Model("custom", device="cpu", seed=5, label_smoothing=0.2)
+    plain.fit(x, y, epochs=2, verbose=0, shuffle=False)
+    smooth.fit(x, y, epochs=2, verbose=0, shuffle=False)
+    # Same seed, same batches: only the loss differs, so the weights must too.
+    assert not np.allclose(plain.predict(x), smooth.predict(x))
+
+
+def test_fit_inside_torch_no_grad_still_trains(digits):
+    import torch
+
+    x, y = digits
+    model = cnnrs.Model("custom", device="cpu", seed=0)
+    with torch.no_grad():
+        history = model.fit(x, y, epochs=2, verbose=0)
+    assert history["loss"][1] < history["loss"][0]
+
+
+def test_loading_a_fifo_is_refused_at_once(tmp_path):
+    import os
+
+    fifo = tmp_path / "model.safetensors"
+    os.mkfifo(fifo)
+    with pytest.raises(cnnrs.DataFormatError, match="not a regular file"):
+        cnnrs.Model.load(fifo, device="cpu")
+
+
+def test_load_keeps_the_seed(digits, tmp_path):
+    x, y = digits
+    model = cnnrs.Model("custom", device="cpu", seed=1234)
+    model.fit(x, y, epochs=1, verbose=0)
+    model.save(tmp_path / "m.safetensors")
+    assert cnnrs.Model.load(tmp_path / "m.safetensors", device="cpu").seed == 1234

@@ -118,8 +118,8 @@ class Model:
             seed = secrets.randbits(63)
         elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise TypeError(f"seed must be an integer or None, got {type(seed).__name__}")
-        elif not 0 <= seed < 2**64:
-            raise ValueError(f"seed must be in [0, 2**64), got {seed}")
+        elif not 0 <= seed < 2**63:
+            raise ValueError(f"seed must be in [0, 2**63), got {seed}")
         if isinstance(learning_rate, (bool, np.bool_)) or not isinstance(
             learning_rate, (int, float, np.integer, np.floating)
         ):
@@ -573,7 +573,7 @@ class Model:
         """
         model = cls.__new__(cls)
         model._net = _core.Network.load(os.fspath(path), device, precision=precision)
-        model.seed = 0
+        model.seed = model._net.seed
         model.history = {}
         model._learning_rate = model._net.learning_rate
         model.stop_training = False

@@ -254,6 +254,8 @@ pub const MAX_PARAMS: usize = 1 << 29;
 /// The most classes a classifier may have (a label of 10⁹ would otherwise make
 /// the output layer 10⁹ wide).
 pub const MAX_CLASSES: usize = 100_000;
+/// The most layers an architecture may list.
+pub const MAX_LAYERS: usize = 1000;
 /// The largest convolution kernel and pooling window accepted.
 pub const MAX_WINDOW: usize = 256;
 
@@ -367,8 +369,13 @@ impl Namer {
     }
 }
 
-/// The input shape and class count a plan may start from.
-fn check_inputs(input_shape: [usize; 3], num_classes: usize) -> Result<()> {
+/// The input shape, class count and layer count a plan may start from.
+fn check_inputs(input_shape: [usize; 3], num_classes: usize, layers: usize) -> Result<()> {
+    if layers > MAX_LAYERS {
+        return Err(Error::invalid(format!(
+            "an architecture may list at most {MAX_LAYERS} layers, got {layers}"
+        )));
+    }
     let [h, w, c] = input_shape;
     if h == 0 || w == 0 || c == 0 {
         return Err(Error::invalid(format!(
@@ -437,7 +444,7 @@ fn plan_augmentation(
 /// that would leave 0×0, dense before flatten, conv after flatten) or when
 /// the input shape or class count is degenerate.
 pub fn plan(layers: &[Layer], input_shape: [usize; 3], num_classes: usize) -> Result<Plan> {
-    check_inputs(input_shape, num_classes)?;
+    check_inputs(input_shape, num_classes, layers.len())?;
     let mut namer = Namer(std::collections::HashMap::new());
     let mut shape = input_shape.to_vec();
     let mut out = Vec::with_capacity(layers.len() + 1);

@@ -52,8 +52,12 @@ fn fp32() -> Precision {
 
 const FORMAT_VERSION: u32 = 2;
 const META_KEY: &str = "cnnrs";
-/// safetensors' own bound on the JSON header.
-const MAX_HEADER: u64 = 100 << 20;
+/// The largest JSON header read (a real one is a few KiB; class names for
+/// 100,000 classes fit): a bound on what parsing it can allocate.
+const MAX_HEADER: u64 = 8 << 20;
+/// The most tensors, and dimensions per tensor, a model file may declare.
+const MAX_TENSORS: usize = 10_000;
+const MAX_RANK: usize = 8;
 
 struct F32View {
     shape: Vec<usize>,
@@ -167,7 +171,13 @@ fn read_header(file: &mut File, file_len: u64, bad: &dyn Fn(String) -> Error) ->
             meta.format
         )));
     }
-    let entries = raw
+    if raw.len() > MAX_TENSORS {
+        return Err(bad(format!(
+            "it declares {} tensors; a cnnrs model has at most {MAX_TENSORS}",
+            raw.len()
+        )));
+    }
+    let entries: HashMap<String, Entry> = raw
         .into_iter()
         .map(|(name, value)| {
             serde_json::from_value::<Entry>(value)
@@ -175,6 +185,11 @@ fn read_header(file: &mut File, file_len: u64, bad: &dyn Fn(String) -> Error) ->
                 .map_err(|err| bad(format!("tensor {name:?}: {err}")))
         })
         .collect::<Result<_>>()?;
+    if let Some((name, _)) = entries.iter().find(|(_, e)| e.shape.len() > MAX_RANK) {
+        return Err(bad(format!(
+            "tensor {name:?} has more than {MAX_RANK} dimensions"
+        )));
+    }
     Ok(Header { len, entries, meta })
 }
 
@@ -287,12 +302,7 @@ pub fn load(path: &Path, device: Device, precision: Option<Precision>) -> Result
             path.display()
         ))
     };
-    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let md = file.metadata().map_err(|e| Error::io(path, e))?;
-    if !md.is_file() {
-        return Err(bad("it is not a regular file".into()));
-    }
-    let file_len = md.len();
+    let (mut file, file_len) = crate::fileio::open_regular(path, "model file")?;
     // 1. The header, with a bounded read; 2. the architecture it describes,
     //    validated as a user's would be, and the tensors that implies, checked
     //    against the header and the file length before anything is allocated.
@@ -339,6 +349,8 @@ pub fn load(path: &Path, device: Device, precision: Option<Precision>) -> Result
         .map_err(|e| bad(e.to_string()))?;
     model.set_normalization(normalization)?;
     copy_weights(&model, &header.entries, &data, &bad)?;
-    model.set_class_names(meta.class_names)?;
+    model
+        .set_class_names(meta.class_names)
+        .map_err(|e| bad(e.to_string()))?;
     Ok(model)
 }

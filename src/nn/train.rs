@@ -202,9 +202,12 @@ impl Inference {
         match self.tta {
             Tta::None => run(xb),
             Tta::Flip => {
-                let a = run(xb)?.f_exp()?;
-                let b = run(&xb.f_flip([3])?)?.f_exp()?;
-                Ok(a.f_add(&b)?.f_mul_scalar(0.5)?.f_log()?)
+                // log((p_a + p_b) / 2) as a logsumexp, finite even where both
+                // probabilities underflow.
+                let both = Tensor::f_stack(&[run(xb)?, run(&xb.f_flip([3])?)?], 0)?;
+                Ok(both
+                    .f_logsumexp([0i64].as_slice(), false)?
+                    .f_sub_scalar(std::f64::consts::LN_2)?)
             }
         }
     }
@@ -253,6 +256,12 @@ impl Trainer<'_> {
     /// Forward, loss, backward and update on one batch; returns the logits
     /// (for the running accuracy) and the mean loss, both still on the device.
     fn step(&mut self, xb: &Tensor, yb: &Tensor) -> Result<(Tensor, Tensor)> {
+        // Gradients on, whatever the calling thread's torch state is (a user's
+        // `with torch.no_grad():` around fit must not break training).
+        tch::with_grad(|| self.step_with_grad(xb, yb))
+    }
+
+    fn step_with_grad(&mut self, xb: &Tensor, yb: &Tensor) -> Result<(Tensor, Tensor)> {
         let (net, gen) = (self.net, &mut *self.gen);
         let logits = self
             .autocast
@@ -260,7 +269,13 @@ impl Trainer<'_> {
         // The loss is computed in float32 whatever precision the logits have.
         let loss = logits
             .f_to_kind(Kind::Float)?
-            .f_cross_entropy_loss::<Tensor>(yb, None, Reduction::Mean, -100, 0.0)?;
+            .f_cross_entropy_loss::<Tensor>(
+                yb,
+                None,
+                Reduction::Mean,
+                -100,
+                self.label_smoothing,
+            )?;
         if let Some(scaler) = self.scaler.as_deref_mut() {
             scaler.step(self.opt, &loss)?;
         } else {

@@ -10,7 +10,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError, TryLockError};
 
 use ndarray::Array2;
 use numpy::{IntoPyArray, PyArray2, PyReadonlyArray1};
@@ -44,6 +44,11 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
             || "unknown failure".into(),
             |m| crate::error::torch_message(&m).to_string(),
         )
+}
+
+thread_local! {
+    /// How many model locks the calling thread holds (nested through callbacks).
+    static HOLDING: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// An identifier of the calling OS thread (the address of a thread-local).
@@ -176,13 +181,32 @@ impl PyNetwork {
             return Err(unusable(why));
         }
         py.detach(|| {
-            let mut guard = self.model.lock().unwrap_or_else(PoisonError::into_inner);
+            // A thread already inside a model's fit (its printer or callback)
+            // never waits for another model's lock: two such threads waiting
+            // for each other's model would hang for good.
+            let mut guard = if HOLDING.get() > 0 {
+                match self.model.try_lock() {
+                    Ok(g) => g,
+                    Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                    Err(TryLockError::WouldBlock) => {
+                        return Err(PyRuntimeError::new_err(format!(
+                            "Model.{what}: this model is busy in another thread, and this \
+                             thread is inside another model's fit (a printer or callback), \
+                             where waiting could deadlock; call it after the fit returns"
+                        )))
+                    }
+                }
+            } else {
+                self.model.lock().unwrap_or_else(PoisonError::into_inner)
+            };
+            HOLDING.set(HOLDING.get() + 1);
             if let Some(why) = self.broken.get() {
                 return Err(unusable(why));
             }
             self.holder.store(me, Ordering::Release);
             let result = catch_unwind(AssertUnwindSafe(|| f(&mut guard)));
             self.holder.store(0, Ordering::Release);
+            HOLDING.set(HOLDING.get() - 1);
             self.publish(&guard);
             match result {
                 Ok(r) => r,
@@ -548,15 +572,16 @@ impl PyNetwork {
 
     #[setter]
     fn set_class_names(&self, py: Python<'_>, names: Option<Vec<String>>) -> PyResult<()> {
-        let kept = names.clone();
         self.with_model(py, "class_names", Access::Read, |m| {
-            Ok(m.set_class_names(names)?)
-        })?;
-        *self
-            .class_names
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = kept;
-        Ok(())
+            let kept = names.clone();
+            m.set_class_names(names)?;
+            // Under the model lock, so the cache and the model never disagree.
+            *self
+                .class_names
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = kept;
+            Ok(())
+        })
     }
 
     /// (mean, std) per channel fitted on the training images, or None before fit.

@@ -122,8 +122,8 @@ pub struct Normalization {
 
 /// The smallest standard deviation used: a constant channel is centred, not blown up.
 const MIN_STD: f64 = 1e-7;
-/// Images per chunk when fitting statistics (bounds the float64 copy).
-const STATS_CHUNK: i64 = 2048;
+/// Values per chunk when fitting statistics (bounds the float64 copies: 32 MiB).
+const STATS_CHUNK_VALUES: i64 = 1 << 22;
 
 impl Normalization {
     /// Fits the statistics of `x` (N, H, W, C) in float64, chunk by chunk, so
@@ -134,13 +134,15 @@ impl Normalization {
     pub fn fit(x: &Tensor) -> Result<Self> {
         let size = x.size();
         let (n, c) = (size[0], size[3]);
+        let per_image = (size[1] * size[2] * c).max(1);
+        let chunk_images = (STATS_CHUNK_VALUES / per_image).max(1);
         let per_channel = |t: &Tensor| -> Result<Vec<f64>> {
             Ok(Vec::<f64>::try_from(t.f_to_device(Device::Cpu)?)?)
         };
         let mut sum = Tensor::f_zeros([c], (Kind::Double, x.device()))?;
         let mut start = 0;
         while start < n {
-            let len = STATS_CHUNK.min(n - start);
+            let len = chunk_images.min(n - start);
             let chunk = x.f_narrow(0, start, len)?.f_to_kind(Kind::Double)?;
             sum = sum.f_add(&chunk.f_sum_dim_intlist([0i64, 1, 2].as_slice(), false, None)?)?;
             start += len;
@@ -150,7 +152,7 @@ impl Normalization {
         let mut sq = Tensor::f_zeros([c], (Kind::Double, x.device()))?;
         start = 0;
         while start < n {
-            let len = STATS_CHUNK.min(n - start);
+            let len = chunk_images.min(n - start);
             let centred = x
                 .f_narrow(0, start, len)?
                 .f_to_kind(Kind::Double)?

@@ -58,6 +58,20 @@ pub struct BatchProgress {
     pub metrics: Option<(f64, f64)>,
 }
 
+impl BatchProgress {
+    /// Progress of batch `batch` of an evaluation or prediction (no metrics).
+    #[must_use]
+    pub fn inference(batch: usize, batches: usize) -> Self {
+        BatchProgress {
+            epoch: 0,
+            epochs: 1,
+            batch,
+            batches,
+            metrics: None,
+        }
+    }
+}
+
 /// Receives progress; returning `Err` (e.g. [`Error::Interrupted`]) stops the
 /// work between two batches, leaving the model consistent and usable.
 pub trait Monitor {
@@ -372,13 +386,7 @@ pub fn evaluate(
             let _ = correct.f_add_(&hits(&logp, &yb)?)?;
             Ok(())
         })?;
-        monitor.batch(&BatchProgress {
-            epoch: 0,
-            epochs: 1,
-            batch: i,
-            batches,
-            metrics: None,
-        })?;
+        monitor.batch(&BatchProgress::inference(i, batches))?;
     }
     Ok((
         loss_sum.f_double_value(&[])? / n as f64,
@@ -410,13 +418,7 @@ pub fn predict(
             Ok(how.log_probs(net, &xb)?.f_exp()?.f_to_device(Device::Cpu)?)
         })?;
         out.extend(Vec::<f32>::try_from(p.f_flatten(0, -1)?)?);
-        monitor.batch(&BatchProgress {
-            epoch: 0,
-            epochs: 1,
-            batch: i,
-            batches,
-            metrics: None,
-        })?;
+        monitor.batch(&BatchProgress::inference(i, batches))?;
     }
     Ok(out)
 }

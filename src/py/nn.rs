@@ -107,6 +107,22 @@ pub struct PyNetwork {
 }
 
 /// Whether a call may change the weights (a panic inside it breaks the model).
+/// Sets the lock-free facts from `m`, once each.
+fn publish_into(facts: &OnceLock<Facts>, normalization: &OnceLock<Normalization>, m: &Model) {
+    if let (Some(input_shape), Some(num_classes), Some(plan)) =
+        (m.input_shape(), m.num_classes(), m.plan())
+    {
+        let _ = facts.set(Facts {
+            input_shape,
+            num_classes,
+            plan: plan.clone(),
+        });
+    }
+    if let Some(n) = m.normalization() {
+        let _ = normalization.set(n.clone());
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Access {
     Read,
@@ -117,7 +133,7 @@ impl PyNetwork {
     fn from_model(m: Model) -> PyResult<Self> {
         let layers_json =
             serde_json::to_string(m.layers()).map_err(|e| Error::format(e.to_string()))?;
-        let net = PyNetwork {
+        let mut net = PyNetwork {
             architecture: m.architecture().to_string(),
             layers_json,
             learning_rate: m.learning_rate(),
@@ -133,24 +149,15 @@ impl PyNetwork {
             holder: AtomicUsize::new(0),
             broken: OnceLock::new(),
         };
-        net.publish(&net.model.lock().unwrap_or_else(PoisonError::into_inner));
+        // A model nobody else can see yet: `get_mut` needs no lock.
+        let m = net.model.get_mut().unwrap_or_else(PoisonError::into_inner);
+        publish_into(&net.facts, &net.normalization, m);
         Ok(net)
     }
 
     /// Publishes what became known about `m` (idempotent).
     fn publish(&self, m: &Model) {
-        if let (Some(input_shape), Some(num_classes), Some(plan)) =
-            (m.input_shape(), m.num_classes(), m.plan())
-        {
-            let _ = self.facts.set(Facts {
-                input_shape,
-                num_classes,
-                plan: plan.clone(),
-            });
-        }
-        if let Some(n) = m.normalization() {
-            let _ = self.normalization.set(n.clone());
-        }
+        publish_into(&self.facts, &self.normalization, m);
     }
 
     /// The one way to the model: releases the GIL, then takes the lock, runs
@@ -563,11 +570,14 @@ impl PyNetwork {
     }
 
     #[getter]
-    fn class_names(&self) -> Option<Vec<String>> {
-        self.class_names
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+    fn class_names(&self, py: Python<'_>) -> Option<Vec<String>> {
+        // Brief, but still a lock: never waited for while attached.
+        py.detach(|| {
+            self.class_names
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+        })
     }
 
     #[setter]

@@ -47,7 +47,19 @@ class Model:
         or layer specs such as ``[("conv", 32), ("batchnorm",), ("maxpool", 2),
         ("dropout", 0.2), ("flatten",), ("dense", 128)]``. The softmax output
         layer is added for the number of classes in the data.
-    learning_rate : float
+
+        ``"airbench94"`` is Keller Jordan's 94%-on-CIFAR-10 network (airbench
+        0.1.8) and carries its training recipe: unless you pass them, it trains
+        with SGD (Nesterov momentum 0.85) in the reference's decoupled form
+        (``learning_rate=11.5`` and ``weight_decay=0.0153`` per 1024 examples,
+        the loss summed over the batch, batch-norm biases at 64× the rate), label
+        smoothing 0.2, alternating flips and 2-pixel reflect translations,
+        Lookahead averaging every 5 steps, precision "auto", and ``fit`` defaults
+        to ``batch_size=1024``, ``epochs=9.9`` (the last epoch cut short, as the
+        reference) and its triangular schedule (``lr_schedule="triangle"``);
+        ``evaluate``/``predict`` default to ``tta="flip_translate"``. It needs
+        images of at least 25×25 pixels (CIFAR's 32×32).
+    learning_rate : float, default 5e-4
         The optimiser's learning rate. ``model.learning_rate`` is the current one
         and may be set between epochs (``ReduceLROnPlateau`` does).
     device : str
@@ -55,7 +67,7 @@ class Model:
     seed : int, optional
         Seeds weight initialisation, shuffling and dropout; the same seed on
         CPU gives the same history. None draws a random seed.
-    precision : {"fp32", "bf16", "fp16", "auto"}
+    precision : {"fp32", "bf16", "fp16", "auto"}, default "fp32"
         "fp32" (the default, as Keras; the same seed gives the same history on
         CPU); "bf16": mixed precision as libtorch's autocast does it (weights and
         optimiser state in float32, convolutions and dense layers in bfloat16),
@@ -78,7 +90,7 @@ class Model:
     label_smoothing : float, default 0.0
         In [0, 1): the targets become ``(1 - s) * one_hot + s / num_classes``, as
         ``keras.losses.CategoricalCrossentropy(label_smoothing=s)``.
-    augment : list of tuples, optional
+    augment : list of tuples, optional (``[]`` turns a recipe's augmentation off)
         Random augmentation layers put in front of the network, run on the device in
         training steps only (inference sees the images as they are), as Keras's
         preprocessing layers: ``("random_flip", "horizontal" | "vertical" |
@@ -87,8 +99,9 @@ class Model:
         torchvision's ``RandomCrop(size, padding=pad)``), ``("random_translation",
         fraction)`` (a shift of up to ``fraction`` of the height and width, zero
         fill) and ``("cutout", size)`` (one random ``size``×``size`` square of
-        zeros per image). Drawn from the model's own generator, so the seed
-        decides them. The same specs may also open an ``architecture`` list.
+        zeros per image), and airbench's ``("alternating_flip",)`` (each image gets one
+        random mirror at the start of a fit and is mirrored again every other
+        epoch). Drawn from the model's own generator, so the seed decides them. The same specs may also open an ``architecture`` list.
     input_shape, num_classes : optional
         Build the weights now, e.g. to call ``summary()`` before ``fit``;
         otherwise both come from the first ``fit``'s data.
@@ -99,16 +112,16 @@ class Model:
     def __init__(
         self,
         architecture: Architecture = "with_batch_norm",
-        learning_rate: float = 5e-4,
+        learning_rate: float | None = None,
         device: str = "auto",
         seed: int | None = None,
         *,
-        precision: str = "fp32",
-        optimizer: str = "adam",
-        momentum: float = 0.9,
-        nesterov: bool = False,
-        weight_decay: float = 0.0,
-        label_smoothing: float = 0.0,
+        precision: str | None = None,
+        optimizer: str | None = None,
+        momentum: float | None = None,
+        nesterov: bool | None = None,
+        weight_decay: float | None = None,
+        label_smoothing: float | None = None,
         augment: Sequence[Sequence[Any]] | None = None,
         input_shape: tuple[int, int, int] | None = None,
         num_classes: int | None = None,
@@ -120,26 +133,26 @@ class Model:
             raise TypeError(f"seed must be an integer or None, got {type(seed).__name__}")
         elif not 0 <= seed < 2**63:
             raise ValueError(f"seed must be in [0, 2**63), got {seed}")
-        if isinstance(learning_rate, (bool, np.bool_)) or not isinstance(
-            learning_rate, (int, float, np.integer, np.floating)
+        if learning_rate is not None and (
+            isinstance(learning_rate, (bool, np.bool_))
+            or not isinstance(learning_rate, (int, float, np.integer, np.floating))
         ):
             raise TypeError(f"learning_rate must be a number, got {type(learning_rate).__name__}")
-        options: dict[str, Any] = {
+        # Only what the caller gave goes to the network: the rest comes from the
+        # architecture's recipe (airbench94) or Keras's defaults, and a setting
+        # that does not apply (momentum with Adam) is refused there, not ignored.
+        given = {
+            "precision": precision,
             "optimizer": optimizer,
+            "momentum": momentum,
+            "nesterov": nesterov,
             "weight_decay": weight_decay,
             "label_smoothing": label_smoothing,
+            "augment": None if augment is None else [tuple(layer) for layer in augment],
         }
-        # SGD's own settings go to the network when they matter, so that the network
-        # can refuse them with another optimiser rather than ignore them.
-        if optimizer == "sgd" or momentum != 0.9:
-            options["momentum"] = momentum
-        if optimizer == "sgd" or nesterov:
-            options["nesterov"] = nesterov
-        if augment is not None:
-            options["augment"] = [tuple(layer) for layer in augment]
-        self._net = _core.Network(
-            architecture, float(learning_rate), device, int(seed), precision=precision, **options
-        )
+        options = {k: v for k, v in given.items() if v is not None}
+        rate = None if learning_rate is None else float(learning_rate)
+        self._net = _core.Network(architecture, rate, device, int(seed), **options)
         self.seed = int(seed)
         self._learning_rate = self._net.learning_rate
         self.stop_training = False
@@ -196,6 +209,18 @@ class Model:
     @property
     def label_smoothing(self) -> float:
         return self._net.label_smoothing
+
+    @property
+    def tta(self) -> str:
+        """The test-time augmentation ``evaluate``/``predict`` use when the call names
+        none: "none", or "flip_translate" for airbench94."""
+        return self._net.tta
+
+    @property
+    def recipe(self) -> dict[str, Any] | None:
+        """The fit defaults the architecture's recipe sets (``batch_size``, ``epochs``,
+        ``triangle``: the schedule's start, peak position and end), or None."""
+        return self._net.recipe
 
     @property
     def device(self) -> str:
@@ -282,8 +307,8 @@ class Model:
         self,
         x: Any,
         y: Any,
-        epochs: int = 10,
-        batch_size: int = 64,
+        epochs: float | None = None,
+        batch_size: int | None = None,
         validation_data: tuple[Any, Any] | None = None,
         shuffle: bool = True,
         verbose: int = 1,
@@ -302,7 +327,11 @@ class Model:
             The first fit also fits the per-channel normalisation on them.
         y : array_like
             Labels (N,) / (N, 1) or one-hot (N, k).
-        epochs, batch_size : int
+        epochs : int or float, default 10 (airbench94: 9.9)
+            A fractional count runs its last epoch short, as airbench does:
+            ``ceil(steps_per_epoch * epochs)`` steps in all.
+        batch_size : int, default 64 (airbench94: 1024, dropping each epoch's
+            last incomplete batch as its reference loader does)
         validation_data : (x_val, y_val), optional
             Scored after every epoch (``val_loss``, ``val_accuracy``); it takes
             precedence over ``validation_split``, as in Keras.
@@ -318,6 +347,10 @@ class Model:
             Keras's callbacks (``EarlyStopping``, ``ModelCheckpoint``,
             ``ReduceLROnPlateau``, ``LearningRateScheduler``, your own).
         lr_schedule : str, tuple or callable, optional
+            None: the architecture's own (airbench94's ``"triangle"``), else
+            constant. ``"constant"``, ``"triangle"`` or ``("triangle", {"start":
+            0.2, "peak": 0.23, "end": 0.07})`` (airbench's: linear from ``start`` ×
+            the rate up to the rate at ``peak`` of the steps, then down to ``end`` ×),
             ``"cosine"``, ``"onecycle"``, ``("onecycle", {...})``, ``("step",
             every_epochs, factor)`` (as PyTorch's ``CosineAnnealingLR``,
             ``OneCycleLR``, ``StepLR``; see :mod:`cnnrs.schedules`) or a function
@@ -342,9 +375,17 @@ class Model:
         Ctrl-C stops between batches with KeyboardInterrupt; like any exception
         (from a callback too) it leaves the model usable, with the epochs done.
         """
+        recipe = self.recipe
+        if epochs is None:
+            epochs = recipe["epochs"] if recipe else 10
+        if batch_size is None:
+            batch_size = recipe["batch_size"] if recipe else 64
+        if lr_schedule is None and recipe:
+            start, peak, end = recipe["triangle"]
+            lr_schedule = ("triangle", {"start": start, "peak": peak, "end": end})
         xa = as_images(x)
         ya, width = as_labels(y, xa.shape[0])
-        epochs = check_count(epochs, "epochs")
+        epochs = schedules.check_epochs(epochs)
         batch_size = check_count(batch_size, "batch_size")
         num_classes = self._resolve_classes(ya, width)
         split = _check_split(validation_split)
@@ -370,11 +411,15 @@ class Model:
         hooks = CallbackList(callbacks)
         if callable(lr_schedule):
             hooks.callbacks.insert(0, LearningRateScheduler(lr_schedule))
-        steps = -(-xa.shape[0] // batch_size)
+        n = xa.shape[0]
+        # A recipe's loader drops each epoch's last incomplete batch.
+        steps = n // batch_size if recipe and n >= batch_size else -(-n // batch_size)
+        total = math.ceil(steps * epochs)
+        rounds = -(-total // steps)
         hooks.set_model(self)
-        hooks.set_params({"epochs": epochs, "steps": steps, "verbose": verbose})
+        hooks.set_params({"epochs": rounds, "steps": steps, "verbose": verbose})
         base = self.learning_rate
-        planned = schedules.plan(lr_schedule, base, epochs, steps)
+        planned = schedules.plan(lr_schedule, base, rounds, steps, total_steps=total)
         printer = progress
         if printer is None and verbose:
             printer = KerasProgress(verbose)
@@ -386,7 +431,7 @@ class Model:
                 vx,
                 vy,
                 num_classes,
-                epochs,
+                (rounds, steps, total),
                 batch_size,
                 shuffle,
                 hooks,
@@ -418,7 +463,7 @@ class Model:
         vx: np.ndarray | None,
         vy: np.ndarray | None,
         num_classes: int,
-        epochs: int,
+        counts: tuple[int, int, int],
         batch_size: int,
         shuffle: bool,
         hooks: CallbackList,
@@ -426,6 +471,7 @@ class Model:
         base: float,
         printer: Any,
     ) -> dict[str, list[float]]:
+        epochs, steps, total = counts
         history: dict[str, list[float]] = {}
         self.history = history
         self.stop_training = False
@@ -437,21 +483,35 @@ class Model:
             validation_x=vx,
             validation_y=vy,
             shuffle=bool(shuffle),
+            total_steps=total,
+            base_learning_rate=base,
         )
         try:
+            if self._net.batches_per_epoch != steps:  # pragma: no cover - a bug, not input
+                raise RuntimeError(
+                    f"cnnrs counted {steps} batches per epoch, the core "
+                    f"{self._net.batches_per_epoch}"
+                )
             hooks.on_train_begin()
             logs: dict[str, Any] = {}
             for epoch in range(epochs):
                 hooks.on_epoch_begin(epoch)
+                run = min(steps, total - epoch * steps)
                 rates: float | list[float]
                 if planned is None:
                     rates = last = self.learning_rate
                 else:
-                    row = planned[epoch] * (self.learning_rate / base)
+                    row = planned[epoch][:run] * (self.learning_rate / base)
                     last = float(row[-1])
                     rates = last if np.all(row == last) else row.tolist()
                 logs = dict(
-                    self._net.fit_epoch(epoch, epochs, learning_rates=rates, printer=printer)
+                    self._net.fit_epoch(
+                        epoch,
+                        epochs,
+                        learning_rates=rates,
+                        printer=printer,
+                        steps=run if run < steps else None,
+                    )
                 )
                 logs["learning_rate"] = last
                 hooks.on_epoch_end(epoch, logs)
@@ -474,9 +534,8 @@ class Model:
     ) -> dict[str, float]:
         """Mean cross-entropy and accuracy on (x, y): ``{"loss", "accuracy"}``.
 
-        ``tta="flip"`` scores the mean of the probabilities of each image and its
-        horizontal mirror (test-time augmentation); the loss is then the
-        cross-entropy of those averaged probabilities.
+        ``tta`` (test-time augmentation) as in :meth:`predict`; the loss is then
+        the cross-entropy of the averaged prediction.
         """
         xa = as_images(x)
         ya, _ = as_labels(y, xa.shape[0])
@@ -490,11 +549,32 @@ class Model:
     ) -> np.ndarray:
         """Class probabilities, shape (N, num_classes), float32.
 
-        ``tta="flip"`` returns the mean of the probabilities of each image and its
-        horizontal mirror (test-time augmentation); None, the default, the image alone.
+        ``tta`` (test-time augmentation): ``"flip"``, the mean of the probabilities
+        of each image and its horizontal mirror; ``"flip_translate"``, airbench's
+        ``tta_level=2`` (the softmax of the mean logits of the image and its mirror,
+        weight 1/2, and of its two one-pixel diagonal reflect-padded translations and
+        their mirrors, 1/8 each); ``"none"``, the image alone; None, the default,
+        the model's own (``model.tta``: "flip_translate" for airbench94, else "none").
         """
         del verbose  # prediction is quick; kept for Keras compatibility
         return self._net.predict(as_images(x), check_count(batch_size, "batch_size"), tta=tta)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Every weight, frozen weight and batch-norm statistic as float32 arrays,
+        keyed and laid out as PyTorch's ``state_dict`` (convolutions ``(out, in, kh,
+        kw)``, dense ``(out, in)``; keys such as ``"conv2d.weight"``), sorted by name."""
+        return dict(self._net.state_dict())
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Sets every variable from a :meth:`state_dict`-shaped mapping (arrays or
+        anything ``np.asarray`` takes), as PyTorch's strict ``load_state_dict``: the
+        keys must be exactly the model's and the shapes must match; nothing changes
+        otherwise. The model must be built (``fit``, or ``input_shape`` and
+        ``num_classes``)."""
+        if not isinstance(state, dict):
+            raise TypeError(f"state must be a dict of arrays, got {type(state).__name__}")
+        arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in state.items()}
+        self._net.load_state_dict(arrays)
 
     def snapshot(self) -> Any:
         """A copy of every weight and batch-norm statistic, kept on the device, for

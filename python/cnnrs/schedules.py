@@ -16,6 +16,13 @@ batch. The accepted values:
     ``anneal_strategy="cos"``, ``div_factor=25``, ``final_div_factor=1e4``,
     ``three_phase=False``); the dict may change any of those five. The momentum
     is not cycled (``cycle_momentum=False``).
+``"constant"``
+    The constant ``model.learning_rate`` (what None means for architectures
+    without a recipe of their own).
+``"triangle"`` or ``("triangle", {"start": ..., "peak": ..., "end": ...})``
+    airbench's triangular schedule over all the fit's steps (defaults 0.2,
+    0.23, 0.07): linear from ``start`` × the base rate to the base rate at step
+    ``int(peak · total)``, then linear to ``end`` × the base rate.
 ``("step", every_epochs, factor)``
     ``torch.optim.lr_scheduler.StepLR(step_size=every_epochs, gamma=factor)``
     stepped after every epoch.
@@ -36,13 +43,16 @@ import numpy as np
 
 __all__ = [
     "ONECYCLE_DEFAULTS",
+    "TRIANGLE_DEFAULTS",
     "EpochFunction",
+    "check_epochs",
     "check_rate",
     "cosine",
     "epoch_function",
     "onecycle",
     "plan",
     "step",
+    "triangle",
     "validate",
 ]
 
@@ -128,6 +138,51 @@ def onecycle(base_lr: float, total_steps: int, **options: Any) -> np.ndarray:
     return rates
 
 
+#: airbench94's triangle: (start, peak, end).
+TRIANGLE_DEFAULTS: dict[str, float] = {"start": 0.2, "peak": 0.23, "end": 0.07}
+
+
+def triangle(base_lr: float, total_steps: int, **options: Any) -> np.ndarray:
+    """The rate of each of ``total_steps`` steps under airbench's triangular schedule:
+    ``base_lr`` times the piecewise-linear curve through ``(0, start)``,
+    ``(int(peak * total_steps), 1)`` and ``(total_steps, end)``, read at step ``t``
+    (as its ``LambdaLR`` reads ``lr_schedule[t]``)."""
+    unknown = set(options) - set(TRIANGLE_DEFAULTS)
+    if unknown:
+        raise ValueError(
+            f"unknown triangle option(s) {sorted(unknown)}; accepted: {sorted(TRIANGLE_DEFAULTS)}"
+        )
+    o = {**TRIANGLE_DEFAULTS, **options}
+    for key in ("start", "end"):
+        if isinstance(o[key], bool) or not isinstance(o[key], (int, float, np.floating)):
+            raise TypeError(f"triangle {key} must be a number, got {o[key]!r}")
+        if not (math.isfinite(o[key]) and o[key] >= 0):
+            raise ValueError(f"triangle {key} must be a finite number >= 0, got {o[key]}")
+    peak = o["peak"]
+    if isinstance(peak, bool) or not isinstance(peak, (int, float)) or not 0 <= peak <= 1:
+        raise ValueError(f"triangle peak must be a number in [0, 1], got {peak!r}")
+    top = int(peak * total_steps)
+    t = np.arange(total_steps, dtype=np.float64)
+    up = o["start"] + (1.0 - o["start"]) * t / top if top > 0 else np.ones(total_steps)
+    down = 1.0 + (o["end"] - 1.0) * (t - top) / max(total_steps - top, 1)
+    return base_lr * np.where(t < top, up, down)
+
+
+def check_epochs(value: Any) -> float | int:
+    """``epochs`` as a positive int, or a positive float (a fractional last epoch)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, (int, float, np.integer, np.floating)
+    ):
+        raise TypeError(f"epochs must be a number, got {type(value).__name__}")
+    if isinstance(value, (int, np.integer)):
+        if value < 1:
+            raise ValueError(f"epochs must be >= 1, got {value}")
+        return int(value)
+    if not (math.isfinite(value) and 0 < value <= 2**31):
+        raise ValueError(f"epochs must be a positive finite number, got {value}")
+    return float(value)
+
+
 def step(base_lr: float, epochs: int, every_epochs: int, factor: float) -> np.ndarray:
     """The rate of each epoch under ``StepLR(step_size=every_epochs, gamma=factor)``."""
     e = np.arange(epochs)
@@ -178,14 +233,15 @@ def epoch_function(schedule: Callable[..., Any]) -> EpochFunction:
 def _check_spec(spec: Any) -> tuple[str, tuple[Any, ...]]:
     """``spec`` as (kind, arguments); raises for anything that is not a schedule."""
     if isinstance(spec, str):
-        if spec in ("cosine", "onecycle"):
+        if spec in ("cosine", "onecycle", "triangle", "constant"):
             return spec, ()
         if spec == "step":
             raise ValueError(
                 "lr_schedule 'step' needs its settings: ('step', every_epochs, factor)"
             )
         raise ValueError(
-            f"lr_schedule must be None, 'cosine', 'onecycle', ('onecycle', {{...}}), "
+            f"lr_schedule must be None, 'constant', 'cosine', 'onecycle', ('onecycle', {{...}}), "
+            f"'triangle', ('triangle', {{...}}), "
             f"('step', every_epochs, factor) or a function of the epoch, got {spec!r}"
         )
     if isinstance(spec, (tuple, list)) and spec and isinstance(spec[0], str):
@@ -193,6 +249,9 @@ def _check_spec(spec: Any) -> tuple[str, tuple[Any, ...]]:
         if kind == "onecycle" and len(args) == 1 and isinstance(args[0], Mapping):
             onecycle(1.0, 10, **args[0])  # validates the options
             return "onecycle", (dict(args[0]),)
+        if kind == "triangle" and len(args) == 1 and isinstance(args[0], Mapping):
+            triangle(1.0, 10, **args[0])  # validates the options
+            return "triangle", (dict(args[0]),)
         if kind == "step" and len(args) == 2:
             every, factor = args
             if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
@@ -203,7 +262,8 @@ def _check_spec(spec: Any) -> tuple[str, tuple[Any, ...]]:
             _positive(factor, "lr_schedule ('step', every_epochs, factor): factor")
             return "step", (int(every), float(factor))
     raise ValueError(
-        f"lr_schedule must be None, 'cosine', 'onecycle', ('onecycle', {{...}}), "
+        f"lr_schedule must be None, 'constant', 'cosine', 'onecycle', ('onecycle', {{...}}), "
+            f"'triangle', ('triangle', {{...}}), "
         f"('step', every_epochs, factor) or a function of the epoch, got {spec!r}"
     )
 
@@ -215,18 +275,35 @@ def validate(spec: Any) -> None:
     _check_spec(spec)
 
 
-def plan(spec: Any, base_lr: float, epochs: int, steps_per_epoch: int) -> np.ndarray | None:
+def plan(
+    spec: Any,
+    base_lr: float,
+    epochs: int,
+    steps_per_epoch: int,
+    total_steps: int | None = None,
+) -> np.ndarray | None:
     """The rates of a fit, shape ``(epochs, steps_per_epoch)``, for a named schedule;
-    None for ``None`` and for functions (which run epoch by epoch)."""
+    None for ``None``, ``"constant"`` and functions (which run epoch by epoch).
+
+    ``total_steps`` (default ``epochs * steps_per_epoch``) is the steps the fit
+    takes when its last epoch is cut short: the schedule spans those, and the
+    unused tail of the last row repeats its last rate.
+    """
     if spec is None or callable(spec):
         return None
     kind, args = _check_spec(spec)
-    total = epochs * steps_per_epoch
+    full = epochs * steps_per_epoch
+    total = full if total_steps is None else min(total_steps, full)
+    if kind == "constant":
+        return None
     if kind == "cosine":
         rates = cosine(base_lr, total)
     elif kind == "onecycle":
         rates = onecycle(base_lr, total, **(args[0] if args else {}))
+    elif kind == "triangle":
+        rates = triangle(base_lr, total, **(args[0] if args else {}))
     else:
         per_epoch = step(base_lr, epochs, *args)
-        rates = np.repeat(per_epoch, steps_per_epoch)
+        rates = np.repeat(per_epoch, steps_per_epoch)[:total]
+    rates = np.concatenate([rates, np.full(full - total, rates[-1])])
     return rates.reshape(epochs, steps_per_epoch)

@@ -79,6 +79,31 @@ pub enum Layer {
     Cutout {
         size: usize,
     },
+    /// Augmentation (airbench's "alternating flip"): each image gets one
+    /// random horizontal flip at the start of a fit, and every image is
+    /// mirrored again on every other epoch, so each image is seen flipped on
+    /// exactly every other epoch. Applied where batches are gathered.
+    AlternatingFlip,
+    /// airbench's whitening layer: a `kernel_size`² "valid" convolution to
+    /// `2 · C · kernel_size²` channels (the eigenvectors of the training
+    /// images' patch covariance and their negatives, set at the first fit and
+    /// frozen), a bias trained only for the recipe's first epochs, then GELU.
+    Whitening {
+        kernel_size: usize,
+    },
+    /// airbench's conv group: 3×3 "same" conv without bias (identity-initialised
+    /// where it can be) → 2×2 max pool → batch norm → GELU → 3×3 conv → batch
+    /// norm → GELU; its batch norms keep the affine weight frozen at 1 and use
+    /// momentum 0.6 (Keras's convention) and epsilon 1e-12.
+    ConvGroup {
+        filters: usize,
+    },
+    /// The output layer without bias, its logits multiplied by `scale`
+    /// (airbench's `Linear(bias=False)` then `Mul(1/9)`). Last when present;
+    /// it replaces the default head (dense with bias).
+    Classifier {
+        scale: f64,
+    },
 }
 
 /// Which axes a random flip may mirror, named as Keras's `RandomFlip`.
@@ -109,19 +134,42 @@ impl Layer {
                 | Layer::RandomCrop { .. }
                 | Layer::RandomTranslation { .. }
                 | Layer::Cutout { .. }
+                | Layer::AlternatingFlip
         )
+    }
+
+    /// Whether this layer holds batch norms (which decides the CPU layout).
+    #[must_use]
+    pub fn has_batch_norm(&self) -> bool {
+        matches!(self, Layer::BatchNorm | Layer::ConvGroup { .. })
     }
 }
 
 /// Names of the built-in architectures, in the order the course defines them.
-pub const ARCHITECTURES: [&str; 6] = [
+/// The course's six, then `airbench94` (Keller Jordan's 94%-on-CIFAR-10
+/// network, which carries its training recipe; see [`super::recipe`]).
+pub const ARCHITECTURES: [&str; 7] = [
     "baseline",
     "vgg3block",
     "with_dropout_0.2",
     "with_dropout_increasing",
     "custom",
     "with_batch_norm",
+    "airbench94",
 ];
+
+/// airbench94's hidden layers (airbench 0.1.8, `make_net94`), for 32×32 images.
+fn airbench94() -> Vec<Layer> {
+    vec![
+        Layer::Whitening { kernel_size: 2 },
+        Layer::ConvGroup { filters: 64 },
+        Layer::ConvGroup { filters: 256 },
+        Layer::ConvGroup { filters: 256 },
+        Layer::MaxPool { size: 3 },
+        Layer::Flatten,
+        Layer::Classifier { scale: 1.0 / 9.0 },
+    ]
+}
 
 fn conv(filters: usize, init: Init) -> Layer {
     Layer::Conv {
@@ -201,6 +249,7 @@ pub fn builtin(name: &str) -> Result<Vec<Layer>> {
             l.extend([dense128(), Layer::BatchNorm, Layer::Dropout { rate: 0.5 }]);
             l
         }
+        "airbench94" => airbench94(),
         other => {
             return Err(Error::invalid(format!(
                 "unknown architecture {other:?}; known architectures are {}, \
@@ -332,7 +381,28 @@ impl Layer {
                     );
                 }
             }
-            Layer::BatchNorm | Layer::Flatten | Layer::RandomFlip { .. } => {}
+            Layer::Whitening { kernel_size } => {
+                if kernel_size == 0 || kernel_size > 8 {
+                    return bad("whitening kernel size must be in [1, 8]", kernel_size.to_string());
+                }
+            }
+            Layer::ConvGroup { filters } => {
+                if filters == 0 || filters > MAX_PARAMS {
+                    return bad(
+                        &format!("conv_group filters must be in [1, {MAX_PARAMS}]"),
+                        filters.to_string(),
+                    );
+                }
+            }
+            Layer::Classifier { scale } => {
+                if !(scale.is_finite() && scale > 0.0) {
+                    return bad("classifier scale must be a positive finite number", scale.to_string());
+                }
+            }
+            Layer::BatchNorm
+            | Layer::Flatten
+            | Layer::RandomFlip { .. }
+            | Layer::AlternatingFlip => {}
         }
         Ok(())
     }
@@ -431,6 +501,7 @@ fn plan_augmentation(
     }
     Ok(match aug {
         Layer::RandomFlip { .. } => ("random_flip", "RandomFlip"),
+        Layer::AlternatingFlip => ("alternating_flip", "AlternatingFlip"),
         Layer::RandomCrop { .. } => ("random_crop", "RandomCrop"),
         Layer::RandomTranslation { .. } => ("random_translation", "RandomTranslation"),
         _ => ("cutout", "Cutout"),
@@ -488,6 +559,7 @@ pub fn plan(layers: &[Layer], input_shape: [usize; 3], num_classes: usize) -> Re
             }
             Layer::Dropout { .. } => (namer.next("dropout"), "Dropout", 0, 0),
             aug @ (Layer::RandomFlip { .. }
+            | Layer::AlternatingFlip
             | Layer::RandomCrop { .. }
             | Layer::RandomTranslation { .. }
             | Layer::Cutout { .. }) => {
@@ -506,6 +578,49 @@ pub fn plan(layers: &[Layer], input_shape: [usize; 3], num_classes: usize) -> Re
             Layer::Flatten => {
                 shape = vec![shape.iter().product()];
                 (namer.next("flatten"), "Flatten", 0, 0)
+            }
+            Layer::Whitening { kernel_size: k } => {
+                if !spatial || shape[0] < *k || shape[1] < *k {
+                    return Err(Error::invalid(format!(
+                        "layer {i} (whitening) needs an image of at least {k}×{k}, got {shape:?}"
+                    )));
+                }
+                let what = format!("layer {i} (whitening)");
+                let width = params(2 * k * k, shape[2], 0, &what)?;
+                let weights = params(width, k * k * shape[2], 0, &what)?;
+                shape = vec![shape[0] - k + 1, shape[1] - k + 1, width];
+                (namer.next("whitening"), "Whitening", width, weights)
+            }
+            Layer::ConvGroup { filters: f } => {
+                if !spatial || shape[0] < 2 || shape[1] < 2 {
+                    return Err(Error::invalid(format!(
+                        "layer {i} (conv_group, which pools 2×2) receives a feature map of shape \
+                         {shape:?}, too small for it; airbench94 needs images of at least 25×25 \
+                         (CIFAR's 32×32; upscale smaller ones)"
+                    )));
+                }
+                let what = format!("layer {i} (conv_group)");
+                let conv1 = params(9 * shape[2], *f, 0, &what)?;
+                let conv2 = params(9 * f, *f, 0, &what)?;
+                let trainable = params(1, conv1 + conv2, 2 * f, &what)?;
+                shape = vec![shape[0] / 2, shape[1] / 2, *f];
+                (namer.next("conv_group"), "ConvGroup", trainable, 6 * f)
+            }
+            Layer::Classifier { .. } => {
+                if i + 1 != layers.len() {
+                    return Err(Error::invalid(format!(
+                        "layer {i} (classifier) must be the last layer"
+                    )));
+                }
+                if spatial {
+                    return Err(Error::invalid(format!(
+                        "layer {i} (classifier) receives an image-shaped input {shape:?}; \
+                         add a (\"flatten\",) layer before it"
+                    )));
+                }
+                let params = params(shape[0], num_classes, 0, "the output layer")?;
+                shape = vec![num_classes];
+                (namer.next("dense"), "Dense", params, 0)
             }
             Layer::Dense { units, .. } => {
                 if spatial {
@@ -533,6 +648,9 @@ pub fn plan(layers: &[Layer], input_shape: [usize; 3], num_classes: usize) -> Re
             "the last hidden layer outputs {shape:?}; add a (\"flatten\",) layer so the \
              classification head receives a vector"
         )));
+    }
+    if matches!(layers.last(), Some(Layer::Classifier { .. })) {
+        return Ok(Plan { layers: out });
     }
     let head = params(shape[0], num_classes, num_classes, "the output layer")?;
     params(1, total, head, "the output layer")?;

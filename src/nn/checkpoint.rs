@@ -22,6 +22,8 @@ use super::input::Normalization;
 use super::model::{Model, ModelConfig};
 use super::optim::OptimizerSpec;
 use super::precision::Precision;
+use super::recipe::Decoupled;
+use super::train::Tta;
 use crate::error::{Error, Result};
 
 /// What is saved beside the weights, as JSON in the safetensors header.
@@ -44,13 +46,18 @@ struct SavedMeta {
     optimizer: OptimizerSpec,
     #[serde(default)]
     label_smoothing: f64,
+    /// Absent before format 3 (no recipe).
+    #[serde(default)]
+    decoupled: Option<Decoupled>,
+    #[serde(default)]
+    tta: Tta,
 }
 
 fn fp32() -> Precision {
     Precision::Fp32
 }
 
-const FORMAT_VERSION: u32 = 2;
+const FORMAT_VERSION: u32 = 3;
 const META_KEY: &str = "cnnrs";
 /// The largest JSON header read (a real one is a few KiB; class names for
 /// 100,000 classes fit): a bound on what parsing it can allocate.
@@ -106,6 +113,8 @@ pub fn save(model: &Model, path: &Path) -> Result<()> {
         precision: config.precision,
         optimizer: config.optimizer,
         label_smoothing: config.label_smoothing,
+        decoupled: config.decoupled,
+        tta: config.tta,
     };
     let meta_json = serde_json::to_string(&meta).map_err(|e| Error::format(e.to_string()))?;
     let mut tensors = Vec::new();
@@ -342,6 +351,8 @@ pub fn load(path: &Path, device: Device, precision: Option<Precision>) -> Result
         seed: meta.seed,
         optimizer: meta.optimizer,
         label_smoothing: meta.label_smoothing,
+        decoupled: meta.decoupled,
+        tta: meta.tta,
     })
     .map_err(|e| bad(e.to_string()))?;
     model

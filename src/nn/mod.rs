@@ -8,6 +8,7 @@
 //! - [`optim`]: Adam, AdamW and SGD with Keras's names and defaults;
 //! - [`precision`]: fp32 / bf16 / fp16 (autocast) and loss scaling;
 //! - [`train`]: the training and inference loops and their progress protocol;
+//! - [`recipe`]: training recipes architectures carry (airbench94's);
 //! - [`model`]: `Model`, which owns a model and drives the loops;
 //! - [`checkpoint`]: the saved-model file format;
 //! - [`torch_ext`]: what tch lacks (autocast per device and dtype, per-model
@@ -22,6 +23,7 @@ pub mod model;
 pub mod network;
 pub mod optim;
 pub mod precision;
+pub mod recipe;
 pub mod spec;
 pub mod torch_ext;
 pub mod train;

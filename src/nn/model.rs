@@ -12,13 +12,14 @@ use tch::{Device, Kind, Tensor};
 use super::arch::{self, Layer, Plan};
 use super::device::{preferred_layout, Layout};
 use super::input::{check_labels, Images, Normalization};
-use super::network::Network;
-use super::optim::OptimizerSpec;
+use super::network::{Network, BN_BIAS_GROUP};
+use super::optim::{OptimizerKind, OptimizerSpec};
 use super::precision::{GradScaler, Precision};
+use super::recipe::{self, Decoupled, Lookahead};
 use super::torch_ext::Generator;
 use super::train::{
-    self, DeviceData, EpochLogs, FitConfig, History, Inference, LearningRates, Monitor, Trainer,
-    Tta,
+    self, DeviceData, EpochLogs, FitConfig, History, Inference, LearningRates, Monitor, Rates,
+    Trainer, Tta,
 };
 use crate::error::{Error, Result};
 
@@ -36,6 +37,23 @@ pub struct ModelConfig {
     pub optimizer: OptimizerSpec,
     /// Keras's `CategoricalCrossentropy(label_smoothing=...)`, in [0, 1).
     pub label_smoothing: f64,
+    /// A recipe's optimiser parametrisation (airbench94's), or None for
+    /// plain `torch.optim` semantics.
+    pub decoupled: Option<Decoupled>,
+    /// Test-time augmentation of `evaluate`/`predict` when the call names none.
+    pub tta: Tta,
+}
+
+/// How a fit runs, beyond its data.
+#[derive(Clone, Copy, Debug)]
+pub struct FitOptions {
+    pub batch_size: usize,
+    pub shuffle: bool,
+    /// The steps the whole fit will take (Lookahead's schedule needs it).
+    pub total_steps: usize,
+    /// The learning rate the fit's schedule starts from (decoupled weight
+    /// decay is relative to it).
+    pub base_rate: f64,
 }
 
 /// The parts that exist once the model knows its input shape and classes.
@@ -56,11 +74,33 @@ struct Session {
     val: Option<DeviceData>,
     batch_size: usize,
     shuffle: bool,
+    /// Drop the last incomplete batch of each epoch (the recipe's loader does).
+    drop_last: bool,
+    lookahead: Option<Lookahead>,
+}
+
+impl Session {
+    fn batches(&self) -> usize {
+        let n = self.data.len();
+        if self.drop_last && n >= self.batch_size {
+            n / self.batch_size
+        } else {
+            n.div_ceil(self.batch_size)
+        }
+    }
 }
 
 /// A copy of every variable (weights and batch-norm statistics), on the device.
 pub struct Snapshot {
     tensors: Vec<(String, Tensor)>,
+}
+
+/// Every variable of `vs` (weights, frozen weights and batch-norm
+/// statistics), ordered by name so that copies line up.
+fn variables_in_order(vs: &VarStore) -> Vec<Tensor> {
+    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    vars.into_iter().map(|(_, t)| t).collect()
 }
 
 /// A CNN classifier with Keras's training semantics.
@@ -96,6 +136,17 @@ impl Model {
             layer.validate(i)?;
         }
         config.optimizer.validate()?;
+        if let Some(d) = &config.decoupled {
+            d.validate()?;
+            if config.optimizer.kind != OptimizerKind::Sgd {
+                return Err(Error::invalid(format!(
+                    "{}'s recipe trains with SGD (its learning_rate and weight_decay are per 1024 \
+                     examples); optimizer must be \"sgd\", got {:?}",
+                    config.architecture,
+                    config.optimizer.kind.name()
+                )));
+            }
+        }
         if !(0.0..1.0).contains(&config.label_smoothing) {
             return Err(Error::invalid(format!(
                 "label_smoothing must be a number in [0, 1), got {}",
@@ -106,7 +157,7 @@ impl Model {
         if config.device.is_cuda() {
             tch::Cuda::cudnn_set_benchmark(true);
         }
-        let has_batch_norm = config.layers.iter().any(|l| matches!(l, Layer::BatchNorm));
+        let has_batch_norm = config.layers.iter().any(Layer::has_batch_norm);
         let layout = preferred_layout(config.device, has_batch_norm);
         let gen = Generator::new(config.device, config.seed)?;
         Ok(Model {
@@ -321,11 +372,18 @@ impl Model {
         monitor: &mut dyn Monitor,
     ) -> Result<History> {
         cfg.validate()?;
-        self.begin_fit(x, y, num_classes, validation, cfg.batch_size, cfg.shuffle)?;
+        let batches = x.len().div_ceil(cfg.batch_size);
+        let options = FitOptions {
+            batch_size: cfg.batch_size,
+            shuffle: cfg.shuffle,
+            total_steps: batches * cfg.epochs,
+            base_rate: self.config.learning_rate,
+        };
+        self.begin_fit(x, y, num_classes, validation, options)?;
         let rates = LearningRates::Constant(self.config.learning_rate);
         let mut history = History::default();
         let result = (0..cfg.epochs).try_for_each(|epoch| {
-            let logs = self.fit_epoch(epoch, cfg.epochs, &rates, monitor)?;
+            let logs = self.fit_epoch(epoch, cfg.epochs, &rates, None, monitor)?;
             history.loss.push(logs.loss);
             history.accuracy.push(logs.accuracy);
             if let Some((l, a)) = logs.val {
@@ -350,10 +408,20 @@ impl Model {
         y: &[i64],
         num_classes: usize,
         validation: Option<(Images, &[i64])>,
-        batch_size: usize,
-        shuffle: bool,
+        options: FitOptions,
     ) -> Result<()> {
         self.session = None;
+        let FitOptions {
+            batch_size,
+            shuffle,
+            total_steps,
+            base_rate,
+        } = options;
+        if !(base_rate.is_finite() && base_rate > 0.0) {
+            return Err(Error::invalid(format!(
+                "the base learning rate must be a positive finite number, got {base_rate}"
+            )));
+        }
         if batch_size == 0 {
             return Err(Error::invalid("batch_size must be >= 1, got 0"));
         }
@@ -370,28 +438,59 @@ impl Model {
                 )));
             }
         }
-        let raw = match self.prepare(x, num_classes)? {
-            Some(raw) => raw,
-            None => x.to_device(self.config.device)?,
+        let (raw, first_fit) = match self.prepare(x, num_classes)? {
+            Some(raw) => (raw, true),
+            None => (x.to_device(self.config.device)?, false),
         };
         let device = self.config.device;
-        let built = self.built.as_ref().expect("prepared above");
+        let built = self.built.as_mut().expect("prepared above");
         let norm = built
             .normalization
             .as_ref()
             .expect("prepared above")
             .on(device)?;
-        let on_device = |x: Tensor, y: &[i64]| -> Result<DeviceData> {
+        let mut lookahead = None;
+        if let Some(d) = self.config.decoupled {
+            if d.lookahead_every > 0 {
+                // Copied before the whitening is fitted, as the reference does.
+                let vars = variables_in_order(&built.vs);
+                lookahead = Some(Lookahead::new(vars, d.lookahead_every, total_steps)?);
+            }
+            let (wd, wd_biases) =
+                d.torch_weight_decays(self.config.optimizer.weight_decay, base_rate, batch_size);
+            built.opt.set_weight_decay_group(0, wd);
+            built.opt.set_weight_decay_group(BN_BIAS_GROUP, wd_biases);
+        }
+        if let (true, Some((w, _))) = (first_fit, built.net.whitening()) {
+            let k = w.size()[2];
+            let m = raw.size()[0].min(recipe::WHITENING_IMAGES as i64);
+            let first = norm.batch(&raw.f_narrow(0, 0, m)?, Layout::Contiguous)?;
+            let weights = tch::no_grad(|| recipe::whitening_weights(&first, k, recipe::WHITENING_EPS))?;
+            built.net.set_whitening(&weights)?;
+        }
+        let flips = if self.config.layers.contains(&Layer::AlternatingFlip) {
+            let n = raw.size()[0];
+            Some(
+                self.gen
+                    .bernoulli(0.5, &[n])?
+                    .f_to_device(device)?
+                    .f_to_kind(Kind::Bool)?,
+            )
+        } else {
+            None
+        };
+        let on_device = |x: Tensor, y: &[i64], flips: Option<Tensor>| -> Result<DeviceData> {
             Ok(DeviceData {
                 x,
                 y: Tensor::f_from_slice(y)?.f_to_device(device)?,
                 norm: norm.clone(),
                 layout: self.layout,
+                flips,
             })
         };
-        let data = on_device(raw, y)?;
+        let data = on_device(raw, y, flips)?;
         let val = match validation {
-            Some((vx, vy)) => Some(on_device(vx.to_device(device)?, vy)?),
+            Some((vx, vy)) => Some(on_device(vx.to_device(device)?, vy, None)?),
             None => None,
         };
         self.session = Some(Session {
@@ -399,6 +498,8 @@ impl Model {
             val,
             batch_size,
             shuffle,
+            drop_last: self.config.decoupled.is_some(),
+            lookahead,
         });
         Ok(())
     }
@@ -406,13 +507,12 @@ impl Model {
     /// The number of batches an epoch of the fit in progress has.
     #[must_use]
     pub fn batches_per_epoch(&self) -> Option<usize> {
-        self.session
-            .as_ref()
-            .map(|s| s.data.len().div_ceil(s.batch_size))
+        self.session.as_ref().map(Session::batches)
     }
 
     /// Runs one epoch of the fit started by [`Model::begin_fit`] with the
-    /// given learning rates, then the validation pass.
+    /// given learning rates, then the validation pass. `steps` cuts the
+    /// epoch short (a fractional last epoch).
     ///
     /// # Errors
     /// `InvalidArgument` without a fit in progress or for bad rates,
@@ -422,18 +522,41 @@ impl Model {
         epoch: usize,
         epochs: usize,
         rates: &LearningRates,
+        steps: Option<usize>,
         monitor: &mut dyn Monitor,
     ) -> Result<EpochLogs> {
         let session = self
             .session
-            .as_ref()
+            .as_mut()
             .ok_or_else(|| Error::invalid("fit_epoch: no fit in progress; call begin_fit first"))?;
-        rates.validate(session.data.len().div_ceil(session.batch_size))?;
+        let full = session.batches();
+        let batches = match steps {
+            Some(s) if s == 0 || s > full => {
+                return Err(Error::invalid(format!(
+                    "steps must be in [1, {full}] (the batches of an epoch), got {s}"
+                )))
+            }
+            Some(s) => s,
+            None => full,
+        };
+        rates.validate(batches)?;
         let device = self.config.device;
         let built = self
             .built
             .as_mut()
             .expect("a session implies a built model");
+        let rate_map = match self.config.decoupled {
+            Some(decoupled) => {
+                if let Some((_, b)) = built.net.whitening() {
+                    let _ = b.set_requires_grad(epoch < decoupled.whiten_bias_epochs);
+                }
+                Rates::Decoupled {
+                    momentum: self.config.optimizer.momentum,
+                    decoupled,
+                }
+            }
+            None => Rates::Plain,
+        };
         let start = Instant::now();
         let mut trainer = Trainer {
             net: &built.net,
@@ -442,6 +565,8 @@ impl Model {
             autocast: self.config.precision.autocast(),
             scaler: built.scaler.as_mut(),
             label_smoothing: self.config.label_smoothing,
+            rates: rate_map,
+            lookahead: session.lookahead.as_mut(),
         };
         let n = session.data.len() as i64;
         let order = if session.shuffle {
@@ -456,7 +581,7 @@ impl Model {
             rates,
             epoch,
             epochs,
-            session.batch_size,
+            (session.batch_size, batches),
             monitor,
         )?;
         let how = Inference {
@@ -531,6 +656,74 @@ impl Model {
         Ok(())
     }
 
+    /// Every variable (weights, frozen weights, batch-norm statistics) as
+    /// (name, shape, float32 values), sorted by name: PyTorch's `state_dict`
+    /// in its layouts (convolutions `(out, in, kh, kw)`, dense `(out, in)`).
+    ///
+    /// # Errors
+    /// `InvalidArgument` before the model is built; libtorch failures.
+    pub fn state_dict(&self) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+        let b = self.built.as_ref().ok_or_else(|| {
+            Error::invalid("state_dict: the model has no weights yet; call fit or build first")
+        })?;
+        let mut vars: Vec<(String, Tensor)> = b.vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        vars.into_iter()
+            .map(|(name, t)| {
+                let t = t
+                    .f_to_device(Device::Cpu)?
+                    .f_to_kind(Kind::Float)?
+                    .f_contiguous()?;
+                let shape = t.size().iter().map(|&d| d as usize).collect();
+                let values = Vec::<f32>::try_from(t.f_flatten(0, -1)?)?;
+                Ok((name, shape, values))
+            })
+            .collect()
+    }
+
+    /// Sets every variable from `values` (name → (shape, float32 values)), as
+    /// PyTorch's strict `load_state_dict`: the names must be exactly the
+    /// model's and every shape must match; nothing changes otherwise.
+    ///
+    /// # Errors
+    /// `InvalidArgument` naming the first missing, unexpected or misshapen entry.
+    pub fn load_state_dict(&mut self, values: &[(String, Vec<usize>, &[f32])]) -> Result<()> {
+        let b = self.built.as_ref().ok_or_else(|| {
+            Error::invalid("load_state_dict: the model has no weights yet; call build first")
+        })?;
+        let vars = b.vs.variables();
+        let mut checked = Vec::with_capacity(values.len());
+        for (name, shape, data) in values {
+            let var = vars.get(name).ok_or_else(|| {
+                let mut known: Vec<&String> = vars.keys().collect();
+                known.sort();
+                Error::invalid(format!(
+                    "load_state_dict: unexpected key {name:?}; the model's keys are {known:?}"
+                ))
+            })?;
+            let expected: Vec<usize> = var.size().iter().map(|&d| d as usize).collect();
+            if *shape != expected || shape.iter().product::<usize>() != data.len() {
+                return Err(Error::invalid(format!(
+                    "load_state_dict: {name:?} has shape {shape:?}, the model's is {expected:?}"
+                )));
+            }
+            checked.push((var, data));
+        }
+        if let Some(missing) = vars.keys().find(|k| !values.iter().any(|(n, _, _)| n == *k)) {
+            return Err(Error::invalid(format!(
+                "load_state_dict: missing key {missing:?} (every variable must be given)"
+            )));
+        }
+        for (var, data) in checked {
+            let t = Tensor::f_from_slice(data)?
+                .f_view(var.size().as_slice())?
+                .f_to_device(var.device())?;
+            let mut v = var.shallow_clone();
+            tch::no_grad(|| v.f_copy_(&t))?;
+        }
+        Ok(())
+    }
+
     fn inference(&self, tta: Tta) -> Inference {
         Inference {
             autocast: self.config.precision.autocast(),
@@ -559,6 +752,7 @@ impl Model {
             y: Tensor::f_from_slice(y)?.f_to_device(device)?,
             norm,
             layout: self.layout,
+            flips: None,
         };
         train::evaluate(&b.net, self.inference(tta), &data, monitor)
     }
@@ -627,6 +821,8 @@ mod tests {
             seed,
             optimizer: OptimizerSpec::default(),
             label_smoothing: 0.0,
+            decoupled: None,
+            tta: Tta::None,
         })
         .unwrap()
     }

@@ -15,6 +15,36 @@ use crate::error::Result;
 /// Keras's BatchNormalization(momentum=0.99, epsilon=1e-3) in PyTorch's terms.
 const BN_MOMENTUM: f64 = 0.01;
 const BN_EPS: f64 = 1e-3;
+/// airbench's BatchNorm(momentum=0.6, eps=1e-12), in PyTorch's terms.
+const AIRBENCH_BN_MOMENTUM: f64 = 0.4;
+const AIRBENCH_BN_EPS: f64 = 1e-12;
+/// The optimiser group of airbench's batch-norm biases (a larger learning rate).
+pub const BN_BIAS_GROUP: usize = 1;
+
+/// A batch norm's tensors and constants.
+struct Norm {
+    w: Tensor,
+    b: Tensor,
+    mean: Tensor,
+    var: Tensor,
+    momentum: f64,
+    eps: f64,
+}
+
+impl Norm {
+    fn run(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        Ok(x.f_batch_norm(
+            Some(&self.w),
+            Some(&self.b),
+            Some(&self.mean),
+            Some(&self.var),
+            train,
+            self.momentum,
+            self.eps,
+            true,
+        )?)
+    }
+}
 
 enum Op {
     Augment(Augment),
@@ -25,17 +55,27 @@ enum Op {
     MaxPool(i64),
     AvgPool(i64),
     Dropout(f64),
-    BatchNorm {
-        w: Tensor,
-        b: Tensor,
-        mean: Tensor,
-        var: Tensor,
-    },
+    BatchNorm(Norm),
     Flatten,
     Dense {
         w: Tensor,
         b: Tensor,
         relu: bool,
+    },
+    /// Valid convolution with bias, then GELU.
+    Whitening {
+        w: Tensor,
+        b: Tensor,
+    },
+    ConvGroup {
+        w1: Tensor,
+        n1: Norm,
+        w2: Tensor,
+        n2: Norm,
+    },
+    Classifier {
+        w: Tensor,
+        scale: f64,
     },
 }
 
@@ -65,6 +105,56 @@ fn uniform(
 
 fn i(v: usize) -> i64 {
     v as i64
+}
+
+/// PyTorch's default `Conv2d`/`Linear` weight (`U(±1/sqrt(fan_in))`), with the
+/// first `min(out, in)` filters of a convolution set to the identity
+/// (`torch.nn.init.dirac_` on `w[:in]`) when `dirac`; a variable under `p`.
+fn torch_default(
+    p: &Path,
+    shape: &[i64],
+    trainable: bool,
+    dirac: bool,
+    gen: &mut Generator,
+) -> Result<Tensor> {
+    let fan_in: i64 = shape[1..].iter().product();
+    let l = 1.0 / (fan_in as f64).sqrt();
+    let values = gen
+        .rand(shape, Kind::Float)?
+        .f_mul_scalar(2.0 * l)?
+        .f_sub_scalar(l)?;
+    if dirac {
+        let (k, centre) = (shape[2], shape[2] / 2);
+        for d in 0..shape[0].min(shape[1]) {
+            let _ = values.f_get(d)?.f_zero_()?;
+            let _ = values
+                .f_get(d)?
+                .f_get(d)?
+                .f_narrow(0, centre, 1)?
+                .f_narrow(1, centre.min(k - 1), 1)?
+                .f_fill_(1.0)?;
+        }
+    }
+    let mut w = if trainable {
+        p.f_zeros("weight", shape)?
+    } else {
+        p.f_zeros_no_train("weight", shape)?
+    };
+    tch::no_grad(|| w.f_copy_(&values))?;
+    Ok(w)
+}
+
+/// airbench's batch norm of `n` channels: weight frozen at 1, bias in the
+/// batch-norm bias group.
+fn airbench_norm(p: &Path, n: i64) -> Result<Norm> {
+    Ok(Norm {
+        w: p.f_ones_no_train("weight", &[n])?,
+        b: p.set_group(BN_BIAS_GROUP).f_zeros("bias", &[n])?,
+        mean: p.f_zeros_no_train("running_mean", &[n])?,
+        var: p.f_ones_no_train("running_var", &[n])?,
+        momentum: AIRBENCH_BN_MOMENTUM,
+        eps: AIRBENCH_BN_EPS,
+    })
 }
 
 impl Network {
@@ -115,17 +205,56 @@ impl Network {
                 | Layer::Cutout { .. } => {
                     Op::Augment(Augment::from_layer(layer).expect("an augmentation layer"))
                 }
+                // Applied where the fit gathers its batches (it needs the
+                // image's index and the epoch).
+                Layer::AlternatingFlip => continue,
+                Layer::Whitening { kernel_size: k } => {
+                    let width = 2 * channels * k * k;
+                    let w = torch_default(
+                        &p,
+                        &[i(width), i(channels), i(k), i(k)],
+                        false,
+                        true,
+                        gen,
+                    )?;
+                    let b = p.f_zeros("bias", &[i(width)])?;
+                    channels = width;
+                    Op::Whitening { w, b }
+                }
+                Layer::ConvGroup { filters } => {
+                    let f = i(filters);
+                    let w1 = torch_default(
+                        &p.sub("conv1"),
+                        &[f, i(channels), 3, 3],
+                        true,
+                        true,
+                        gen,
+                    )?;
+                    let n1 = airbench_norm(&p.sub("norm1"), f)?;
+                    let w2 = torch_default(&p.sub("conv2"), &[f, f, 3, 3], true, true, gen)?;
+                    let n2 = airbench_norm(&p.sub("norm2"), f)?;
+                    channels = filters;
+                    Op::ConvGroup { w1, n1, w2, n2 }
+                }
+                Layer::Classifier { scale } => {
+                    let classes = i(lp.output_shape[0]);
+                    let w = torch_default(&p, &[classes, i(features)], true, false, gen)?;
+                    ops.push(Op::Classifier { w, scale });
+                    return Ok(Network { ops });
+                }
                 Layer::MaxPool { size } => Op::MaxPool(i(size)),
                 Layer::AvgPool { size } => Op::AvgPool(i(size)),
                 Layer::Dropout { rate } => Op::Dropout(rate),
                 Layer::BatchNorm => {
                     let n = *lp.output_shape.last().unwrap_or(&channels);
-                    Op::BatchNorm {
+                    Op::BatchNorm(Norm {
                         w: p.f_ones("weight", &[i(n)])?,
                         b: p.f_zeros("bias", &[i(n)])?,
                         mean: p.f_zeros_no_train("running_mean", &[i(n)])?,
                         var: p.f_ones_no_train("running_var", &[i(n)])?,
-                    }
+                        momentum: BN_MOMENTUM,
+                        eps: BN_EPS,
+                    })
                 }
                 Layer::Flatten => {
                     features = lp.output_shape[0];
@@ -162,7 +291,12 @@ impl Network {
     /// A libtorch failure.
     pub fn set_layout(&mut self, layout: Layout) -> Result<()> {
         for op in &mut self.ops {
-            if let Op::Conv { w, .. } = op {
+            let weights: Vec<&mut Tensor> = match op {
+                Op::Conv { w, .. } | Op::Whitening { w, .. } => vec![w],
+                Op::ConvGroup { w1, w2, .. } => vec![w1, w2],
+                _ => vec![],
+            };
+            for w in weights {
                 let data = match layout {
                     Layout::ChannelsLast => w
                         .f_permute([0, 2, 3, 1])?
@@ -172,6 +306,27 @@ impl Network {
                 };
                 tch::no_grad(|| w.f_set_data(&data))?;
             }
+        }
+        Ok(())
+    }
+
+    /// The whitening layer's (weight, bias), if the network has one.
+    #[must_use]
+    pub fn whitening(&self) -> Option<(&Tensor, &Tensor)> {
+        self.ops.iter().find_map(|op| match op {
+            Op::Whitening { w, b } => Some((w, b)),
+            _ => None,
+        })
+    }
+
+    /// Sets the whitening weights (keeping the weight's memory layout).
+    ///
+    /// # Errors
+    /// A libtorch failure, or weights of another shape.
+    pub fn set_whitening(&self, values: &Tensor) -> Result<()> {
+        if let Some((w, _)) = self.whitening() {
+            let mut w = w.shallow_clone();
+            tch::no_grad(|| w.f_copy_(values))?;
         }
         Ok(())
     }
@@ -212,16 +367,19 @@ impl Network {
                     Some(g) => g.dropout(&x, *rate, true)?,
                     None => x,
                 },
-                Op::BatchNorm { w, b, mean, var } => x.f_batch_norm(
-                    Some(w),
-                    Some(b),
-                    Some(mean),
-                    Some(var),
-                    train,
-                    BN_MOMENTUM,
-                    BN_EPS,
-                    true,
-                )?,
+                Op::BatchNorm(norm) => norm.run(&x, train)?,
+                Op::Whitening { w, b } => x
+                    .f_conv2d(w, Some(b), [1, 1], [0, 0], [1, 1], 1)?
+                    .f_gelu("none")?,
+                Op::ConvGroup { w1, n1, w2, n2 } => {
+                    let y = x
+                        .f_conv2d_padding::<Tensor>(w1, None, [1, 1], "same", [1, 1], 1)?
+                        .f_max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false)?;
+                    let y = n1.run(&y, train)?.f_gelu("none")?;
+                    let y = y.f_conv2d_padding::<Tensor>(w2, None, [1, 1], "same", [1, 1], 1)?;
+                    n2.run(&y, train)?.f_gelu("none")?
+                }
+                Op::Classifier { w, scale } => x.f_linear::<Tensor>(w, None)?.f_mul_scalar(*scale)?,
                 Op::Flatten => x.f_flatten(1, -1)?,
                 Op::Dense { w, b, relu } => {
                     let y = x.f_linear(w, Some(b))?;

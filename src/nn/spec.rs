@@ -124,13 +124,16 @@ pub fn parse_specs(specs: &[(String, Vec<SpecArg>)]) -> Result<Vec<Layer>> {
         let max_args = match kind.as_str() {
             "conv" | "random_crop" => 3,
             "dense" => 2,
-            "maxpool" | "avgpool" | "dropout" | "random_flip" | "random_translation" | "cutout" => 1,
-            "batchnorm" | "flatten" => 0,
+            "maxpool" | "avgpool" | "dropout" | "random_flip" | "random_translation" | "cutout"
+            | "whitening" | "conv_group" | "classifier" => 1,
+            "batchnorm" | "flatten" | "alternating_flip" => 0,
             other => {
                 return Err(Error::invalid(format!(
                     "layer {i}: unknown layer type {other:?}; accepted: \"conv\", \"maxpool\", \
-                     \"avgpool\", \"dropout\", \"batchnorm\", \"flatten\", \"dense\", and the \
-                     augmentations \"random_flip\", \"random_crop\", \"random_translation\", \"cutout\""
+                     \"avgpool\", \"dropout\", \"batchnorm\", \"flatten\", \"dense\", airbench's \
+                     \"whitening\", \"conv_group\", \"classifier\", and the augmentations \
+                     \"random_flip\", \"random_crop\", \"random_translation\", \"cutout\", \
+                     \"alternating_flip\""
                 )))
             }
         };
@@ -179,6 +182,21 @@ pub fn parse_specs(specs: &[(String, Vec<SpecArg>)]) -> Result<Vec<Layer>> {
             }
             "batchnorm" => Layer::BatchNorm,
             "flatten" => Layer::Flatten,
+            "alternating_flip" => Layer::AlternatingFlip,
+            "whitening" => Layer::Whitening {
+                kernel_size: positive(i, "whitening kernel size", args.first(), Some(2))?,
+            },
+            "conv_group" => Layer::ConvGroup {
+                filters: positive(i, "conv_group filters", args.first(), None)?,
+            },
+            "classifier" => Layer::Classifier {
+                scale: match args.first() {
+                    None => 1.0,
+                    Some(SpecArg::Float(f)) => *f,
+                    Some(SpecArg::Int(v)) => *v as f64,
+                    Some(SpecArg::Str(_)) => f64::NAN,
+                },
+            },
             _ => parse_augmentation(i, kind, args)?,
         };
         layers.push(layer);

@@ -2,13 +2,15 @@
 //! report through. A step takes what it needs (network, optimiser, the
 //! precision's loss scaler), not the whole model.
 
+use serde::{Deserialize, Serialize};
 use tch::nn::Optimizer;
 use tch::{Device, Kind, Reduction, Tensor};
 
 use super::device::Layout;
 use super::input::DeviceNormalization;
-use super::network::Network;
+use super::network::{Network, BN_BIAS_GROUP};
 use super::precision::{Autocast, GradScaler};
+use super::recipe::{Decoupled, Lookahead};
 use super::torch_ext::Generator;
 use crate::error::{Error, Result};
 
@@ -115,6 +117,9 @@ pub struct DeviceData {
     pub y: Tensor,
     pub norm: DeviceNormalization,
     pub layout: Layout,
+    /// Alternating flips: whether each image is mirrored on even epochs
+    /// (it is mirrored on odd epochs otherwise).
+    pub flips: Option<Tensor>,
 }
 
 impl DeviceData {
@@ -128,11 +133,20 @@ impl DeviceData {
         self.len() == 0
     }
 
-    /// The batch at `idx` (int64 indices on the device) as network input and labels.
-    fn gather(&self, idx: &Tensor) -> Result<(Tensor, Tensor)> {
-        let xb = self
-            .norm
-            .batch(&self.x.f_index_select(0, idx)?, self.layout)?;
+    /// The batch at `idx` (int64 indices on the device) of epoch `epoch` as
+    /// network input and labels.
+    fn gather(&self, idx: &Tensor, epoch: usize) -> Result<(Tensor, Tensor)> {
+        let mut raw = self.x.f_index_select(0, idx)?;
+        if let Some(flips) = &self.flips {
+            let mut mask = flips.f_index_select(0, idx)?;
+            if epoch % 2 == 1 {
+                mask = mask.f_logical_not()?;
+            }
+            let n = mask.size()[0];
+            // NHWC: the width is axis 2.
+            raw = raw.f_flip([2])?.f_where_self(&mask.f_view([n, 1, 1, 1])?, &raw)?;
+        }
+        let xb = self.norm.batch(&raw, self.layout)?;
         Ok((xb, self.y.f_index_select(0, idx)?))
     }
 
@@ -186,11 +200,40 @@ impl LearningRates {
 }
 
 /// Test-time augmentation for evaluate/predict.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Tta {
+    #[default]
     None,
     /// The mean of the probabilities of each image and its horizontal mirror.
     Flip,
+    /// airbench's `tta_level=2`: the mean of the logits of each image and its
+    /// mirror (weight 1/2), and of its two one-pixel diagonal translations
+    /// (reflect-padded) and their mirrors (weight 1/4 each pair).
+    FlipTranslate,
+}
+
+impl Tta {
+    /// The names users pass (`tta=`), in the order messages list them.
+    pub const NAMES: [&'static str; 3] = ["none", "flip", "flip_translate"];
+
+    /// # Errors
+    /// `InvalidArgument` naming the accepted values.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "none" => Ok(Tta::None),
+            "flip" => Ok(Tta::Flip),
+            "flip_translate" => Ok(Tta::FlipTranslate),
+            other => Err(Error::invalid(format!(
+                "tta must be None, \"none\", \"flip\" or \"flip_translate\", got {other:?}"
+            ))),
+        }
+    }
+
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
 }
 
 /// How inference runs: precision and test-time augmentation; the loss's
@@ -206,15 +249,34 @@ impl Inference {
     /// Log-probabilities of a normalised batch, in float32.
     fn log_probs(&self, net: &Network, xb: &Tensor) -> Result<Tensor> {
         let device = xb.device();
-        let run = |x: &Tensor| -> Result<Tensor> {
+        let logits = |x: &Tensor| -> Result<Tensor> {
             Ok(self
                 .autocast
                 .run(device, || net.forward(x))??
-                .f_to_kind(Kind::Float)?
-                .f_log_softmax(-1, Kind::Float)?)
+                .f_to_kind(Kind::Float)?)
+        };
+        let run = |x: &Tensor| -> Result<Tensor> { Ok(logits(x)?.f_log_softmax(-1, Kind::Float)?) };
+        let mirror = |x: &Tensor| -> Result<Tensor> {
+            Ok(logits(x)?
+                .f_add(&logits(&x.f_flip([3])?)?)?
+                .f_mul_scalar(0.5)?)
         };
         match self.tta {
             Tta::None => run(xb),
+            Tta::FlipTranslate => {
+                let s = xb.size();
+                let (h, w) = (s[2], s[3]);
+                let padded = xb.f_reflection_pad2d([1, 1, 1, 1])?;
+                let up_left = padded.f_narrow(2, 0, h)?.f_narrow(3, 0, w)?;
+                let down_right = padded.f_narrow(2, 2, h)?.f_narrow(3, 2, w)?;
+                let translated = mirror(&up_left)?
+                    .f_add(&mirror(&down_right)?)?
+                    .f_mul_scalar(0.5)?;
+                Ok(mirror(xb)?
+                    .f_mul_scalar(0.5)?
+                    .f_add(&translated.f_mul_scalar(0.5)?)?
+                    .f_log_softmax(-1, Kind::Float)?)
+            }
             Tta::Flip => {
                 // log((p_a + p_b) / 2) as a logsumexp, finite even where both
                 // probabilities underflow.
@@ -255,6 +317,16 @@ fn hits(scores: &Tensor, y: &Tensor) -> Result<Tensor> {
         .f_sum(Kind::Int64)?)
 }
 
+/// How a step's learning rate reaches the optimiser.
+#[derive(Clone, Copy, Debug)]
+pub enum Rates {
+    /// The rate as given, for every parameter; the loss is the batch mean.
+    Plain,
+    /// A recipe's decoupled rate (per 1024 examples, batch-norm biases
+    /// scaled), with the loss summed over the batch.
+    Decoupled { momentum: f64, decoupled: Decoupled },
+}
+
 /// What one optimisation step needs.
 pub struct Trainer<'a> {
     pub net: &'a Network,
@@ -264,9 +336,25 @@ pub struct Trainer<'a> {
     pub autocast: Autocast,
     pub scaler: Option<&'a mut GradScaler>,
     pub label_smoothing: f64,
+    pub rates: Rates,
+    pub lookahead: Option<&'a mut Lookahead>,
 }
 
 impl Trainer<'_> {
+    fn set_rate(&mut self, rate: f64) {
+        match self.rates {
+            Rates::Plain => self.opt.set_lr(rate),
+            Rates::Decoupled {
+                momentum,
+                decoupled,
+            } => {
+                let (lr, lr_biases) = decoupled.torch_rates(rate, momentum);
+                self.opt.set_lr_group(0, lr);
+                self.opt.set_lr_group(BN_BIAS_GROUP, lr_biases);
+            }
+        }
+    }
+
     /// Forward, loss, backward and update on one batch; returns the logits
     /// (for the running accuracy) and the mean loss, both still on the device.
     fn step(&mut self, xb: &Tensor, yb: &Tensor) -> Result<(Tensor, Tensor)> {
@@ -281,15 +369,13 @@ impl Trainer<'_> {
             .autocast
             .run(xb.device(), || net.forward_train(xb, gen))??;
         // The loss is computed in float32 whatever precision the logits have.
+        let reduction = match self.rates {
+            Rates::Plain => Reduction::Mean,
+            Rates::Decoupled { .. } => Reduction::Sum,
+        };
         let loss = logits
             .f_to_kind(Kind::Float)?
-            .f_cross_entropy_loss::<Tensor>(
-                yb,
-                None,
-                Reduction::Mean,
-                -100,
-                self.label_smoothing,
-            )?;
+            .f_cross_entropy_loss::<Tensor>(yb, None, reduction, -100, self.label_smoothing)?;
         if let Some(scaler) = self.scaler.as_deref_mut() {
             scaler.step(self.opt, &loss)?;
         } else {
@@ -297,12 +383,20 @@ impl Trainer<'_> {
             loss.f_backward()?;
             self.opt.step();
         }
-        Ok((logits.detach(), loss.detach()))
+        if let Some(la) = self.lookahead.as_deref_mut() {
+            la.after_step()?;
+        }
+        let mean = match reduction {
+            Reduction::Sum => loss.detach().f_div_scalar(yb.size()[0] as f64)?,
+            _ => loss.detach(),
+        };
+        Ok((logits.detach(), mean))
     }
 }
 
-/// One pass over the (shuffled) training data; returns the epoch's running
-/// (loss, accuracy) as Keras reports them. Batches are gathered on the device;
+/// One pass of `batches` batches over the (shuffled) training data; returns
+/// the epoch's running (loss, accuracy) as Keras reports them. Batches are
+/// gathered on the device;
 /// the running sums stay there and are read only when progress shows them
 /// (every batch on CPU, every 25th and the last on CUDA).
 ///
@@ -316,12 +410,11 @@ pub fn train_epoch(
     rates: &LearningRates,
     epoch: usize,
     epochs: usize,
-    batch_size: usize,
+    (batch_size, batches): (usize, usize),
     monitor: &mut dyn Monitor,
 ) -> Result<(f64, f64)> {
     let device = data.x.device();
     let n = data.len();
-    let batches = n.div_ceil(batch_size);
     let sync_every = if device.is_cuda() { 25 } else { 1 };
     let mut loss_sum = Tensor::f_zeros([], (Kind::Float, device))?;
     let mut correct = Tensor::f_zeros([], (Kind::Int64, device))?;
@@ -331,10 +424,10 @@ pub fn train_epoch(
     for b in 0..batches {
         let len = batch_size.min(n - b * batch_size);
         let idx = order.f_narrow(0, (b * batch_size) as i64, len as i64)?;
-        let (xb, yb) = data.gather(&idx)?;
+        let (xb, yb) = data.gather(&idx, epoch)?;
         if rates.at(b) != rate {
             rate = rates.at(b);
-            trainer.opt.set_lr(rate);
+            trainer.set_rate(rate);
         }
         let (logits, loss) = trainer.step(&xb, &yb)?;
         seen += len;
@@ -421,4 +514,104 @@ pub fn predict(
         monitor.batch(&BatchProgress::inference(i, batches))?;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::augment::Augment;
+    use crate::nn::input::Normalization;
+
+    /// airbench's loader: each image gets one random mirror when the fit starts
+    /// (`batch_flip_lr`, probability 1/2) and all are mirrored on odd epochs.
+    #[test]
+    fn alternating_flips_mirror_each_image_on_every_other_epoch() {
+        let n = 2000i64;
+        // 1×4 single-channel images whose pixels are their column: 0 1 2 3.
+        let row = Tensor::from_slice(&[0u8, 1, 2, 3]).view([1, 1, 4, 1]);
+        let x = row.expand([n, 1, 4, 1], false).contiguous();
+        let mut gen = Generator::new(Device::Cpu, 3).unwrap();
+        let flips = gen.bernoulli(0.5, &[n]).unwrap().to_kind(Kind::Bool);
+        let data = DeviceData {
+            x,
+            y: Tensor::zeros([n], (Kind::Int64, Device::Cpu)),
+            norm: Normalization {
+                mean: vec![0.0],
+                std: vec![1.0],
+            }
+            .on(Device::Cpu)
+            .unwrap(),
+            layout: Layout::Contiguous,
+            flips: Some(flips),
+        };
+        let all = Tensor::arange(n, (Kind::Int64, Device::Cpu));
+        let mirrored = |epoch: usize| -> Vec<bool> {
+            let (xb, _) = data.gather(&all, epoch).unwrap();
+            // NCHW: the first column holds 3 where the image is mirrored.
+            let first = xb.select(3, 0).flatten(0, -1);
+            Vec::<f32>::try_from(first)
+                .unwrap()
+                .into_iter()
+                .map(|v| v == 3.0)
+                .collect()
+        };
+        let e0 = mirrored(0);
+        let share = e0.iter().filter(|&&m| m).count() as f64 / n as f64;
+        assert!((share - 0.5).abs() < 0.05, "{share}");
+        for epoch in 1..6 {
+            let e = mirrored(epoch);
+            for (a, b) in e0.iter().zip(&e) {
+                assert_eq!(*b, *a != (epoch % 2 == 1), "epoch {epoch}");
+            }
+        }
+    }
+
+    /// airbench's `batch_crop` of reflect-padded images: independent shifts in
+    /// [-2, 2] on each axis, uniform, and the crop a window of the image
+    /// reflected at its borders (edge pixel not repeated).
+    #[test]
+    fn translations_are_uniform_reflect_padded_windows_of_two_pixels() {
+        let (n, h, w) = (5000i64, 6i64, 7i64);
+        let values: Vec<f32> = (0..h * w).map(|v| v as f32).collect();
+        let image = Tensor::from_slice(&values).view([1, 1, h, w]);
+        let x = image.expand([n, 1, h, w], false).contiguous();
+        let mut gen = Generator::new(Device::Cpu, 5).unwrap();
+        let out = Augment::Crop {
+            pad: 2,
+            reflect: true,
+        }
+        .apply(&x, &mut gen)
+        .unwrap();
+        let reflect = |i: i64, len: i64| {
+            if i < 0 {
+                -i
+            } else if i >= len {
+                2 * (len - 1) - i
+            } else {
+                i
+            }
+        };
+        let out = Vec::<f32>::try_from(out.flatten(0, -1)).unwrap();
+        let mut counts = [[0usize; 5]; 5];
+        for img in out.chunks((h * w) as usize) {
+            let found = (-2..=2i64).flat_map(|dy| (-2..=2i64).map(move |dx| (dy, dx))).find(
+                |&(dy, dx)| {
+                    (0..h).all(|r| {
+                        (0..w).all(|c| {
+                            let src = reflect(r + dy, h) * w + reflect(c + dx, w);
+                            img[(r * w + c) as usize] == src as f32
+                        })
+                    })
+                },
+            );
+            let (dy, dx) = found.expect("every crop is a reflect-padded window");
+            counts[(dy + 2) as usize][(dx + 2) as usize] += 1;
+        }
+        // 200 expected per shift; 5 standard deviations either side.
+        for row in counts {
+            for c in row {
+                assert!((130..=270).contains(&c), "{counts:?}");
+            }
+        }
+    }
 }

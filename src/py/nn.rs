@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError, TryLockError};
 
 use ndarray::Array2;
-use numpy::{IntoPyArray, PyArray2, PyReadonlyArray1};
+use numpy::{IntoPyArray, PyArray2, PyReadonlyArray1, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
@@ -22,7 +22,8 @@ use super::args;
 use crate::error::{Error, TorchError};
 use crate::nn::arch::{self, Plan};
 use crate::nn::input::Normalization;
-use crate::nn::model::{Model, ModelConfig, Snapshot};
+use crate::nn::model::{FitOptions, Model, ModelConfig, Snapshot};
+use crate::nn::recipe::{self, Recipe};
 use crate::nn::optim::{OptimizerKind, OptimizerSpec, OPTIMIZERS};
 use crate::nn::precision::Precision;
 use crate::nn::train::{LearningRates, Tta};
@@ -96,6 +97,10 @@ pub struct PyNetwork {
     seed: u64,
     optimizer: OptimizerSpec,
     label_smoothing: f64,
+    /// Test-time augmentation when a call names none.
+    tta: Tta,
+    /// The fit defaults of the architecture's recipe (airbench94's), if it trains by one.
+    recipe: Option<Recipe>,
     facts: OnceLock<Facts>,
     normalization: OnceLock<Normalization>,
     class_names: Mutex<Option<Vec<String>>>,
@@ -142,6 +147,11 @@ impl PyNetwork {
             seed: m.seed(),
             optimizer: m.config().optimizer,
             label_smoothing: m.config().label_smoothing,
+            tta: m.config().tta,
+            recipe: m
+                .config()
+                .decoupled
+                .and_then(|_| recipe::for_architecture(m.architecture())),
             facts: OnceLock::new(),
             normalization: OnceLock::new(),
             class_names: Mutex::new(m.class_names().map(<[String]>::to_vec)),
@@ -251,15 +261,22 @@ impl PyNetwork {
         augment: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let (name, mut layers) = architecture_arg(architecture)?;
-        if let Some(a) = augment.filter(|a| !a.is_none()) {
-            let mut front = augment_arg(a)?;
-            front.append(&mut layers);
-            layers = front;
-        }
+        // A built-in architecture's recipe gives the defaults; what the user
+        // passes overrides them.
+        let recipe = architecture
+            .is_instance_of::<pyo3::types::PyString>()
+            .then(|| recipe::for_architecture(&name))
+            .flatten();
+        let mut front = match augment.filter(|a| !a.is_none()) {
+            Some(a) => augment_arg(a)?,
+            None => recipe.as_ref().map(|r| r.augment.clone()).unwrap_or_default(),
+        };
+        front.append(&mut layers);
+        layers = front;
         let learning_rate = learning_rate
             .map(|v| args::positive_number(v, "learning_rate"))
             .transpose()?
-            .unwrap_or(5e-4);
+            .unwrap_or(recipe.as_ref().map_or(5e-4, |r| r.learning_rate));
         let seed = seed
             .map(|v| args::int_in(v, "seed", 0, i64::MAX))
             .transpose()?
@@ -268,7 +285,7 @@ impl PyNetwork {
             Some(d) => d.0,
             None => py.detach(|| device::parse_device("auto"))?,
         };
-        let defaults = OptimizerSpec::default();
+        let defaults = recipe.as_ref().map_or_else(OptimizerSpec::default, |r| r.optimizer);
         let kind = match optimizer {
             Some(o) => OptimizerKind::parse(args::choice(o, "optimizer", &OPTIMIZERS)?)?,
             None => defaults.kind,
@@ -294,11 +311,18 @@ impl PyNetwork {
             layers,
             learning_rate,
             device,
-            precision: precision.map_or(Precision::Fp32, |p| p.0),
+            precision: precision.map_or(
+                recipe.as_ref().map_or(Precision::Fp32, |r| r.precision),
+                |p| p.0,
+            ),
             seed,
             optimizer,
-            label_smoothing: label_smoothing
-                .map_or(Ok(0.0), |l| args::number(l, "label_smoothing", true))?,
+            label_smoothing: label_smoothing.map_or(
+                Ok(recipe.as_ref().map_or(0.0, |r| r.label_smoothing)),
+                |l| args::number(l, "label_smoothing", true),
+            )?,
+            decoupled: recipe.as_ref().map(|r| r.decoupled),
+            tta: recipe.as_ref().map_or(Tta::None, |r| r.tta),
         };
         let m = py.detach(|| Model::new(config))?;
         PyNetwork::from_model(m)
@@ -306,7 +330,7 @@ impl PyNetwork {
 
     /// Starts a fit: builds the model if needed, fits the normalisation on
     /// the first fit and puts the data on the device once.
-    #[pyo3(signature = (x, y, *, num_classes, batch_size, validation_x=None, validation_y=None, shuffle=None))]
+    #[pyo3(signature = (x, y, *, num_classes, batch_size, validation_x=None, validation_y=None, shuffle=None, total_steps=None, base_learning_rate=None))]
     #[allow(clippy::too_many_arguments)]
     fn begin_fit<'py>(
         &self,
@@ -318,9 +342,24 @@ impl PyNetwork {
         validation_x: Option<&Bound<'py, PyAny>>,
         validation_y: Option<PyReadonlyArray1<'py, i64>>,
         shuffle: Option<&Bound<'py, PyAny>>,
+        total_steps: Option<&Bound<'py, PyAny>>,
+        base_learning_rate: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<()> {
         let batch_size = args::usize_in(batch_size, "batch_size", 1, 1 << 31)?;
         let shuffle = shuffle.map_or(Ok(true), |s| args::flag(s, "shuffle"))?;
+        let n = y.len();
+        let total_steps = total_steps.map_or(Ok(n.div_ceil(batch_size).max(1)), |t| {
+            args::usize_in(t, "total_steps", 1, 1 << 40)
+        })?;
+        let base_rate = base_learning_rate.map_or(Ok(self.learning_rate), |r| {
+            args::positive_number(r, "base_learning_rate")
+        })?;
+        let options = FitOptions {
+            batch_size,
+            shuffle,
+            total_steps,
+            base_rate,
+        };
         let num_classes = args::usize_in(num_classes, "num_classes", 2, arch::MAX_CLASSES)?;
         let xa = extract_images(x, "x")?;
         let va = validation_x
@@ -340,15 +379,15 @@ impl PyNetwork {
                 &yo,
                 num_classes,
                 val,
-                batch_size,
-                shuffle,
+                options,
             )?)
         })
     }
 
     /// One epoch of the fit started by `begin_fit`; returns that epoch's logs.
-    /// `learning_rates` is one rate for the epoch or one per batch.
-    #[pyo3(signature = (epoch, epochs, *, learning_rates, printer=None))]
+    /// `learning_rates` is one rate for the epoch or one per batch run;
+    /// `steps` runs only the first batches (a fractional last epoch).
+    #[pyo3(signature = (epoch, epochs, *, learning_rates, printer=None, steps=None))]
     fn fit_epoch<'py>(
         &self,
         py: Python<'py>,
@@ -356,7 +395,11 @@ impl PyNetwork {
         epochs: &Bound<'py, PyAny>,
         learning_rates: &Bound<'py, PyAny>,
         printer: Option<Py<PyAny>>,
+        steps: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyDict>> {
+        let steps = steps
+            .map(|s| args::usize_in(s, "steps", 1, 1 << 40))
+            .transpose()?;
         let epochs = args::usize_in(epochs, "epochs", 1, 1 << 31)?;
         let epoch = args::usize_in(epoch, "epoch", 0, epochs - 1)?;
         let rates = if let Ok(r) = args::number(learning_rates, "learning_rates", true) {
@@ -372,7 +415,7 @@ impl PyNetwork {
         };
         let mut monitor = PyMonitor::new(printer);
         let r = self.with_model(py, "fit", Access::Write, |m| {
-            Ok(m.fit_epoch(epoch, epochs, &rates, &mut monitor))
+            Ok(m.fit_epoch(epoch, epochs, &rates, steps, &mut monitor))
         });
         let logs = monitor.finish(r?)?;
         logs_dict(py, &logs)
@@ -411,6 +454,47 @@ impl PyNetwork {
         })
     }
 
+    /// Every variable as {name: float32 array}, PyTorch's layouts, sorted by name.
+    fn state_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let entries = self.with_model(py, "state_dict", Access::Read, |m| Ok(m.state_dict()?))?;
+        let d = PyDict::new(py);
+        for (name, shape, values) in entries {
+            let arr = ndarray::ArrayD::from_shape_vec(shape, values)
+                .map_err(|e| Error::format(e.to_string()))?;
+            d.set_item(name, arr.into_pyarray(py))?;
+        }
+        Ok(d)
+    }
+
+    /// Sets every variable from {name: float32 array} (strict: same names, same shapes).
+    fn load_state_dict(&self, py: Python<'_>, state: &Bound<'_, PyDict>) -> PyResult<()> {
+        let mut owned = Vec::with_capacity(state.len());
+        for (k, v) in state.iter() {
+            let name: String = k.extract().map_err(|_| {
+                PyTypeError::new_err(format!(
+                    "state_dict keys must be str, got {}",
+                    args::short_repr(&k)
+                ))
+            })?;
+            let arr: numpy::PyReadonlyArrayDyn<'_, f32> = v.extract().map_err(|_| {
+                PyTypeError::new_err(format!(
+                    "state_dict[{name:?}] must be a float32 array, got {}",
+                    args::short_repr(&v)
+                ))
+            })?;
+            let shape = arr.shape().to_vec();
+            let values = super::nn_args::contiguous(arr.as_array()).into_owned();
+            owned.push((name, shape, values));
+        }
+        self.with_model(py, "load_state_dict", Access::Write, |m| {
+            let view: Vec<(String, Vec<usize>, &[f32])> = owned
+                .iter()
+                .map(|(n, s, v)| (n.clone(), s.clone(), v.as_slice()))
+                .collect();
+            Ok(m.load_state_dict(&view)?)
+        })
+    }
+
     #[getter]
     fn optimizer(&self) -> &'static str {
         self.optimizer.kind.name()
@@ -436,6 +520,27 @@ impl PyNetwork {
         self.label_smoothing
     }
 
+    /// The test-time augmentation evaluate/predict use when a call names none.
+    #[getter]
+    fn tta(&self) -> &'static str {
+        self.tta.name()
+    }
+
+    /// The fit defaults of the architecture's recipe: batch_size, epochs
+    /// (fractional) and the triangle schedule's (start, peak, end); None for
+    /// architectures without one.
+    #[getter]
+    fn recipe<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let Some(r) = &self.recipe else {
+            return Ok(None);
+        };
+        let d = PyDict::new(py);
+        d.set_item("batch_size", r.batch_size)?;
+        d.set_item("epochs", r.epochs)?;
+        d.set_item("triangle", r.triangle)?;
+        Ok(Some(d))
+    }
+
     /// Allocates the weights for images of `input_shape` (H, W, C) and `num_classes`.
     fn build(
         &self,
@@ -448,7 +553,7 @@ impl PyNetwork {
         self.with_model(py, "build", Access::Write, |m| Ok(m.build([h, w, c], k)?))
     }
 
-    /// (loss, accuracy) on (x, y); `tta="flip"` averages each image with its mirror.
+    /// (loss, accuracy) on (x, y); `tta` (None: the model's own) as `predict`.
     #[pyo3(signature = (x, y, *, tta=None))]
     fn evaluate(
         &self,
@@ -457,7 +562,7 @@ impl PyNetwork {
         y: PyReadonlyArray1<'_, i64>,
         tta: Option<TtaArg>,
     ) -> PyResult<(f64, f64)> {
-        let tta = tta.map_or(Tta::None, |t| t.0);
+        let tta = tta.map_or(self.tta, |t| t.0);
         let xa = extract_images(x, "x")?;
         let (xo, yo, shape) = (xa.owned(), labels(&y), xa.shape());
         let mut monitor = PyMonitor::new(None);
@@ -468,7 +573,9 @@ impl PyNetwork {
     }
 
     /// Class probabilities (N, classes), float32; `tta="flip"` averages each
-    /// image's probabilities with its horizontal mirror's.
+    /// image's probabilities with its horizontal mirror's, `"flip_translate"`
+    /// airbench's logits over mirrors and one-pixel translations, `"none"`
+    /// neither; None: the model's own default.
     #[pyo3(signature = (x, batch_size=None, *, tta=None))]
     fn predict<'py>(
         &self,
@@ -477,7 +584,7 @@ impl PyNetwork {
         batch_size: Option<&Bound<'py, PyAny>>,
         tta: Option<TtaArg>,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        let tta = tta.map_or(Tta::None, |t| t.0);
+        let tta = tta.map_or(self.tta, |t| t.0);
         let batch_size =
             batch_size.map_or(Ok(256), |b| args::usize_in(b, "batch_size", 1, 1 << 31))?;
         let xa = extract_images(x, "x")?;

@@ -127,7 +127,12 @@ pub(super) fn augment_arg(a: &Bound<'_, PyAny>) -> PyResult<Vec<Layer>> {
             )))
         }
     };
-    let layers = layer_list(items)?;
+    let items: Vec<Bound<'_, PyAny>> = items.collect::<PyResult<_>>()?;
+    if items.is_empty() {
+        // `augment=[]`: none (also turns a recipe's augmentation off).
+        return Ok(Vec::new());
+    }
+    let layers = layer_list(PyList::new(a.py(), items)?.as_any().try_iter()?)?;
     if let Some((i, l)) = layers
         .iter()
         .enumerate()
@@ -135,7 +140,7 @@ pub(super) fn augment_arg(a: &Bound<'_, PyAny>) -> PyResult<Vec<Layer>> {
     {
         return Err(Error::invalid(format!(
             "augment[{i}] is not an augmentation ({l:?}); accepted: \"random_flip\", \
-             \"random_crop\", \"random_translation\", \"cutout\""
+             \"random_crop\", \"random_translation\", \"cutout\", \"alternating_flip\""
         ))
         .into());
     }
@@ -205,13 +210,13 @@ impl<'a, 'py> FromPyObject<'a, 'py> for DeviceArg {
     }
 }
 
-/// `tta=None | "flip"`, parsed once at the boundary.
+/// `tta="none" | "flip" | "flip_translate"`, parsed once at the boundary.
 pub(super) struct TtaArg(pub(super) Tta);
 
 impl<'a, 'py> FromPyObject<'a, 'py> for TtaArg {
     type Error = PyErr;
     fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
-        args::choice(&obj, "tta", &["flip"])?;
-        Ok(TtaArg(Tta::Flip))
+        let s = args::choice(&obj, "tta", &Tta::NAMES)?;
+        Ok(TtaArg(Tta::parse(s)?))
     }
 }

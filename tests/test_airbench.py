@@ -1,0 +1,241 @@
+"""airbench94 against its reference, airbench 0.1.8 (Keller Jordan), on CPU in float32.
+
+No machine here can download CIFAR-10, so equivalence to the reference is the proof:
+the reference network is built from airbench's own modules (its ``make_net94`` calls
+``.half().cuda()``), given the same initial weights as the cnnrs model, and trained
+by a transcription of airbench's ``utils.train`` loop on the same batches (cnnrs with
+augmentation off and no shuffling). Lookahead, the schedule, the bias scaling, the
+weight decay, label smoothing, the whitening initialisation and the whitening bias
+freeze all take part.
+
+``airbench`` imports torchvision; ``make setup`` installs ``airbench==0.1.8`` and
+``torchvision==0.26.0`` (the one release that pairs with our torch 2.11.0).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import cnnrs
+
+torch = pytest.importorskip("torch")
+ab = pytest.importorskip(
+    "airbench.lib_airbench94",
+    reason="airbench==0.1.8 (and torchvision==0.26.0) not installed; `make setup` installs them",
+)
+abu = pytest.importorskip("airbench.utils")
+from torch import nn  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
+
+HYP = ab.hyp
+
+
+def reference_net() -> nn.Sequential:
+    """``make_net94`` in float32 on the CPU, from airbench's own modules."""
+    widths, momentum = HYP["net"]["widths"], HYP["net"]["batchnorm_momentum"]
+    net = nn.Sequential(
+        ab.Conv(3, 24, 2, padding=0, bias=True),
+        nn.GELU(),
+        ab.ConvGroup(24, widths["block1"], momentum),
+        ab.ConvGroup(widths["block1"], widths["block2"], momentum),
+        ab.ConvGroup(widths["block2"], widths["block3"], momentum),
+        nn.MaxPool2d(3),
+        ab.Flatten(),
+        nn.Linear(widths["block3"], 10, bias=False),
+        ab.Mul(HYP["net"]["scaling_factor"]),
+    )
+    net[0].weight.requires_grad = False
+    return net
+
+
+# cnnrs variable names -> the reference's state_dict keys.
+def _names() -> dict[str, str]:
+    names = {"whitening.weight": "0.weight", "whitening.bias": "0.bias", "dense.weight": "7.weight"}
+    for i, group in enumerate(["conv_group", "conv_group_1", "conv_group_2"]):
+        for part in ["conv1.weight", "conv2.weight"]:
+            names[f"{group}.{part}"] = f"{i + 2}.{part}"
+        for norm in ["norm1", "norm2"]:
+            for stat in ["weight", "bias", "running_mean", "running_var"]:
+                names[f"{group}.{norm}.{stat}"] = f"{i + 2}.{norm}.{stat}"
+    return names
+
+
+NAMES = _names()
+
+
+def copy_into_cnnrs(ref: nn.Module, model: cnnrs.Model) -> None:
+    sd = ref.state_dict()
+    model.load_state_dict({ours: sd[theirs].numpy() for ours, theirs in NAMES.items()})
+
+
+def normalized(x: np.ndarray, model: cnnrs.Model) -> torch.Tensor:
+    """Images normalised with the cnnrs model's statistics, NCHW float32."""
+    stats = model.normalization
+    mean = torch.tensor(stats["mean"], dtype=torch.float32)
+    std = torch.tensor(stats["std"], dtype=torch.float32)
+    return ((torch.from_numpy(x).float() - mean) * (1.0 / std)).permute(0, 3, 1, 2).contiguous()
+
+
+def triangle(steps: int, start: float = 0.0, end: float = 0.0, peak: float = 0.5) -> torch.Tensor:
+    """airbench's ``train.triangle`` (a nested function there), verbatim."""
+    xp = torch.tensor([0, int(peak * steps), steps])
+    fp = torch.tensor([start, 1, end])
+    x = torch.arange(1 + steps)
+    m = (fp[1:] - fp[:-1]) / (xp[1:] - xp[:-1])
+    b = fp[:-1] - (m * xp[:-1])
+    indices = torch.sum(torch.ge(x[:, None], xp[None, :]), 1) - 1
+    indices = torch.clamp(indices, 0, len(m) - 1)
+    return m[indices] * x + b[indices]
+
+
+def reference_train(model, images, labels, batch_size, epochs, whitening_images):
+    """airbench 0.1.8 ``utils.train``'s loop (the parts that compute), on the batches
+    ``images[i * batch_size:(i + 1) * batch_size]`` in order, every epoch. Returns the
+    per-epoch mean training loss, as cnnrs's history reports it."""
+    opt = HYP["opt"]
+    momentum, learning_rate = opt["momentum"], opt["lr"]
+    kilostep_scale = 1024 * (1 + 1 / (1 - momentum))
+    lr = learning_rate / kilostep_scale
+    wd = opt["weight_decay"] * batch_size / kilostep_scale
+    lr_biases = lr * opt["bias_scaler"]
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=opt["label_smoothing"], reduction="none")
+    batches = len(images) // batch_size
+    total_train_steps = math.ceil(batches * epochs)
+    norm_biases = [p for k, p in model.named_parameters() if "norm" in k and p.requires_grad]
+    other_params = [p for k, p in model.named_parameters() if "norm" not in k and p.requires_grad]
+    param_configs = [
+        dict(params=norm_biases, lr=lr_biases, weight_decay=wd / lr_biases),
+        dict(params=other_params, lr=lr, weight_decay=wd / lr),
+    ]
+    optimizer = torch.optim.SGD(param_configs, momentum=momentum, nesterov=True)
+    lr_schedule = triangle(total_train_steps, start=0.2, end=0.07, peak=0.23)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: lr_schedule[i])
+    alpha_schedule = 0.95**5 * (torch.arange(total_train_steps + 1) / total_train_steps) ** 3
+    lookahead_state = abu.LookaheadState(model)
+    abu.init_whitening_conv(model[0], images[:whitening_images])
+    current_steps = 0
+    losses = []
+    for epoch in range(math.ceil(epochs)):
+        model[0].bias.requires_grad = epoch < opt["whiten_bias_epochs"]
+        model.train()
+        total, count = 0.0, 0
+        for b in range(batches):
+            inputs = images[b * batch_size : (b + 1) * batch_size]
+            targets = labels[b * batch_size : (b + 1) * batch_size]
+            outputs = model(inputs)
+            loss = loss_fn(outputs, targets).sum()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total += loss.item()
+            count += len(targets)
+            current_steps += 1
+            if current_steps % 5 == 0:
+                lookahead_state.update(model, decay=alpha_schedule[current_steps].item())
+            if current_steps >= total_train_steps:
+                lookahead_state.update(model, decay=1.0)
+                break
+        losses.append(total / count)
+    return losses
+
+
+@pytest.fixture(scope="module")
+def cifar_shaped():
+    rng = np.random.default_rng(0)
+    # Smooth random images (so patches are correlated, as in photos) of 10 classes.
+    base = rng.integers(40, 216, (192, 8, 8, 3)).astype(np.float64)
+    x = np.kron(base, np.ones((1, 4, 4, 1)))
+    x = np.clip(x + rng.normal(0, 10, x.shape), 0, 255).astype(np.uint8)
+    y = rng.integers(0, 10, 192).astype(np.int64)
+    return x, y
+
+
+def test_whitening_initialisation_matches(cifar_shaped):
+    x, y = cifar_shaped
+    model = cnnrs.Model("airbench94", device="cpu", seed=0, precision="fp32", augment=[])
+    model.build((32, 32, 3), 10)
+    # The whitening is fitted when the first fit starts, on its first 5000 images.
+    model._net.begin_fit(x, y, num_classes=10, batch_size=64, total_steps=3)
+    ours = model.state_dict()["whitening.weight"]
+    model._net.end_fit()
+    layer = ab.Conv(3, 24, 2, padding=0, bias=True)
+    abu.init_whitening_conv(layer, normalized(x, model))
+    theirs = layer.weight.detach().numpy()
+    np.testing.assert_allclose(ours, theirs, rtol=1e-3, atol=1e-4)
+    # And it whitens: the first 12 filters decorrelate the patches.
+    patches = abu.get_patches(normalized(x, model), (2, 2)).reshape(-1, 12).double().numpy()
+    features = patches @ ours[:12].reshape(12, -1).T.astype(np.float64)
+    cov = features.T @ features / len(features)
+    np.testing.assert_allclose(cov, np.eye(12), atol=0.05)
+
+
+def test_forward_pass_matches(cifar_shaped):
+    x, _ = cifar_shaped
+    torch.manual_seed(1)
+    ref = reference_net().eval()
+    # Non-trivial batch-norm statistics, so inference mode is exercised too.
+    with torch.no_grad():
+        for name, buf in ref.named_buffers():
+            if "running_mean" in name:
+                buf.normal_(0, 0.1)
+            elif "running_var" in name:
+                buf.uniform_(0.5, 2.0)
+    model = cnnrs.Model("airbench94", device="cpu", seed=0, precision="fp32", augment=[])
+    model.build((32, 32, 3), 10)
+    copy_into_cnnrs(ref, model)
+    # Train zero steps so the model has its normalisation; then put the weights back.
+    model._net.begin_fit(x, np.zeros(len(x), dtype=np.int64), num_classes=10, batch_size=64)
+    model._net.end_fit()
+    copy_into_cnnrs(ref, model)
+    inputs = normalized(x[:32], model)
+    with torch.no_grad():
+        logits = ref(inputs)
+        expected = torch.softmax(logits, 1).numpy()
+        tta = torch.softmax(abu.infer(ref, _Loader(inputs), tta_level=2), 1).numpy()
+    got = model.predict(x[:32], tta="none")
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    # TTA: the model's default for airbench94 is the reference's tta_level=2.
+    assert model.tta == "flip_translate"
+    np.testing.assert_allclose(model.predict(x[:32]), tta, atol=1e-4)
+
+
+class _Loader:
+    """What ``airbench.utils.infer`` reads from a loader: images and normalize."""
+
+    def __init__(self, images):
+        self.images = images
+
+    @staticmethod
+    def normalize(images):
+        return images
+
+
+def test_training_matches_the_reference_step_for_step(cifar_shaped):
+    """14 steps (4.4 epochs of 3 batches of 64): the triangle schedule, Lookahead at
+    steps 5 and 10 and the final copy at 14, the whitening bias frozen from epoch 3."""
+    x, y = cifar_shaped
+    epochs, batch = 4.4, 64
+    torch.manual_seed(2)
+    ref = reference_net()
+    model = cnnrs.Model("airbench94", device="cpu", seed=0, precision="fp32", augment=[])
+    model.build((32, 32, 3), 10)
+    copy_into_cnnrs(ref, model)
+    history = model.fit(x, y, epochs=epochs, batch_size=batch, shuffle=False, verbose=0)
+    assert len(history["loss"]) == 5
+    ref_losses = reference_train(
+        ref, normalized(x, model), torch.from_numpy(y), batch, epochs, whitening_images=5000
+    )
+    np.testing.assert_allclose(history["loss"], ref_losses, rtol=1e-5)
+    ours = model.state_dict()
+    theirs = ref.state_dict()
+    for name, key in NAMES.items():
+        expected = theirs[key].numpy()
+        scale = max(float(np.abs(expected).max()), 1e-3)
+        np.testing.assert_allclose(ours[name], expected, atol=2e-5 * scale, err_msg=name)
+    # The schedule the history reports is the triangle's, last step of each epoch.
+    lrs = 11.5 * triangle(14, start=0.2, end=0.07, peak=0.23).numpy()
+    np.testing.assert_allclose(history["learning_rate"], lrs[[2, 5, 8, 11, 13]], rtol=1e-6)

@@ -26,6 +26,8 @@ precision. --write replaces the "## Training" section of benchmarks/RESULTS.md (
     python benchmarks/bench_train.py [--device cpu] [--n 2048] [--epochs 2] [--rounds 5]
         [--batch-sizes 64,256] [--archs baseline,with_batch_norm] [--precisions fp32,bf16]
         [--threads N] [--write]
+    python benchmarks/bench_train.py --arch airbench94 [--device cpu] [--n 3072]
+        [--epochs 2] [--rounds 3] [--write]   (see benchmarks/bench_airbench.py)
 """
 
 from __future__ import annotations
@@ -98,7 +100,8 @@ def _with_batch_norm(classes: int) -> nn.Sequential:
 @dataclass(frozen=True)
 class Arch:
     """One benchmarked architecture: what cnnrs.Model takes and the same network in
-    PyTorch (initialised as Keras would). Another entry (airbench94, say) goes in ARCHS."""
+    PyTorch (initialised as Keras would). airbench94 has its own recipe and peer:
+    `--arch airbench94` (bench_airbench.py)."""
 
     cnnrs_spec: object
     torch_network: Callable[[int], nn.Module]
@@ -254,7 +257,53 @@ def fmt_rate(v: float | None) -> str:
     return "—" if v is None else f"{v:,.0f}"
 
 
+def write_section(heading: str, lines: list[str]) -> None:
+    """Replaces (or appends) the ``heading`` section of benchmarks/RESULTS.md."""
+    table = "\n".join([heading, "", *lines]) + "\n"
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmarks\n"
+    section = re.compile(re.escape(heading) + r"\n.*?(?=\n## |\Z)", flags=re.S)
+    if section.search(text):
+        text = section.sub(lambda _: table.rstrip("\n") + "\n", text)
+    else:
+        text = text.rstrip("\n") + "\n\n" + table
+    RESULTS.write_text(text)
+
+
+def airbench_main(argv: list[str]) -> None:
+    """``--arch airbench94``: cnnrs's recipe against the reference's loop (bench_airbench)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import bench_airbench
+
+    ap = argparse.ArgumentParser(description=bench_airbench.__doc__.splitlines()[0])
+    ap.add_argument("--arch", choices=("airbench94",), required=True)
+    bench_airbench.add_arguments(ap)
+    ap.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    body = bench_airbench.run(args)
+    if args.device == "cuda":
+        machine = f"{torch.cuda.get_device_name()}; host {cpu_name()}"
+    else:
+        machine = f"{cpu_name()}, {os.cpu_count()} cores ({cpu_bf16_flags()})"
+    command = "python benchmarks/bench_train.py " + shlex.join(argv)
+    lines = [
+        f"Machine: {machine}. Date: {datetime.date.today()}. Command: `{command}` "
+        f"({time.perf_counter() - start:.0f} s). Threads: libtorch {torch.get_num_threads()}. "
+        f"Versions: cnnrs {cnnrs.__version__}, torch {torch.__version__}, airbench 0.1.8.",
+        "",
+        *body,
+    ]
+    heading = f"## Training airbench94 ({'CUDA' if args.device == 'cuda' else 'CPU'})"
+    print("\n".join([heading, "", *lines]))
+    if args.write:
+        write_section(heading, lines)
+
+
 def main() -> None:
+    if "--arch" in sys.argv[1:] or any(a.startswith("--arch=") for a in sys.argv[1:]):
+        airbench_main(sys.argv[1:])
+        return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--n", type=int, default=2048, help="training images per fit")
@@ -404,13 +453,7 @@ def main() -> None:
     table = "\n".join(lines) + "\n"
     print(table)
     if args.write:
-        text = RESULTS.read_text() if RESULTS.exists() else "# Benchmarks\n"
-        section = re.compile(re.escape(heading) + r"\n.*?(?=\n## |\Z)", flags=re.S)
-        if section.search(text):
-            text = section.sub(lambda _: table.rstrip("\n") + "\n", text)
-        else:
-            text = text.rstrip("\n") + "\n\n" + table
-        RESULTS.write_text(text)
+        write_section(heading, lines[2:])
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ ab = pytest.importorskip(
 )
 abu = pytest.importorskip("airbench.utils")
 from torch import nn  # noqa: E402
-from torch.nn import functional as F  # noqa: E402
 
 HYP = ab.hyp
 

@@ -30,6 +30,9 @@ class ScriptedNetwork:
     """Stands in for ``_core.Network``: epoch ``e`` reports ``val_loss = losses[e]``
     and ``val_accuracy = 1 - losses[e]``; its "weights" are the last epoch's number."""
 
+    recipe = None
+    tta = "none"
+
     def __init__(self, losses, learning_rate=1e-3):
         self.losses = list(losses)
         self.learning_rate = learning_rate
@@ -45,7 +48,7 @@ class ScriptedNetwork:
         self.calls.append("begin_fit")
         self.x, self.y, self.kwargs = x, y, kwargs
 
-    def fit_epoch(self, epoch, epochs, *, learning_rates, printer=None):
+    def fit_epoch(self, epoch, epochs, *, learning_rates, printer=None, steps=None):
         self.rates.append(learning_rates)
         self.weights = epoch
         v = self.losses[epoch]

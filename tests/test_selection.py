@@ -187,6 +187,7 @@ def test_data_is_converted_once_and_not_copied_again(digits, monkeypatch):
 
         num_classes = None
         class_names = None
+        recipe = None
 
         def begin_fit(self, xa, ya, **kwargs):
             calls.append((xa, ya, kwargs))
@@ -204,7 +205,8 @@ def test_data_is_converted_once_and_not_copied_again(digits, monkeypatch):
     assert xa is x or np.shares_memory(xa, x)  # uint8, contiguous: passed through
     assert ya is y or np.shares_memory(ya, y)  # int64 labels: passed through
     assert set(kwargs) == {
-        "num_classes", "batch_size", "validation_x", "validation_y", "shuffle"
+        "num_classes", "batch_size", "validation_x", "validation_y", "shuffle",
+        "total_steps", "base_learning_rate",
     }  # fmt: skip
 
     f32 = x.astype(np.float32)

@@ -56,7 +56,8 @@ def test_model_arguments_name_themselves(kwargs, error, words):
 @pytest.mark.parametrize(
     ("kwargs", "error", "words"),
     [
-        ({"epochs": 1.5}, TypeError, "epochs"),
+        ({"epochs": "1"}, TypeError, "epochs"),
+        ({"epochs": -0.5}, ValueError, "epochs"),
         ({"epochs": 0}, ValueError, "epochs"),
         ({"batch_size": -1}, ValueError, "batch_size"),
         ({"batch_size": "64"}, TypeError, "batch_size"),

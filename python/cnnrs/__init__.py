@@ -22,11 +22,12 @@ from ._core import (
     torch_version,
 )
 from ._sample import sample_image
-from .models import ARCHITECTURES, Model
+from .models import ARCHITECTURES, COURSE_ARCHITECTURES, Model
 from .selection import cross_validate, grid_search, parameter_grid
 
 __all__ = [
     "ARCHITECTURES",
+    "COURSE_ARCHITECTURES",
     "CnnrsError",
     "DataFormatError",
     "Model",

@@ -242,9 +242,13 @@ class Network:
         validation_x: npt.NDArray[Any] | None = None,
         validation_y: npt.NDArray[np.int64] | None = None,
         shuffle: bool | None = None,
+        total_steps: int | None = None,
+        base_learning_rate: float | None = None,
     ) -> None:
-        """Builds the model if needed, fits the normalisation on the first fit and
-        uploads the data to the device once, for ``fit_epoch``."""
+        """Builds the model if needed, fits the normalisation (and a recipe's whitening)
+        on the first fit and uploads the data to the device once, for ``fit_epoch``.
+        ``total_steps`` (Lookahead's schedule) and ``base_learning_rate`` (decoupled
+        weight decay) matter to recipes only."""
     def fit_epoch(
         self,
         epoch: int,
@@ -252,9 +256,11 @@ class Network:
         *,
         learning_rates: float | Sequence[float],
         printer: Any = None,
+        steps: int | None = None,
     ) -> dict[str, float]:
         """One epoch (0-based ``epoch`` of ``epochs``) at one rate, or one rate per
-        batch; returns ``{"loss", "accuracy"[, "val_loss", "val_accuracy"]}``."""
+        batch run; ``steps`` runs only the first batches (a fractional last epoch).
+        Returns ``{"loss", "accuracy"[, "val_loss", "val_accuracy"]}``."""
     @property
     def batches_per_epoch(self) -> int | None:
         """Batches per epoch of the fit in progress (None outside a fit)."""
@@ -262,6 +268,8 @@ class Network:
         """Frees the device copies of ``begin_fit``; idempotent."""
     def snapshot(self) -> WeightsSnapshot: ...
     def restore(self, snapshot: WeightsSnapshot) -> None: ...
+    def state_dict(self) -> dict[str, npt.NDArray[np.float32]]: ...
+    def load_state_dict(self, state: dict[str, npt.NDArray[np.float32]]) -> None: ...
     def evaluate(
         self, x: npt.NDArray[Any], y: npt.NDArray[np.int64], *, tta: str | None = None
     ) -> tuple[float, float]: ...
@@ -289,6 +297,10 @@ class Network:
     def weight_decay(self) -> float: ...
     @property
     def label_smoothing(self) -> float: ...
+    @property
+    def tta(self) -> str: ...
+    @property
+    def recipe(self) -> dict[str, Any] | None: ...
     @property
     def seed(self) -> int: ...
     @property

@@ -141,8 +141,9 @@ def fit_and_score(
         progress=printer,
         **fit_kw,
     )
-    if inner_split or fit_kw.get("callbacks"):
-        # Callbacks may have restored earlier weights or stopped early: score the model.
+    if inner_split or fit_kw.get("callbacks") or model.tta != "none":
+        # Callbacks may have restored earlier weights or stopped early, and a recipe's
+        # test-time augmentation (airbench94's) is part of its score: score the model.
         scores = model.evaluate(x[val_idx], y[val_idx])
         accuracy, loss = scores["accuracy"], scores["loss"]
     else:

@@ -25,7 +25,10 @@ from .callbacks import Callback, CallbackList, LearningRateScheduler
 Architecture = Union[str, Sequence[Sequence[Any]]]
 
 ARCHITECTURES: tuple[str, ...] = tuple(_core.architectures())
-"""Names of the built-in architectures, as the course defines them."""
+"""Names of the built-in architectures: the course's six, then "airbench94"."""
+
+COURSE_ARCHITECTURES: tuple[str, ...] = tuple(a for a in ARCHITECTURES if a != "airbench94")
+"""The course's six networks (Keras's, for any image size), which the study compares."""
 
 
 def _check_split(value: Any) -> float:
@@ -101,7 +104,8 @@ class Model:
         fill) and ``("cutout", size)`` (one random ``size``×``size`` square of
         zeros per image), and airbench's ``("alternating_flip",)`` (each image gets one
         random mirror at the start of a fit and is mirrored again every other
-        epoch). Drawn from the model's own generator, so the seed decides them. The same specs may also open an ``architecture`` list.
+        epoch). Drawn from the model's own generator, so the seed decides them. The
+        same specs may also open an ``architecture`` list.
     input_shape, num_classes : optional
         Build the weights now, e.g. to call ``summary()`` before ``fit``;
         otherwise both come from the first ``fit``'s data.
@@ -141,7 +145,7 @@ class Model:
         # Only what the caller gave goes to the network: the rest comes from the
         # architecture's recipe (airbench94) or Keras's defaults, and a setting
         # that does not apply (momentum with Adam) is refused there, not ignored.
-        given = {
+        given: dict[str, Any] = {
             "precision": precision,
             "optimizer": optimizer,
             "momentum": momentum,
@@ -487,11 +491,6 @@ class Model:
             base_learning_rate=base,
         )
         try:
-            if self._net.batches_per_epoch != steps:  # pragma: no cover - a bug, not input
-                raise RuntimeError(
-                    f"cnnrs counted {steps} batches per epoch, the core "
-                    f"{self._net.batches_per_epoch}"
-                )
             hooks.on_train_begin()
             logs: dict[str, Any] = {}
             for epoch in range(epochs):

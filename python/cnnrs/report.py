@@ -210,6 +210,31 @@ def render_markdown(report: Mapping[str, Any]) -> str:
                 f"| {r['val_accuracy']:.4f} | {r['gap']:+.4f} | {r['test_accuracy']:.4f} |"
             )
         out += ["", recipe["summary"], "", "![training recipe](training_recipe.png)"]
+    air = s2.get("airbench94")
+    if air is not None:
+        out += [
+            "",
+            "### airbench94 with its own recipe",
+            "",
+            f"Keller Jordan's CIFAR-10 speed-record network (airbench 0.1.8, 94% on CIFAR-10 "
+            f"in about 10 epochs on a GPU), trained with its recipe: batches of "
+            f"{air['batch_size']}, {air['epochs']} epochs, {air['precision']}"
+            + (
+                f", images upscaled to {air['image_shape'][0]}×{air['image_shape'][1]}"
+                if air["upscaled"]
+                else ""
+            )
+            + ".",
+            "",
+            "| test accuracy (flip + translate TTA) | without TTA | seconds |",
+            "|---:|---:|---:|",
+            f"| {air['test_accuracy']:.4f} | {air['test_accuracy_no_tta']:.4f} "
+            f"| {air['seconds']:.1f} |",
+            "",
+            air["summary"],
+            "",
+            "![airbench94](airbench94.png)",
+        ]
     hardest = ", ".join(f"{h['class']} (F1 {h['f1-score']:.3f})" for h in s2["hardest_classes"])
     confused = ", ".join(
         f"{p['true']} → {p['predicted']} ({p['count']})" for p in s2["most_confused"]

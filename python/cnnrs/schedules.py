@@ -263,7 +263,7 @@ def _check_spec(spec: Any) -> tuple[str, tuple[Any, ...]]:
             return "step", (int(every), float(factor))
     raise ValueError(
         f"lr_schedule must be None, 'constant', 'cosine', 'onecycle', ('onecycle', {{...}}), "
-            f"'triangle', ('triangle', {{...}}), "
+        f"'triangle', ('triangle', {{...}}), "
         f"('step', every_epochs, factor) or a function of the epoch, got {spec!r}"
     )
 

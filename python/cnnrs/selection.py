@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from . import schedules
 from ._arrays import as_images, as_labels, check_count, class_count
 from ._trial import Fold, fit_and_score, make_folds, split_params
 from .models import Model
@@ -47,9 +48,9 @@ def cross_validate(
     x: Any,
     y: Any,
     cv: Any = 5,
-    epochs: int = 10,
-    batch_size: int = 64,
-    learning_rate: float = 5e-4,
+    epochs: float | None = None,
+    batch_size: int | None = None,
+    learning_rate: float | None = None,
     seed: int = 42,
     stratified: bool = False,
     verbose: int = 1,
@@ -64,14 +65,19 @@ def cross_validate(
     history has ``loss``/``accuracy`` (training part) and ``val_loss``/
     ``val_accuracy`` (held-out part) per epoch. ``backend="ray"`` runs the folds
     as Ray tasks (see :mod:`cnnrs.distributed`; ``resources_per_trial``,
-    ``address`` and ``max_retries`` go to it).
+    ``address`` and ``max_retries`` go to it). ``epochs``, ``batch_size`` and
+    ``learning_rate`` default as ``Model``/``fit`` do (10, 64, 5e-4, or the
+    architecture's recipe: airbench94's 9.9, 1024, 11.5).
     """
     ray_kwargs = _ray_options(backend, kwargs)
+    given = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate}
+    if epochs is not None:
+        given["epochs"] = schedules.check_epochs(epochs)
+    if batch_size is not None:
+        given["batch_size"] = check_count(batch_size, "batch_size")
     params = {
         "architecture": architecture,
-        "epochs": check_count(epochs, "epochs"),
-        "batch_size": check_count(batch_size, "batch_size"),
-        "learning_rate": learning_rate,
+        **{k: v for k, v in given.items() if v is not None},
         "device": device,
         **kwargs,
     }

@@ -5,8 +5,10 @@ Section 2 (a CNN chosen by cross-validation): :func:`load_dataset`, :func:`subse
 :func:`architecture_summaries`, :func:`cross_validate_architectures`, then
 ``cnnrs.grid_search``, :func:`compare_training_recipes` (the chosen network
 trained plainly and with augmentation, a schedule and early stopping),
-:func:`evaluate_on_test`, :func:`hardest_classes`, :func:`most_confused` and
-:func:`write_test_image` (a test image as a PNG file for ``Model.predict_image``).
+:func:`evaluate_on_test`, :func:`hardest_classes`, :func:`most_confused`,
+:func:`write_test_image` (a test image as a PNG file for ``Model.predict_image``) and
+:func:`fit_airbench94` (the 94%-on-CIFAR-10 network with its own recipe, beside the
+course's networks).
 
 Each function computes and returns plain data (dicts, lists, arrays); printing,
 figures and reports are the caller's. The methodology lives in what they call:
@@ -38,6 +40,8 @@ __all__ = [
     "AUGMENTATIONS",
     "architecture_summaries",
     "compare_training_recipes",
+    "fit_airbench94",
+    "upscale",
     "cross_validate_architectures",
     "evaluate_on_test",
     "hardest_classes",
@@ -428,5 +432,79 @@ def compare_training_recipes(
         "patience": patience,
         "epochs": {"plain": int(params.get("epochs", 10)), "recipe": recipe_epochs},
         "validation_split": validation_split,
+        "summary": summary,
+    }
+
+
+#: airbench94 takes 32×32 images (CIFAR's); it needs at least 25×25.
+AIRBENCH_SIDE = 32
+
+
+def upscale(x: Any, side: int = AIRBENCH_SIDE) -> np.ndarray:
+    """Images (N, H, W, C) enlarged by repeating each pixel ``ceil(side / min(H, W))``
+    times along both axes (digits' 8×8 become 32×32); unchanged when already large."""
+    x = np.asarray(x)
+    factor = -(-side // min(x.shape[1], x.shape[2]))
+    if factor <= 1:
+        return x
+    return np.kron(x, np.ones((1, factor, factor, 1), dtype=x.dtype))
+
+
+def fit_airbench94(
+    x: Any,
+    y: Any,
+    x_test: Any,
+    y_test: Any,
+    *,
+    epochs: float | None = None,
+    device: str = "auto",
+    precision: str | None = None,
+    seed: int = 42,
+) -> dict[str, Any]:
+    """Trains ``cnnrs.Model("airbench94")`` with its own recipe and scores it on the
+    test set, with its test-time augmentation and without.
+
+    Images smaller than 32×32 are upscaled (:func:`upscale`; digits' 8×8 → 32×32),
+    since the network pools 32×32 down to 1×1. Batches are the recipe's 1024 when
+    the training set holds at least 8 of them, else 128: the recipe's learning rate
+    and weight decay are per 1024 examples, so they keep their meaning, and a small
+    set still gets enough steps. ``epochs`` defaults to the recipe's 9.9.
+
+    Returns ``{"history", "test_accuracy", "test_accuracy_no_tta", "test_loss",
+    "seconds", "epochs", "batch_size", "image_shape", "upscaled", "precision",
+    "summary"}``.
+    """
+    xa, xt = upscale(x), upscale(x_test)
+    model = Model("airbench94", device=device, seed=seed, precision=precision)
+    recipe = model.recipe or {}
+    batch = recipe.get("batch_size", 1024)
+    if len(xa) < 8 * batch:
+        batch = 128
+    started = time.perf_counter()
+    history = model.fit(xa, y, epochs=epochs, batch_size=batch, verbose=0)
+    seconds = time.perf_counter() - started
+    scores = model.evaluate(xt, y_test)
+    plain = model.evaluate(xt, y_test, tta="none")
+    run_epochs = recipe.get("epochs") if epochs is None else epochs
+    upscaled = xa.shape[1:] != np.asarray(x).shape[1:]
+    summary = (
+        f"airbench94 (Keller Jordan's CIFAR-10 speed record network, with its recipe) reached "
+        f"{scores['accuracy']:.4f} test accuracy ({plain['accuracy']:.4f} without test-time "
+        f"augmentation) after {run_epochs} epochs in {seconds:.1f}s on {model.device} "
+        f"({model.precision})"
+        + (f", on images upscaled to {xa.shape[1]}×{xa.shape[2]}" if upscaled else "")
+        + "."
+    )
+    return {
+        "history": history,
+        "test_accuracy": scores["accuracy"],
+        "test_accuracy_no_tta": plain["accuracy"],
+        "test_loss": scores["loss"],
+        "seconds": seconds,
+        "epochs": run_epochs,
+        "batch_size": batch,
+        "image_shape": tuple(int(d) for d in xa.shape[1:]),
+        "upscaled": bool(upscaled),
+        "precision": model.precision,
         "summary": summary,
     }

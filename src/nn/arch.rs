@@ -383,7 +383,10 @@ impl Layer {
             }
             Layer::Whitening { kernel_size } => {
                 if kernel_size == 0 || kernel_size > 8 {
-                    return bad("whitening kernel size must be in [1, 8]", kernel_size.to_string());
+                    return bad(
+                        "whitening kernel size must be in [1, 8]",
+                        kernel_size.to_string(),
+                    );
                 }
             }
             Layer::ConvGroup { filters } => {
@@ -396,7 +399,10 @@ impl Layer {
             }
             Layer::Classifier { scale } => {
                 if !(scale.is_finite() && scale > 0.0) {
-                    return bad("classifier scale must be a positive finite number", scale.to_string());
+                    return bad(
+                        "classifier scale must be a positive finite number",
+                        scale.to_string(),
+                    );
                 }
             }
             Layer::BatchNorm
@@ -508,6 +514,147 @@ fn plan_augmentation(
     })
 }
 
+/// Plans one of airbench94's layers (whitening, conv group, classifier);
+/// updates `shape` and returns its name, type and parameter counts.
+fn plan_airbench(
+    i: usize,
+    layer: &Layer,
+    shape: &mut Vec<usize>,
+    num_classes: usize,
+    last: bool,
+    namer: &mut Namer,
+) -> Result<(String, &'static str, usize, usize)> {
+    let spatial = shape.len() == 3;
+    Ok(match layer {
+        Layer::Whitening { kernel_size: k } => {
+            if !spatial || shape[0] < *k || shape[1] < *k {
+                return Err(Error::invalid(format!(
+                    "layer {i} (whitening) needs an image of at least {k}×{k}, got {shape:?}"
+                )));
+            }
+            let what = format!("layer {i} (whitening)");
+            let width = params(2 * k * k, shape[2], 0, &what)?;
+            let weights = params(width, k * k * shape[2], 0, &what)?;
+            *shape = vec![shape[0] - k + 1, shape[1] - k + 1, width];
+            (namer.next("whitening"), "Whitening", width, weights)
+        }
+        Layer::ConvGroup { filters: f } => {
+            if !spatial || shape[0] < 2 || shape[1] < 2 {
+                return Err(Error::invalid(format!(
+                    "layer {i} (conv_group, which pools 2×2) receives a feature map of shape \
+                     {shape:?}, too small for it"
+                )));
+            }
+            let what = format!("layer {i} (conv_group)");
+            let conv1 = params(9 * shape[2], *f, 0, &what)?;
+            let conv2 = params(9 * f, *f, 0, &what)?;
+            let trainable = params(1, conv1 + conv2, 2 * f, &what)?;
+            *shape = vec![shape[0] / 2, shape[1] / 2, *f];
+            (namer.next("conv_group"), "ConvGroup", trainable, 6 * f)
+        }
+        Layer::Classifier { .. } => {
+            if !last {
+                return Err(Error::invalid(format!(
+                    "layer {i} (classifier) must be the last layer"
+                )));
+            }
+            if spatial {
+                return Err(Error::invalid(format!(
+                    "layer {i} (classifier) receives an image-shaped input {shape:?}; \
+                     add a (\"flatten\",) layer before it"
+                )));
+            }
+            let params = params(shape[0], num_classes, 0, "the output layer")?;
+            *shape = vec![num_classes];
+            (namer.next("dense"), "Dense", params, 0)
+        }
+        _ => unreachable!("plan_airbench is called for airbench's layers only"),
+    })
+}
+
+/// Plans layer `i`: updates `shape`; returns its name, type and parameter counts.
+fn plan_layer(
+    i: usize,
+    layer: &Layer,
+    shape: &mut Vec<usize>,
+    num_classes: usize,
+    last: bool,
+    namer: &mut Namer,
+) -> Result<(String, &'static str, usize, usize)> {
+    let spatial = shape.len() == 3;
+    Ok(match layer {
+        Layer::Conv {
+            filters,
+            kernel_size,
+            ..
+        } => {
+            if !spatial {
+                return Err(Error::invalid(format!(
+                    "layer {i} (conv) needs an image-shaped input (H, W, C), but it comes \
+                     after flatten and receives {shape:?}"
+                )));
+            }
+            let what = format!("layer {i} (conv)");
+            let fan_in = params(kernel_size * kernel_size, shape[2], 0, &what)?;
+            let params = params(fan_in, *filters, *filters, &what)?;
+            shape[2] = *filters;
+            (namer.next("conv2d"), "Conv2D", params, 0)
+        }
+        Layer::MaxPool { size } | Layer::AvgPool { size } => {
+            let (base, kind) = if matches!(layer, Layer::MaxPool { .. }) {
+                ("max_pooling2d", "MaxPooling2D")
+            } else {
+                ("average_pooling2d", "AveragePooling2D")
+            };
+            if !spatial || shape[0] < *size || shape[1] < *size {
+                return Err(Error::invalid(format!(
+                    "layer {i} ({size}×{size} pooling) receives a feature map of shape \
+                     {shape:?}, too small for it; use a larger input or fewer pooling layers"
+                )));
+            }
+            shape[0] /= size;
+            shape[1] /= size;
+            (namer.next(base), kind, 0, 0)
+        }
+        Layer::Dropout { .. } => (namer.next("dropout"), "Dropout", 0, 0),
+        aug @ (Layer::RandomFlip { .. }
+        | Layer::AlternatingFlip
+        | Layer::RandomCrop { .. }
+        | Layer::RandomTranslation { .. }
+        | Layer::Cutout { .. }) => {
+            let (base, kind) = plan_augmentation(i, aug, shape, spatial)?;
+            (namer.next(base), kind, 0, 0)
+        }
+        Layer::BatchNorm => {
+            let ch = *shape.last().unwrap_or(&0);
+            (
+                namer.next("batch_normalization"),
+                "BatchNormalization",
+                2 * ch,
+                2 * ch,
+            )
+        }
+        Layer::Flatten => {
+            *shape = vec![shape.iter().product()];
+            (namer.next("flatten"), "Flatten", 0, 0)
+        }
+        Layer::Whitening { .. } | Layer::ConvGroup { .. } | Layer::Classifier { .. } => {
+            plan_airbench(i, layer, shape, num_classes, last, namer)?
+        }
+        Layer::Dense { units, .. } => {
+            if spatial {
+                return Err(Error::invalid(format!(
+                    "layer {i} (dense) receives an image-shaped input {shape:?}; \
+                     add a (\"flatten\",) layer before it"
+                )));
+            }
+            let params = params(shape[0], *units, *units, &format!("layer {i} (dense)"))?;
+            *shape = vec![*units];
+            (namer.next("dense"), "Dense", params, 0)
+        }
+    })
+}
+
 /// Follows the shapes through `layers` plus the classification head.
 ///
 /// # Errors
@@ -522,118 +669,9 @@ pub fn plan(layers: &[Layer], input_shape: [usize; 3], num_classes: usize) -> Re
     let mut total = 0usize;
     for (i, layer) in layers.iter().enumerate() {
         layer.validate(i)?;
-        let spatial = shape.len() == 3;
-        let (name, kind, trainable, non_trainable) = match layer {
-            Layer::Conv {
-                filters,
-                kernel_size,
-                ..
-            } => {
-                if !spatial {
-                    return Err(Error::invalid(format!(
-                        "layer {i} (conv) needs an image-shaped input (H, W, C), but it comes \
-                         after flatten and receives {shape:?}"
-                    )));
-                }
-                let what = format!("layer {i} (conv)");
-                let fan_in = params(kernel_size * kernel_size, shape[2], 0, &what)?;
-                let params = params(fan_in, *filters, *filters, &what)?;
-                shape[2] = *filters;
-                (namer.next("conv2d"), "Conv2D", params, 0)
-            }
-            Layer::MaxPool { size } | Layer::AvgPool { size } => {
-                let (base, kind) = if matches!(layer, Layer::MaxPool { .. }) {
-                    ("max_pooling2d", "MaxPooling2D")
-                } else {
-                    ("average_pooling2d", "AveragePooling2D")
-                };
-                if !spatial || shape[0] < *size || shape[1] < *size {
-                    return Err(Error::invalid(format!(
-                        "layer {i} ({size}×{size} pooling) receives a feature map of shape \
-                         {shape:?}, too small for it; use a larger input or fewer pooling layers"
-                    )));
-                }
-                shape[0] /= size;
-                shape[1] /= size;
-                (namer.next(base), kind, 0, 0)
-            }
-            Layer::Dropout { .. } => (namer.next("dropout"), "Dropout", 0, 0),
-            aug @ (Layer::RandomFlip { .. }
-            | Layer::AlternatingFlip
-            | Layer::RandomCrop { .. }
-            | Layer::RandomTranslation { .. }
-            | Layer::Cutout { .. }) => {
-                let (base, kind) = plan_augmentation(i, aug, &shape, spatial)?;
-                (namer.next(base), kind, 0, 0)
-            }
-            Layer::BatchNorm => {
-                let ch = *shape.last().unwrap_or(&0);
-                (
-                    namer.next("batch_normalization"),
-                    "BatchNormalization",
-                    2 * ch,
-                    2 * ch,
-                )
-            }
-            Layer::Flatten => {
-                shape = vec![shape.iter().product()];
-                (namer.next("flatten"), "Flatten", 0, 0)
-            }
-            Layer::Whitening { kernel_size: k } => {
-                if !spatial || shape[0] < *k || shape[1] < *k {
-                    return Err(Error::invalid(format!(
-                        "layer {i} (whitening) needs an image of at least {k}×{k}, got {shape:?}"
-                    )));
-                }
-                let what = format!("layer {i} (whitening)");
-                let width = params(2 * k * k, shape[2], 0, &what)?;
-                let weights = params(width, k * k * shape[2], 0, &what)?;
-                shape = vec![shape[0] - k + 1, shape[1] - k + 1, width];
-                (namer.next("whitening"), "Whitening", width, weights)
-            }
-            Layer::ConvGroup { filters: f } => {
-                if !spatial || shape[0] < 2 || shape[1] < 2 {
-                    return Err(Error::invalid(format!(
-                        "layer {i} (conv_group, which pools 2×2) receives a feature map of shape \
-                         {shape:?}, too small for it; airbench94 needs images of at least 25×25 \
-                         (CIFAR's 32×32; upscale smaller ones)"
-                    )));
-                }
-                let what = format!("layer {i} (conv_group)");
-                let conv1 = params(9 * shape[2], *f, 0, &what)?;
-                let conv2 = params(9 * f, *f, 0, &what)?;
-                let trainable = params(1, conv1 + conv2, 2 * f, &what)?;
-                shape = vec![shape[0] / 2, shape[1] / 2, *f];
-                (namer.next("conv_group"), "ConvGroup", trainable, 6 * f)
-            }
-            Layer::Classifier { .. } => {
-                if i + 1 != layers.len() {
-                    return Err(Error::invalid(format!(
-                        "layer {i} (classifier) must be the last layer"
-                    )));
-                }
-                if spatial {
-                    return Err(Error::invalid(format!(
-                        "layer {i} (classifier) receives an image-shaped input {shape:?}; \
-                         add a (\"flatten\",) layer before it"
-                    )));
-                }
-                let params = params(shape[0], num_classes, 0, "the output layer")?;
-                shape = vec![num_classes];
-                (namer.next("dense"), "Dense", params, 0)
-            }
-            Layer::Dense { units, .. } => {
-                if spatial {
-                    return Err(Error::invalid(format!(
-                        "layer {i} (dense) receives an image-shaped input {shape:?}; \
-                         add a (\"flatten\",) layer before it"
-                    )));
-                }
-                let params = params(shape[0], *units, *units, &format!("layer {i} (dense)"))?;
-                shape = vec![*units];
-                (namer.next("dense"), "Dense", params, 0)
-            }
-        };
+        let last = i + 1 == layers.len();
+        let (name, kind, trainable, non_trainable) =
+            plan_layer(i, layer, &mut shape, num_classes, last, &mut namer)?;
         total = params(1, total, trainable + non_trainable, &format!("layer {i}"))?;
         out.push(LayerPlan {
             name,

@@ -90,6 +90,9 @@ impl Session {
     }
 }
 
+/// One variable of [`Model::state_dict`]: name, shape and float32 values.
+pub type StateEntry = (String, Vec<usize>, Vec<f32>);
+
 /// A copy of every variable (weights and batch-norm statistics), on the device.
 pub struct Snapshot {
     tensors: Vec<(String, Tensor)>,
@@ -195,7 +198,16 @@ impl Model {
                 )));
             }
         }
-        let plan = arch::plan(&self.config.layers, input_shape, num_classes)?;
+        let plan = arch::plan(&self.config.layers, input_shape, num_classes).map_err(|e| {
+            if self.config.architecture == "airbench94" {
+                Error::invalid(format!(
+                    "{e}; airbench94 needs images of at least 25×25 pixels (CIFAR's 32×32): \
+                     upscale smaller ones, e.g. np.kron(x, np.ones((1, 4, 4, 1), x.dtype))"
+                ))
+            } else {
+                e
+            }
+        })?;
         let vs = VarStore::new(self.config.device);
         let mut net = Network::build(
             &vs.root(),
@@ -465,7 +477,8 @@ impl Model {
             let k = w.size()[2];
             let m = raw.size()[0].min(recipe::WHITENING_IMAGES as i64);
             let first = norm.batch(&raw.f_narrow(0, 0, m)?, Layout::Contiguous)?;
-            let weights = tch::no_grad(|| recipe::whitening_weights(&first, k, recipe::WHITENING_EPS))?;
+            let weights =
+                tch::no_grad(|| recipe::whitening_weights(&first, k, recipe::WHITENING_EPS))?;
             built.net.set_whitening(&weights)?;
         }
         let flips = if self.config.layers.contains(&Layer::AlternatingFlip) {
@@ -662,7 +675,7 @@ impl Model {
     ///
     /// # Errors
     /// `InvalidArgument` before the model is built; libtorch failures.
-    pub fn state_dict(&self) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+    pub fn state_dict(&self) -> Result<Vec<StateEntry>> {
         let b = self.built.as_ref().ok_or_else(|| {
             Error::invalid("state_dict: the model has no weights yet; call fit or build first")
         })?;
@@ -709,7 +722,10 @@ impl Model {
             }
             checked.push((var, data));
         }
-        if let Some(missing) = vars.keys().find(|k| !values.iter().any(|(n, _, _)| n == *k)) {
+        if let Some(missing) = vars
+            .keys()
+            .find(|k| !values.iter().any(|(n, _, _)| n == *k))
+        {
             return Err(Error::invalid(format!(
                 "load_state_dict: missing key {missing:?} (every variable must be given)"
             )));

@@ -210,26 +210,16 @@ impl Network {
                 Layer::AlternatingFlip => continue,
                 Layer::Whitening { kernel_size: k } => {
                     let width = 2 * channels * k * k;
-                    let w = torch_default(
-                        &p,
-                        &[i(width), i(channels), i(k), i(k)],
-                        false,
-                        true,
-                        gen,
-                    )?;
+                    let w =
+                        torch_default(&p, &[i(width), i(channels), i(k), i(k)], false, true, gen)?;
                     let b = p.f_zeros("bias", &[i(width)])?;
                     channels = width;
                     Op::Whitening { w, b }
                 }
                 Layer::ConvGroup { filters } => {
                     let f = i(filters);
-                    let w1 = torch_default(
-                        &p.sub("conv1"),
-                        &[f, i(channels), 3, 3],
-                        true,
-                        true,
-                        gen,
-                    )?;
+                    let w1 =
+                        torch_default(&p.sub("conv1"), &[f, i(channels), 3, 3], true, true, gen)?;
                     let n1 = airbench_norm(&p.sub("norm1"), f)?;
                     let w2 = torch_default(&p.sub("conv2"), &[f, f, 3, 3], true, true, gen)?;
                     let n2 = airbench_norm(&p.sub("norm2"), f)?;
@@ -379,7 +369,9 @@ impl Network {
                     let y = y.f_conv2d_padding::<Tensor>(w2, None, [1, 1], "same", [1, 1], 1)?;
                     n2.run(&y, train)?.f_gelu("none")?
                 }
-                Op::Classifier { w, scale } => x.f_linear::<Tensor>(w, None)?.f_mul_scalar(*scale)?,
+                Op::Classifier { w, scale } => {
+                    x.f_linear::<Tensor>(w, None)?.f_mul_scalar(*scale)?
+                }
                 Op::Flatten => x.f_flatten(1, -1)?,
                 Op::Dense { w, b, relu } => {
                     let y = x.f_linear(w, Some(b))?;

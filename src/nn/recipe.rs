@@ -72,7 +72,12 @@ impl Decoupled {
     /// `wd / lr_biases`, so that each step decays the weights by
     /// `weight_decay · batch / kilostep_scale` times the schedule's factor.
     #[must_use]
-    pub fn torch_weight_decays(&self, weight_decay: f64, base_rate: f64, batch: usize) -> (f64, f64) {
+    pub fn torch_weight_decays(
+        &self,
+        weight_decay: f64,
+        base_rate: f64,
+        batch: usize,
+    ) -> (f64, f64) {
         let wd = weight_decay * batch as f64 / base_rate;
         (wd, wd / self.bias_scaler)
     }
@@ -204,7 +209,7 @@ impl Lookahead {
         tch::no_grad(|| -> Result<()> {
             for (v, ema) in &mut self.pairs {
                 let _ = ema.f_lerp_(v, 1.0 - decay)?;
-                let _ = v.f_copy_(ema)?;
+                v.f_copy_(ema)?;
             }
             Ok(())
         })
@@ -268,20 +273,23 @@ mod tests {
         let w = Tensor::zeros([1], (Kind::Float, tch::Device::Cpu));
         let mut la = Lookahead::new(vec![w.shallow_clone()], 5, 10).unwrap();
         let mut ema = 0.0f64;
-        for step in 1..=10 {
+        for step in 1..=10u32 {
             // The optimiser moves the weight to `step`.
             tch::no_grad(|| {
-                let _ = w.shallow_clone().fill_(step as f64);
+                let _ = w.shallow_clone().fill_(f64::from(step));
             });
             la.after_step().unwrap();
-            let mut expect = step as f64;
+            let mut expect = f64::from(step);
             if step % 5 == 0 {
-                let decay = 0.95f64.powi(5) * (step as f64 / 10.0).powi(3);
-                ema = decay * ema + (1.0 - decay) * step as f64;
+                let decay = 0.95f64.powi(5) * (f64::from(step) / 10.0).powi(3);
+                ema = decay * ema + (1.0 - decay) * f64::from(step);
                 expect = ema;
             }
             let got = w.double_value(&[0]);
-            assert!((got - expect).abs() < 1e-5, "step {step}: {got} vs {expect}");
+            assert!(
+                (got - expect).abs() < 1e-5,
+                "step {step}: {got} vs {expect}"
+            );
         }
     }
 }

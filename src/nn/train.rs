@@ -144,7 +144,9 @@ impl DeviceData {
             }
             let n = mask.size()[0];
             // NHWC: the width is axis 2.
-            raw = raw.f_flip([2])?.f_where_self(&mask.f_view([n, 1, 1, 1])?, &raw)?;
+            raw = raw
+                .f_flip([2])?
+                .f_where_self(&mask.f_view([n, 1, 1, 1])?, &raw)?;
         }
         let xb = self.norm.batch(&raw, self.layout)?;
         Ok((xb, self.y.f_index_select(0, idx)?))
@@ -594,16 +596,16 @@ mod tests {
         let out = Vec::<f32>::try_from(out.flatten(0, -1)).unwrap();
         let mut counts = [[0usize; 5]; 5];
         for img in out.chunks((h * w) as usize) {
-            let found = (-2..=2i64).flat_map(|dy| (-2..=2i64).map(move |dx| (dy, dx))).find(
-                |&(dy, dx)| {
+            let found = (-2..=2i64)
+                .flat_map(|dy| (-2..=2i64).map(move |dx| (dy, dx)))
+                .find(|&(dy, dx)| {
                     (0..h).all(|r| {
                         (0..w).all(|c| {
                             let src = reflect(r + dy, h) * w + reflect(c + dx, w);
                             img[(r * w + c) as usize] == src as f32
                         })
                     })
-                },
-            );
+                });
             let (dy, dx) = found.expect("every crop is a reflect-padded window");
             counts[(dy + 2) as usize][(dx + 2) as usize] += 1;
         }

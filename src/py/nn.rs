@@ -23,9 +23,9 @@ use crate::error::{Error, TorchError};
 use crate::nn::arch::{self, Plan};
 use crate::nn::input::Normalization;
 use crate::nn::model::{FitOptions, Model, ModelConfig, Snapshot};
-use crate::nn::recipe::{self, Recipe};
 use crate::nn::optim::{OptimizerKind, OptimizerSpec, OPTIMIZERS};
 use crate::nn::precision::Precision;
+use crate::nn::recipe::{self, Recipe};
 use crate::nn::train::{LearningRates, Tta};
 use crate::nn::{checkpoint, device};
 
@@ -269,7 +269,10 @@ impl PyNetwork {
             .flatten();
         let mut front = match augment.filter(|a| !a.is_none()) {
             Some(a) => augment_arg(a)?,
-            None => recipe.as_ref().map(|r| r.augment.clone()).unwrap_or_default(),
+            None => recipe
+                .as_ref()
+                .map(|r| r.augment.clone())
+                .unwrap_or_default(),
         };
         front.append(&mut layers);
         layers = front;
@@ -285,11 +288,21 @@ impl PyNetwork {
             Some(d) => d.0,
             None => py.detach(|| device::parse_device("auto"))?,
         };
-        let defaults = recipe.as_ref().map_or_else(OptimizerSpec::default, |r| r.optimizer);
+        let defaults = recipe
+            .as_ref()
+            .map_or_else(OptimizerSpec::default, |r| r.optimizer);
         let kind = match optimizer {
             Some(o) => OptimizerKind::parse(args::choice(o, "optimizer", &OPTIMIZERS)?)?,
             None => defaults.kind,
         };
+        if recipe.is_some() && kind != OptimizerKind::Sgd {
+            return Err(Error::invalid(format!(
+                "{name}'s recipe trains with SGD (its learning_rate and weight_decay are per 1024 \
+                 examples); optimizer must be \"sgd\", got {:?}",
+                kind.name()
+            ))
+            .into());
+        }
         if kind != OptimizerKind::Sgd && momentum.is_some() {
             return Err(Error::invalid(format!(
                 "momentum applies to optimizer=\"sgd\" only, not {:?}",
@@ -374,13 +387,7 @@ impl PyNetwork {
                 (Some(o), Some(shape), Some(l)) => Some((images(o, shape), l.as_ref())),
                 _ => None,
             };
-            Ok(m.begin_fit(
-                images(&xo, x_shape),
-                &yo,
-                num_classes,
-                val,
-                options,
-            )?)
+            Ok(m.begin_fit(images(&xo, x_shape), &yo, num_classes, val, options)?)
         })
     }
 

@@ -293,7 +293,10 @@ int cnnrs_generator_dropout(at::Generator* gen, const at::Tensor* x, double p,
       *out = new at::Tensor(at::mul(*x, at::zeros({}, x->options())));
       return;
     }
-    auto noise = at::empty_like(*x, at::MemoryFormat::Contiguous);
+    // The input's own memory format: a contiguous mask on a channels-last
+    // activation would make the product, and its gradient, contiguous, and
+    // every op before it (batch norm, ReLU) run on mixed layouts.
+    auto noise = at::empty_like(*x, at::MemoryFormat::Preserve);
     noise.bernoulli_(1.0 - p, g);
     noise.div_(1.0 - p);
     *out = new at::Tensor(at::mul(*x, noise));

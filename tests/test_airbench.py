@@ -47,7 +47,8 @@ def reference_net() -> nn.Sequential:
         ab.Mul(HYP["net"]["scaling_factor"]),
     )
     net[0].weight.requires_grad = False
-    return net
+    # channels_last, as make_net94 lays it out (and as cnnrs runs it).
+    return net.to(memory_format=torch.channels_last)
 
 
 # cnnrs variable names -> the reference's state_dict keys.
@@ -71,11 +72,13 @@ def copy_into_cnnrs(ref: nn.Module, model: cnnrs.Model) -> None:
 
 
 def normalized(x: np.ndarray, model: cnnrs.Model) -> torch.Tensor:
-    """Images normalised with the cnnrs model's statistics, NCHW float32."""
+    """Images normalised with the cnnrs model's statistics: NCHW float32, channels_last
+    in memory (as the reference's loader keeps them)."""
     stats = model.normalization
     mean = torch.tensor(stats["mean"], dtype=torch.float32)
     std = torch.tensor(stats["std"], dtype=torch.float32)
-    return ((torch.from_numpy(x).float() - mean) * (1.0 / std)).permute(0, 3, 1, 2).contiguous()
+    nhwc = (torch.from_numpy(x).float() - mean) * (1.0 / std)
+    return nhwc.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
 
 
 def triangle(steps: int, start: float = 0.0, end: float = 0.0, peak: float = 0.5) -> torch.Tensor:

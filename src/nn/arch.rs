@@ -137,12 +137,6 @@ impl Layer {
                 | Layer::AlternatingFlip
         )
     }
-
-    /// Whether this layer holds batch norms (which decides the CPU layout).
-    #[must_use]
-    pub fn has_batch_norm(&self) -> bool {
-        matches!(self, Layer::BatchNorm | Layer::ConvGroup { .. })
-    }
 }
 
 /// Names of the built-in architectures, in the order the course defines them.

@@ -66,17 +66,15 @@ pub enum Layout {
 }
 
 /// The layout a network runs in on `device`, as measured (benchmarks/RESULTS.md):
-/// channels-last on CUDA (what tensor cores and cuDNN's NHWC kernels want);
-/// on a CPU, channels-last for plain conv/pool/dense stacks (oneDNN's blocked
-/// kernels: baseline 1.1× faster in float32, 1.5× in bfloat16) but contiguous
-/// NCHW as soon as there is batch normalisation, whose CPU kernels are many
-/// times slower on channels-last input (with_batch_norm: 4× in float32, 16×
-/// in bfloat16, on a 2-core Xeon with AMX).
+/// channels-last everywhere. On CUDA it is what tensor cores and cuDNN's NHWC
+/// kernels want; on a CPU, oneDNN's blocked kernels (baseline 1.1× faster than
+/// NCHW in float32, 1.5× in bfloat16; with_batch_norm 1.2× and 1.3×; airbench94
+/// 1.8×, on a 2-core Xeon with AMX). Batch-norm networks once ran many times
+/// slower channels-last on a CPU: dropout's mask was drawn contiguous, which made
+/// every gradient before it contiguous against channels-last activations; the
+/// mask now keeps its input's layout.
 #[must_use]
-pub fn preferred_layout(device: Device, has_batch_norm: bool) -> Layout {
-    if device.is_cuda() || !has_batch_norm {
-        Layout::ChannelsLast
-    } else {
-        Layout::Contiguous
-    }
+pub fn preferred_layout(device: Device) -> Layout {
+    let _ = device;
+    Layout::ChannelsLast
 }

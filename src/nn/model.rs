@@ -160,8 +160,7 @@ impl Model {
         if config.device.is_cuda() {
             tch::Cuda::cudnn_set_benchmark(true);
         }
-        let has_batch_norm = config.layers.iter().any(Layer::has_batch_norm);
-        let layout = preferred_layout(config.device, has_batch_norm);
+        let layout = preferred_layout(config.device);
         let gen = Generator::new(config.device, config.seed)?;
         Ok(Model {
             config,

@@ -83,30 +83,55 @@ fn flip_some(x: &Tensor, dim: i64, gen: &mut Generator) -> Result<Tensor> {
 }
 
 /// Pads by (py, px) and cuts each image back to its size at an offset drawn
-/// uniformly from [0, 2py] × [0, 2px].
+/// uniformly from [0, 2py] × [0, 2px]: output pixel (r, c) of image n is input
+/// pixel (r + oy − py, c + ox − px), reflected at the borders (the edge pixel
+/// not repeated, as `F.pad(mode="reflect")`) or zero outside them.
+///
+/// Done as one row gather on the NHWC view, so a channels-last batch stays
+/// channels-last (padding then gathering along H and W would give the next
+/// convolution a contiguous NCHW batch, and cost twice the time).
 fn crop(x: &Tensor, py: i64, px: i64, reflect: bool, gen: &mut Generator) -> Result<Tensor> {
     if py == 0 && px == 0 {
         return Ok(x.shallow_clone());
     }
     let size = x.size();
     let (n, c, h, w) = (size[0], size[1], size[2], size[3]);
-    let padded = if reflect {
-        x.f_reflection_pad2d([px, px, py, py])?
-    } else {
-        x.f_constant_pad_nd([px, px, py, py])?
-    };
     let device = x.device();
     let oy = gen.randint(0, 2 * py + 1, &[n, 1])?.f_to_device(device)?;
     let ox = gen.randint(0, 2 * px + 1, &[n, 1])?.f_to_device(device)?;
-    let rows = oy.f_add(&Tensor::f_arange(h, (Kind::Int64, device))?.f_unsqueeze(0)?)?;
-    let cols = ox.f_add(&Tensor::f_arange(w, (Kind::Int64, device))?.f_unsqueeze(0)?)?;
-    let rows = rows
-        .f_view([n, 1, h, 1])?
-        .f_expand([n, c, h, w + 2 * px], false)?;
-    let cols = cols.f_view([n, 1, 1, w])?.f_expand([n, c, h, w], false)?;
-    Ok(padded
-        .f_gather(2, &rows, false)?
-        .f_gather(3, &cols, false)?)
+    // Source row/column of every output row/column: (n, h) and (n, w).
+    let source = |offset: &Tensor, pad: i64, len: i64| -> Result<(Tensor, Option<Tensor>)> {
+        let i = Tensor::f_arange(len, (Kind::Int64, device))?
+            .f_unsqueeze(0)?
+            .f_add(offset)?
+            .f_sub_scalar(pad)?;
+        if reflect {
+            let i = i.f_abs()?;
+            let beyond = i.f_ge(len)?;
+            let mirrored = i.f_neg()?.f_add_scalar(2 * (len - 1))?;
+            return Ok((mirrored.f_where_self(&beyond, &i)?, None));
+        }
+        let inside = i.f_ge(0)?.f_logical_and(&i.f_lt(len)?)?;
+        Ok((i.f_clamp(0, len - 1)?, Some(inside)))
+    };
+    let (rows, rows_in) = source(&oy, py, h)?;
+    let (cols, cols_in) = source(&ox, px, w)?;
+    let images = Tensor::f_arange(n, (Kind::Int64, device))?.f_view([n, 1, 1])?;
+    let flat = images
+        .f_mul_scalar(h)?
+        .f_add(&rows.f_view([n, h, 1])?)?
+        .f_mul_scalar(w)?
+        .f_add(&cols.f_view([n, 1, w])?)?
+        .f_reshape([-1])?;
+    let nhwc = x.f_permute([0, 2, 3, 1])?.f_reshape([-1, c])?;
+    let mut out = nhwc.f_index_select(0, &flat)?.f_view([n, h, w, c])?;
+    if let (Some(r), Some(cl)) = (rows_in, cols_in) {
+        let inside = r
+            .f_view([n, h, 1, 1])?
+            .f_logical_and(&cl.f_view([n, 1, w, 1])?)?;
+        out = out.f_mul(&inside.f_to_kind(out.kind())?)?;
+    }
+    Ok(out.f_permute([0, 3, 1, 2])?)
 }
 
 /// Zeroes one `size`×`size` square per image, centred anywhere in the image.
@@ -143,6 +168,35 @@ mod tests {
 
     fn values(t: &Tensor) -> Vec<f32> {
         Vec::<f32>::try_from(t.flatten(0, -1)).unwrap()
+    }
+
+    /// A channels-last batch stays channels-last through every augmentation,
+    /// so the convolution after it gets the layout its weights have.
+    #[test]
+    fn channels_last_batches_stay_channels_last() {
+        let x = batch().permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2]);
+        let cl = x.stride();
+        let mut gen = Generator::new(Device::Cpu, 2).unwrap();
+        for aug in [
+            Augment::Flip {
+                horizontal: true,
+                vertical: true,
+            },
+            Augment::Crop {
+                pad: 2,
+                reflect: true,
+            },
+            Augment::Crop {
+                pad: 3,
+                reflect: false,
+            },
+            Augment::Translate { fraction: 0.2 },
+            Augment::Cutout { size: 2 },
+        ] {
+            let y = aug.apply(&x, &mut gen).unwrap();
+            assert_eq!(y.size(), x.size(), "{aug:?}");
+            assert_eq!(y.stride(), cl, "{aug:?}");
+        }
     }
 
     #[test]

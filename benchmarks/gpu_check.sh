@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one check to run on a machine with an NVIDIA GPU, from the repository root, after
 # `make wheel` (here or elsewhere: it needs only target/wheels/cnnrs-*.whl, the tests and
-# benchmarks folders, and python3 with torch 2.11.0 for CUDA; no network). About 3 minutes:
+# benchmarks folders, and python3 with torch 2.11.0 for CUDA; no network). About 5 minutes:
 #
 #   1. installs the newest target/wheels/cnnrs-*.whl beside the preinstalled torch;
 #   2. checks, in a fresh interpreter that only does `import cnnrs`, that cnnrs sees CUDA;
@@ -9,7 +9,10 @@
 #   4. runs tests/test_gpu.py against the installed wheel (pytest, or a tiny runner when
 #      pytest is not installed);
 #   5. runs benchmarks/bench_train.py --device cuda --write (the "## Training (CUDA)"
-#      section of benchmarks/RESULTS.md), then prints a summary.
+#      section of benchmarks/RESULTS.md);
+#   6. where airbench==0.1.8 and torchvision==0.26.0 are installed, times airbench94's
+#      recipe against airbench.train94 itself (--arch airbench94 --device cuda --write),
+#      then prints a summary.
 #
 #   bash benchmarks/gpu_check.sh            # PYTHON=python3.12 to pick another interpreter
 #
@@ -176,11 +179,20 @@ bench_status=passed
 timeout 300 "$py" benchmarks/bench_train.py --device cuda --n 8192 --epochs 2 --rounds 3 \
     --write || bench_status="FAILED (exit $?)"
 
+step "6. airbench94 on CUDA against airbench.train94 (writes benchmarks/RESULTS.md)"
+air_status="skipped: airbench==0.1.8 and torchvision==0.26.0 are not installed for $py"
+if "$py" -c 'import airbench, torchvision' 2>/dev/null; then
+    air_status=passed
+    timeout 240 "$py" benchmarks/bench_train.py --arch airbench94 --device cuda --n 20480 \
+        --epochs 2 --rounds 3 --write || air_status="FAILED (exit $?)"
+fi
+
 step "summary"
 echo "wheel:      $wheel"
 echo "tests:      $tests_status (${test_cmd[*]})"
 echo "benchmark:  $bench_status; the table is the '## Training (CUDA)' section of" \
     "benchmarks/RESULTS.md"
+echo "airbench94: $air_status ('## Training airbench94 (CUDA)' in benchmarks/RESULTS.md)"
 [[ -n "${OUT:-}" ]] && echo "log:        $OUT/gpu_check.log"
 echo "took $((SECONDS - start)) s"
 [[ "$tests_status" == passed && "$bench_status" == passed ]]

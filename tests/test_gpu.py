@@ -173,3 +173,21 @@ def test_cross_validate_on_ray_with_a_gpu_per_trial():
     assert len(cv["fold_accuracies"]) == 2
     assert np.all(np.isfinite(cv["fold_accuracies"]))
     assert cv["mean_accuracy"] > 0.3  # chance is 0.1; 2 epochs on 200 images
+
+
+def test_airbench94_recipe_on_cuda():
+    """airbench94 with its recipe on the GPU ("auto": bf16 on Ampere and newer): it
+    learns upscaled digits, predicts with its TTA, and loads back on the CPU."""
+    x, y, x_test, y_test = _digits()
+    up = np.ones((1, 4, 4, 1), dtype=x.dtype)
+    x, x_test = np.kron(x, up), np.kron(x_test, up)
+    m = cnnrs.Model("airbench94", device="cuda", seed=0)
+    m.fit(x, y, batch_size=128, verbose=0)
+    assert m.tta == "flip_translate"
+    accuracy = m.evaluate(x_test, y_test)["accuracy"]
+    assert accuracy >= 0.97, accuracy
+    path = os.path.join(TMP, "airbench94.safetensors")
+    m.save(path)
+    cpu = cnnrs.Model.load(path, device="cpu", precision="fp32")
+    agree = (cpu.predict(x_test).argmax(1) == m.predict(x_test).argmax(1)).mean()
+    assert agree >= 0.99, agree

@@ -572,7 +572,15 @@ class Model:
         ``num_classes``)."""
         if not isinstance(state, dict):
             raise TypeError(f"state must be a dict of arrays, got {type(state).__name__}")
-        arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in state.items()}
+        arrays = {}
+        for key, value in state.items():
+            try:
+                arrays[key] = np.ascontiguousarray(value, dtype=np.float32)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(
+                    f"state[{key!r}] must be an array of numbers, got {type(value).__name__} "
+                    f"({exc})"
+                ) from None
         self._net.load_state_dict(arrays)
 
     def snapshot(self) -> Any:

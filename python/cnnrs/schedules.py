@@ -179,7 +179,7 @@ def check_epochs(value: Any) -> float | int:
             raise ValueError(f"epochs must be >= 1, got {value}")
         return int(value)
     if not (math.isfinite(value) and 0 < value <= 2**31):
-        raise ValueError(f"epochs must be a positive finite number, got {value}")
+        raise ValueError(f"epochs must be a number in (0, 2**31], got {value}")
     return float(value)
 
 

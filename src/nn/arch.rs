@@ -309,102 +309,61 @@ impl Layer {
     /// # Errors
     /// `InvalidArgument` naming layer `i`.
     pub fn validate(&self, i: usize) -> Result<()> {
-        let bad =
-            |what: &str, v: String| Err(Error::invalid(format!("layer {i}: {what}, got {v}")));
+        // A whole number in [lo, hi], or the error naming the layer and the setting.
+        let count = |what: &str, v: usize, lo: usize, hi: usize| -> Result<()> {
+            if (lo..=hi).contains(&v) {
+                Ok(())
+            } else {
+                Err(Error::invalid(format!(
+                    "layer {i}: {what} must be in [{lo}, {hi}], got {v}"
+                )))
+            }
+        };
+        // A number that `ok` accepts, or the error saying what is accepted.
+        let number = |what: &str, v: f64, ok: bool| -> Result<()> {
+            if ok {
+                Ok(())
+            } else {
+                Err(Error::invalid(format!("layer {i}: {what}, got {v}")))
+            }
+        };
         match *self {
             Layer::Conv {
                 filters,
                 kernel_size,
                 ..
             } => {
-                if filters == 0 || filters > MAX_PARAMS {
-                    return bad(
-                        &format!("conv filters must be in [1, {MAX_PARAMS}]"),
-                        filters.to_string(),
-                    );
-                }
-                if kernel_size == 0 || kernel_size > MAX_WINDOW {
-                    return bad(
-                        &format!("conv kernel size must be in [1, {MAX_WINDOW}]"),
-                        kernel_size.to_string(),
-                    );
-                }
+                count("conv filters", filters, 1, MAX_PARAMS)?;
+                count("conv kernel size", kernel_size, 1, MAX_WINDOW)
             }
             Layer::MaxPool { size } | Layer::AvgPool { size } => {
-                if size == 0 || size > MAX_WINDOW {
-                    return bad(
-                        &format!("pool size must be in [1, {MAX_WINDOW}]"),
-                        size.to_string(),
-                    );
-                }
+                count("pool size", size, 1, MAX_WINDOW)
             }
-            Layer::Dropout { rate } => {
-                if !(0.0..1.0).contains(&rate) {
-                    return bad("dropout rate must be a number in [0, 1)", rate.to_string());
-                }
-            }
-            Layer::Dense { units, .. } => {
-                if units == 0 || units > MAX_PARAMS {
-                    return bad(
-                        &format!("dense units must be in [1, {MAX_PARAMS}]"),
-                        units.to_string(),
-                    );
-                }
-            }
-            Layer::RandomCrop { pad, .. } => {
-                if pad > MAX_WINDOW {
-                    return bad(
-                        &format!("random_crop pad must be in [0, {MAX_WINDOW}]"),
-                        pad.to_string(),
-                    );
-                }
-            }
-            Layer::RandomTranslation { fraction } => {
-                if !(0.0..1.0).contains(&fraction) {
-                    return bad(
-                        "random_translation fraction must be a number in [0, 1)",
-                        fraction.to_string(),
-                    );
-                }
-            }
-            Layer::Cutout { size } => {
-                if size == 0 || size > MAX_WINDOW {
-                    return bad(
-                        &format!("cutout size must be in [1, {MAX_WINDOW}]"),
-                        size.to_string(),
-                    );
-                }
-            }
-            Layer::Whitening { kernel_size } => {
-                if kernel_size == 0 || kernel_size > 8 {
-                    return bad(
-                        "whitening kernel size must be in [1, 8]",
-                        kernel_size.to_string(),
-                    );
-                }
-            }
-            Layer::ConvGroup { filters } => {
-                if filters == 0 || filters > MAX_PARAMS {
-                    return bad(
-                        &format!("conv_group filters must be in [1, {MAX_PARAMS}]"),
-                        filters.to_string(),
-                    );
-                }
-            }
-            Layer::Classifier { scale } => {
-                if !(scale.is_finite() && scale > 0.0) {
-                    return bad(
-                        "classifier scale must be a positive finite number",
-                        scale.to_string(),
-                    );
-                }
-            }
+            Layer::Dropout { rate } => number(
+                "dropout rate must be a number in [0, 1)",
+                rate,
+                (0.0..1.0).contains(&rate),
+            ),
+            Layer::Dense { units, .. } => count("dense units", units, 1, MAX_PARAMS),
+            Layer::RandomCrop { pad, .. } => count("random_crop pad", pad, 0, MAX_WINDOW),
+            Layer::RandomTranslation { fraction } => number(
+                "random_translation fraction must be a number in [0, 1)",
+                fraction,
+                (0.0..1.0).contains(&fraction),
+            ),
+            Layer::Cutout { size } => count("cutout size", size, 1, MAX_WINDOW),
+            Layer::Whitening { kernel_size } => count("whitening kernel size", kernel_size, 1, 8),
+            Layer::ConvGroup { filters } => count("conv_group filters", filters, 1, MAX_PARAMS),
+            Layer::Classifier { scale } => number(
+                "classifier scale must be a positive finite number",
+                scale,
+                scale.is_finite() && scale > 0.0,
+            ),
             Layer::BatchNorm
             | Layer::Flatten
             | Layer::RandomFlip { .. }
-            | Layer::AlternatingFlip => {}
+            | Layer::AlternatingFlip => Ok(()),
         }
-        Ok(())
     }
 }
 

@@ -143,18 +143,25 @@ struct CnnrsAutocastPrev {
 };
 
 // torch.autocast.__enter__: remember the state, enable autocast for the
-// device with `dtype`, count one more nesting level.
-int cnnrs_autocast_enter(int32_t device_type, int32_t dtype, CnnrsAutocastPrev* prev) noexcept {
+// device with `dtype` (or, with `enabled` 0, disable it, as
+// torch.autocast(enabled=False) does; `dtype` is then ignored), count one
+// more nesting level.
+int cnnrs_autocast_enter(int32_t device_type, int32_t dtype, int32_t enabled,
+                         CnnrsAutocastPrev* prev) noexcept {
   return guarded([&] {
     TORCH_CHECK(prev != nullptr, "null autocast state");
     const auto dev = device_type_of(device_type);
-    const auto fast = low_precision_of(dtype);
     prev->device_type = device_type;
     prev->enabled = at::autocast::is_autocast_enabled(dev) ? 1 : 0;
     prev->dtype = static_cast<int32_t>(at::autocast::get_autocast_dtype(dev));
     prev->cache_enabled = at::autocast::is_autocast_cache_enabled() ? 1 : 0;
-    at::autocast::set_autocast_enabled(dev, true);
-    at::autocast::set_autocast_dtype(dev, fast);
+    if (enabled != 0) {
+      const auto fast = low_precision_of(dtype);
+      at::autocast::set_autocast_enabled(dev, true);
+      at::autocast::set_autocast_dtype(dev, fast);
+    } else {
+      at::autocast::set_autocast_enabled(dev, false);
+    }
     at::autocast::increment_nesting();
     // torch.autocast(cache_enabled=None) sets the cache flag to its current
     // value: nothing to change, but it is restored on exit as torch does.

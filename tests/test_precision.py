@@ -96,3 +96,23 @@ def test_bf16_cross_validation_is_as_accurate_as_fp32(digits):
         means[precision] = cv["mean_accuracy"]
     assert means["fp32"] > 0.95, means
     assert abs(means["bf16"] - means["fp32"]) <= 0.01, means
+
+
+def test_a_callers_autocast_does_not_leak_into_a_float32_model(digits):
+    """torch.autocast is per thread, and cnnrs runs on the caller's thread: a float32
+    model predicts and trains in float32 even inside the caller's autocast block."""
+    torch = pytest.importorskip("torch")
+    (x, y), _ = digits
+    m = cnnrs.Model("custom", device="cpu", seed=0, precision="fp32")
+    m.fit(x[:256], y[:256], epochs=1, verbose=0)
+    plain = m.predict(x[:64])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = m.predict(x[:64])
+        assert torch.is_autocast_enabled("cpu")
+    np.testing.assert_array_equal(inside, plain)
+    a = cnnrs.Model("custom", device="cpu", seed=3, precision="fp32")
+    b = cnnrs.Model("custom", device="cpu", seed=3, precision="fp32")
+    h1 = a.fit(x[:256], y[:256], epochs=1, verbose=0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        h2 = b.fit(x[:256], y[:256], epochs=1, verbose=0)
+    assert h1 == h2

@@ -46,8 +46,12 @@ mod ffi {
         pub fn cnnrs_last_error() -> *const c_char;
         pub fn cnnrs_cuda_supports_bf16() -> c_int;
 
-        pub fn cnnrs_autocast_enter(device_type: i32, dtype: i32, prev: *mut AutocastPrev)
-            -> c_int;
+        pub fn cnnrs_autocast_enter(
+            device_type: i32,
+            dtype: i32,
+            enabled: i32,
+            prev: *mut AutocastPrev,
+        ) -> c_int;
         pub fn cnnrs_autocast_exit(prev: *const AutocastPrev) -> c_int;
         pub fn cnnrs_autocast_query(device_type: i32, enabled: *mut i32, dtype: *mut i32) -> c_int;
 
@@ -213,10 +217,25 @@ impl AutocastGuard {
                 )))
             }
         };
+        Self::enter(device, dtype, true)
+    }
+
+    /// Turns autocast off for `device`'s type (`torch.autocast(enabled=False)`):
+    /// a float32 model computes in float32 even inside a caller's autocast block.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a device other than the CPU or CUDA.
+    pub fn off(device: Device) -> Result<Self> {
+        Self::enter(device, 0, false)
+    }
+
+    fn enter(device: Device, dtype: i32, enabled: bool) -> Result<Self> {
         let (device_type, _) = device_code(device)?;
         let mut prev = ffi::AutocastPrev::default();
         // SAFETY: `prev` is a live, writable struct with the C layout.
-        check(unsafe { ffi::cnnrs_autocast_enter(device_type, dtype, &raw mut prev) })?;
+        check(unsafe {
+            ffi::cnnrs_autocast_enter(device_type, dtype, i32::from(enabled), &raw mut prev)
+        })?;
         Ok(Self {
             prev,
             _thread: PhantomData,
@@ -234,13 +253,19 @@ impl Drop for AutocastGuard {
     }
 }
 
-/// Runs `f` under autocast for `device` with `kind`, or as it is for `None`.
+/// Runs `f` under autocast for `device` with `kind`, or with autocast off for
+/// `None` (whatever autocast the calling thread had on: a float32 model called
+/// inside a user's `torch.autocast` block still computes in float32).
 ///
 /// # Errors
 /// As [`AutocastGuard::new`]; `f` does not run then.
 pub fn with_autocast<T>(device: Device, kind: Option<Kind>, f: impl FnOnce() -> T) -> Result<T> {
     match kind {
-        None => Ok(f()),
+        None if autocast_kind(device)?.is_none() => Ok(f()),
+        None => {
+            let _guard = AutocastGuard::off(device)?;
+            Ok(f())
+        }
         Some(kind) => {
             let _guard = AutocastGuard::new(device, kind)?;
             Ok(f())
@@ -509,6 +534,22 @@ mod tests {
             assert_eq!(x.matmul(&x).kind(), Kind::Float);
         }
         assert_eq!(autocast_kind(Device::Cuda(0)).unwrap(), None);
+    }
+
+    /// A float32 run (`with_autocast(None)`) inside a caller's autocast block
+    /// computes in float32, and the caller's autocast is back afterwards.
+    #[test]
+    fn float32_runs_turn_a_callers_autocast_off() {
+        let x = Tensor::ones([2, 2], (Kind::Float, Device::Cpu));
+        let _caller = AutocastGuard::new(Device::Cpu, Kind::BFloat16).unwrap();
+        assert_eq!(x.matmul(&x).kind(), Kind::BFloat16);
+        let y = with_autocast(Device::Cpu, None, || {
+            assert_eq!(autocast_kind(Device::Cpu).unwrap(), None);
+            x.matmul(&x)
+        })
+        .unwrap();
+        assert_eq!(y.kind(), Kind::Float);
+        assert_eq!(autocast_kind(Device::Cpu).unwrap(), Some(Kind::BFloat16));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use super::input::DeviceNormalization;
 use super::network::{Network, BN_BIAS_GROUP};
 use super::precision::{Autocast, GradScaler};
 use super::recipe::{Decoupled, Lookahead};
-use super::torch_ext::Generator;
+use super::torch_ext::{with_autocast, Generator};
 use crate::error::{Error, Result};
 
 /// Batch size for evaluation and prediction.
@@ -360,9 +360,11 @@ impl Trainer<'_> {
     /// Forward, loss, backward and update on one batch; returns the logits
     /// (for the running accuracy) and the mean loss, both still on the device.
     fn step(&mut self, xb: &Tensor, yb: &Tensor) -> Result<(Tensor, Tensor)> {
-        // Gradients on, whatever the calling thread's torch state is (a user's
-        // `with torch.no_grad():` around fit must not break training).
-        tch::with_grad(|| self.step_with_grad(xb, yb))
+        // Gradients on and autocast off (the forward pass sets its own), whatever
+        // the calling thread's torch state is: a user's `with torch.no_grad():`
+        // around fit must not break training, nor a `torch.autocast` block change
+        // its precision (the backward pass runs on this thread too).
+        tch::with_grad(|| with_autocast(xb.device(), None, || self.step_with_grad(xb, yb))?)
     }
 
     fn step_with_grad(&mut self, xb: &Tensor, yb: &Tensor) -> Result<(Tensor, Tensor)> {

@@ -16,7 +16,7 @@ use super::network::{Network, BN_BIAS_GROUP};
 use super::optim::{OptimizerKind, OptimizerSpec};
 use super::precision::{GradScaler, Precision};
 use super::recipe::{self, Decoupled, Lookahead};
-use super::torch_ext::Generator;
+use super::torch_ext::{with_autocast, Generator};
 use super::train::{
     self, DeviceData, EpochLogs, FitConfig, History, Inference, LearningRates, Monitor, Rates,
     Trainer, Tta,
@@ -141,6 +141,17 @@ impl Model {
         config.optimizer.validate()?;
         if let Some(d) = &config.decoupled {
             d.validate()?;
+            // Its optimiser has a second group, the conv groups' batch-norm biases.
+            if !config
+                .layers
+                .iter()
+                .any(|l| matches!(l, Layer::ConvGroup { .. }))
+            {
+                return Err(Error::invalid(
+                    "a decoupled recipe needs airbench's conv_group layers (their batch-norm \
+                     biases are its second parameter group)",
+                ));
+            }
             if config.optimizer.kind != OptimizerKind::Sgd {
                 return Err(Error::invalid(format!(
                     "{}'s recipe trains with SGD (its learning_rate and weight_decay are per 1024 \
@@ -476,8 +487,12 @@ impl Model {
             let k = w.size()[2];
             let m = raw.size()[0].min(recipe::WHITENING_IMAGES as i64);
             let first = norm.batch(&raw.f_narrow(0, 0, m)?, Layout::Contiguous)?;
-            let weights =
-                tch::no_grad(|| recipe::whitening_weights(&first, k, recipe::WHITENING_EPS))?;
+            // In float32 whatever autocast the calling thread has on.
+            let weights = tch::no_grad(|| {
+                with_autocast(device, None, || {
+                    recipe::whitening_weights(&first, k, recipe::WHITENING_EPS)
+                })
+            })??;
             built.net.set_whitening(&weights)?;
         }
         let flips = if self.config.layers.contains(&Layer::AlternatingFlip) {

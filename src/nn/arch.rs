@@ -467,62 +467,46 @@ fn plan_augmentation(
     })
 }
 
-/// Plans one of airbench94's layers (whitening, conv group, classifier);
-/// updates `shape` and returns its name, type and parameter counts.
-fn plan_airbench(
-    i: usize,
-    layer: &Layer,
-    shape: &mut Vec<usize>,
-    num_classes: usize,
-    last: bool,
-    namer: &mut Namer,
-) -> Result<(String, &'static str, usize, usize)> {
-    let spatial = shape.len() == 3;
-    Ok(match layer {
-        Layer::Whitening { kernel_size: k } => {
-            if !spatial || shape[0] < *k || shape[1] < *k {
-                return Err(Error::invalid(format!(
-                    "layer {i} (whitening) needs an image of at least {k}×{k}, got {shape:?}"
-                )));
-            }
-            let what = format!("layer {i} (whitening)");
-            let width = params(2 * k * k, shape[2], 0, &what)?;
-            let weights = params(width, k * k * shape[2], 0, &what)?;
-            *shape = vec![shape[0] - k + 1, shape[1] - k + 1, width];
-            (namer.next("whitening"), "Whitening", width, weights)
-        }
-        Layer::ConvGroup { filters: f } => {
-            if !spatial || shape[0] < 2 || shape[1] < 2 {
-                return Err(Error::invalid(format!(
-                    "layer {i} (conv_group, which pools 2×2) receives a feature map of shape \
-                     {shape:?}, too small for it"
-                )));
-            }
-            let what = format!("layer {i} (conv_group)");
-            let conv1 = params(9 * shape[2], *f, 0, &what)?;
-            let conv2 = params(9 * f, *f, 0, &what)?;
-            let trainable = params(1, conv1 + conv2, 2 * f, &what)?;
-            *shape = vec![shape[0] / 2, shape[1] / 2, *f];
-            (namer.next("conv_group"), "ConvGroup", trainable, 6 * f)
-        }
-        Layer::Classifier { .. } => {
-            if !last {
-                return Err(Error::invalid(format!(
-                    "layer {i} (classifier) must be the last layer"
-                )));
-            }
-            if spatial {
-                return Err(Error::invalid(format!(
-                    "layer {i} (classifier) receives an image-shaped input {shape:?}; \
-                     add a (\"flatten\",) layer before it"
-                )));
-            }
-            let params = params(shape[0], num_classes, 0, "the output layer")?;
-            *shape = vec![num_classes];
-            (namer.next("dense"), "Dense", params, 0)
-        }
-        _ => unreachable!("plan_airbench is called for airbench's layers only"),
-    })
+/// A dense-like layer's input must be a vector (after flatten).
+fn needs_vector(i: usize, what: &str, shape: &[usize]) -> Result<()> {
+    if shape.len() == 1 {
+        return Ok(());
+    }
+    Err(Error::invalid(format!(
+        "layer {i} ({what}) receives an image-shaped input {shape:?}; \
+         add a (\"flatten\",) layer before it"
+    )))
+}
+
+/// airbench's whitening layer on `shape`: (trainable, frozen) parameter counts.
+fn plan_whitening(i: usize, k: usize, shape: &mut Vec<usize>) -> Result<(usize, usize)> {
+    if shape.len() != 3 || shape[0] < k || shape[1] < k {
+        return Err(Error::invalid(format!(
+            "layer {i} (whitening) needs an image of at least {k}×{k}, got {shape:?}"
+        )));
+    }
+    let what = format!("layer {i} (whitening)");
+    let width = params(2 * k * k, shape[2], 0, &what)?;
+    let weights = params(width, k * k * shape[2], 0, &what)?;
+    *shape = vec![shape[0] - k + 1, shape[1] - k + 1, width];
+    Ok((width, weights))
+}
+
+/// airbench's conv group of `f` filters on `shape`: (trainable, frozen) counts
+/// (the batch norms' frozen weights and running statistics are the frozen ones).
+fn plan_conv_group(i: usize, f: usize, shape: &mut Vec<usize>) -> Result<(usize, usize)> {
+    if shape.len() != 3 || shape[0] < 2 || shape[1] < 2 {
+        return Err(Error::invalid(format!(
+            "layer {i} (conv_group, which pools 2×2) receives a feature map of shape \
+             {shape:?}, too small for it"
+        )));
+    }
+    let what = format!("layer {i} (conv_group)");
+    let conv1 = params(9 * shape[2], f, 0, &what)?;
+    let conv2 = params(9 * f, f, 0, &what)?;
+    let trainable = params(1, conv1 + conv2, 2 * f, &what)?;
+    *shape = vec![shape[0] / 2, shape[1] / 2, f];
+    Ok((trainable, 6 * f))
 }
 
 /// Plans layer `i`: updates `shape`; returns its name, type and parameter counts.
@@ -591,16 +575,27 @@ fn plan_layer(
             *shape = vec![shape.iter().product()];
             (namer.next("flatten"), "Flatten", 0, 0)
         }
-        Layer::Whitening { .. } | Layer::ConvGroup { .. } | Layer::Classifier { .. } => {
-            plan_airbench(i, layer, shape, num_classes, last, namer)?
+        Layer::Whitening { kernel_size } => {
+            let (trainable, frozen) = plan_whitening(i, *kernel_size, shape)?;
+            (namer.next("whitening"), "Whitening", trainable, frozen)
         }
-        Layer::Dense { units, .. } => {
-            if spatial {
+        Layer::ConvGroup { filters } => {
+            let (trainable, frozen) = plan_conv_group(i, *filters, shape)?;
+            (namer.next("conv_group"), "ConvGroup", trainable, frozen)
+        }
+        Layer::Classifier { .. } => {
+            if !last {
                 return Err(Error::invalid(format!(
-                    "layer {i} (dense) receives an image-shaped input {shape:?}; \
-                     add a (\"flatten\",) layer before it"
+                    "layer {i} (classifier) must be the last layer"
                 )));
             }
+            needs_vector(i, "classifier", shape)?;
+            let params = params(shape[0], num_classes, 0, "the output layer")?;
+            *shape = vec![num_classes];
+            (namer.next("dense"), "Dense", params, 0)
+        }
+        Layer::Dense { units, .. } => {
+            needs_vector(i, "dense", shape)?;
             let params = params(shape[0], *units, *units, &format!("layer {i} (dense)"))?;
             *shape = vec![*units];
             (namer.next("dense"), "Dense", params, 0)

@@ -15,7 +15,7 @@ use std::io::Read;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 use super::arch::{self, Layer};
 use super::input::Normalization;
@@ -117,21 +117,14 @@ pub fn save(model: &Model, path: &Path) -> Result<()> {
         tta: config.tta,
     };
     let meta_json = serde_json::to_string(&meta).map_err(|e| Error::format(e.to_string()))?;
-    let mut tensors = Vec::new();
-    for (name, t) in b.vs.variables() {
-        let t = t
-            .f_to_device(Device::Cpu)?
-            .f_to_kind(Kind::Float)?
-            .f_contiguous()?;
-        let shape: Vec<usize> = t
-            .size()
-            .iter()
-            .map(|&d| usize::try_from(d).unwrap_or(0))
-            .collect();
-        let data: Vec<f32> = Vec::try_from(t.f_flatten(0, -1)?)?;
-        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-        tensors.push((name, F32View { shape, bytes }));
-    }
+    let tensors: Vec<(String, F32View)> = model
+        .state_dict()?
+        .into_iter()
+        .map(|(name, shape, values)| {
+            let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            (name, F32View { shape, bytes })
+        })
+        .collect();
     let info = HashMap::from([(META_KEY.to_string(), meta_json)]);
     let buffer = safetensors::serialize(tensors, &Some(info))
         .map_err(|e| Error::format(format!("cannot serialise the model: {e}")))?;

@@ -16,7 +16,7 @@ use super::network::{Network, BN_BIAS_GROUP};
 use super::optim::{OptimizerKind, OptimizerSpec};
 use super::precision::{GradScaler, Precision};
 use super::recipe::{self, Decoupled, Lookahead};
-use super::torch_ext::{with_autocast, Generator};
+use super::torch_ext::{deep_copy, with_autocast, Generator};
 use super::train::{
     self, DeviceData, EpochLogs, FitConfig, History, Inference, LearningRates, Monitor, Rates,
     Trainer, Tta,
@@ -96,14 +96,6 @@ pub type StateEntry = (String, Vec<usize>, Vec<f32>);
 /// A copy of every variable (weights and batch-norm statistics), on the device.
 pub struct Snapshot {
     tensors: Vec<(String, Tensor)>,
-}
-
-/// Every variable of `vs` (weights, frozen weights and batch-norm
-/// statistics), ordered by name so that copies line up.
-fn variables_in_order(vs: &VarStore) -> Vec<Tensor> {
-    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
-    vars.into_iter().map(|(_, t)| t).collect()
 }
 
 /// A CNN classifier with Keras's training semantics.
@@ -475,7 +467,7 @@ impl Model {
         if let Some(d) = self.config.decoupled {
             if d.lookahead_every > 0 {
                 // Copied before the whitening is fitted, as the reference does.
-                let vars = variables_in_order(&built.vs);
+                let vars = built.vs.variables().into_values().collect();
                 lookahead = Some(Lookahead::new(vars, d.lookahead_every, total_steps)?);
             }
             let (wd, wd_biases) =
@@ -647,11 +639,7 @@ impl Model {
         let tensors =
             b.vs.variables()
                 .into_iter()
-                .map(|(name, t)| {
-                    let mut copy = t.f_empty_like()?;
-                    tch::no_grad(|| copy.f_copy_(&t))?;
-                    Ok((name, copy))
-                })
+                .map(|(name, t)| Ok((name, deep_copy(&t)?)))
                 .collect::<Result<_>>()?;
         Ok(Snapshot { tensors })
     }

@@ -21,6 +21,7 @@ use tch::{Kind, Tensor};
 use super::arch::{Fill, Layer};
 use super::optim::{OptimizerKind, OptimizerSpec};
 use super::precision::Precision;
+use super::torch_ext::deep_copy;
 use super::train::Tta;
 use crate::error::Result;
 
@@ -186,8 +187,7 @@ impl Lookahead {
         let pairs = variables
             .into_iter()
             .map(|v| {
-                let mut copy = v.f_empty_like()?;
-                tch::no_grad(|| copy.f_copy_(&v))?;
+                let copy = deep_copy(&v)?;
                 Ok((v, copy))
             })
             .collect::<Result<_>>()?;

@@ -253,6 +253,17 @@ impl Drop for AutocastGuard {
     }
 }
 
+/// A copy of `t` with its own storage (same device, dtype and layout), made
+/// without recording anything for autograd.
+///
+/// # Errors
+/// libtorch failures (e.g. out of memory).
+pub fn deep_copy(t: &Tensor) -> Result<Tensor> {
+    let mut copy = t.f_empty_like()?;
+    tch::no_grad(|| copy.f_copy_(t))?;
+    Ok(copy)
+}
+
 /// Runs `f` under autocast for `device` with `kind`, or with autocast off for
 /// `None` (whatever autocast the calling thread had on: a float32 model called
 /// inside a user's `torch.autocast` block still computes in float32).

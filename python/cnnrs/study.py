@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from . import _core, datasets, metrics
+from ._arrays import as_images
 from ._trial import split_params
 from .callbacks import EarlyStopping
 from .models import Model
@@ -442,8 +443,9 @@ AIRBENCH_SIDE = 32
 
 def upscale(x: Any, side: int = AIRBENCH_SIDE) -> np.ndarray:
     """Images (N, H, W, C) enlarged by repeating each pixel ``ceil(side / min(H, W))``
-    times along both axes (digits' 8×8 become 32×32); unchanged when already large."""
-    x = np.asarray(x)
+    times along both axes (digits' 8×8 become 32×32); unchanged when already large.
+    Takes what ``Model.fit`` takes: (N, H, W) grayscale gets its channel axis."""
+    x = as_images(x)
     factor = -(-side // min(x.shape[1], x.shape[2]))
     if factor <= 1:
         return x
@@ -486,7 +488,7 @@ def fit_airbench94(
     scores = model.evaluate(xt, y_test)
     plain = model.evaluate(xt, y_test, tta="none")
     run_epochs = recipe.get("epochs") if epochs is None else epochs
-    upscaled = xa.shape[1:] != np.asarray(x).shape[1:]
+    upscaled = xa.shape[1:3] != np.shape(x)[1:3]
     summary = (
         f"airbench94 (Keller Jordan's CIFAR-10 speed record network, with its recipe) reached "
         f"{scores['accuracy']:.4f} test accuracy ({plain['accuracy']:.4f} without test-time "

@@ -165,3 +165,16 @@ def test_the_recipe_learns_digits():
     h = m.fit(_upscale(x), y, batch_size=128, verbose=0)
     assert len(h["loss"]) == math.ceil(9.9)
     assert m.evaluate(_upscale(xt), yt)["accuracy"] >= 0.97
+
+
+def test_upscale_takes_what_fit_takes():
+    from cnnrs import study
+
+    x = np.arange(2 * 8 * 8, dtype=np.uint8).reshape(2, 8, 8)  # (N, H, W) grayscale
+    up = study.upscale(x)
+    assert up.shape == (2, 32, 32, 1)
+    np.testing.assert_array_equal(up[:, ::4, ::4, 0], x)
+    big = np.zeros((1, 40, 40, 3), np.uint8)
+    assert study.upscale(big).shape == (1, 40, 40, 3)
+    with pytest.raises(ValueError, match="x must be a batch of images"):
+        study.upscale(np.zeros((8, 8), np.uint8))

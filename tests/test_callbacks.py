@@ -33,6 +33,10 @@ class ScriptedNetwork:
     recipe = None
     tta = "none"
 
+    @staticmethod
+    def steps_per_epoch(n, batch_size):
+        return -(-n // batch_size)
+
     def __init__(self, losses, learning_rate=1e-3):
         self.losses = list(losses)
         self.learning_rate = learning_rate

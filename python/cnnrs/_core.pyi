@@ -261,6 +261,8 @@ class Network:
         """One epoch (0-based ``epoch`` of ``epochs``) at one rate, or one rate per
         batch run; ``steps`` runs only the first batches (a fractional last epoch).
         Returns ``{"loss", "accuracy"[, "val_loss", "val_accuracy"]}``."""
+    def steps_per_epoch(self, n: int, batch_size: int) -> int:
+        """Batches per epoch on ``n`` images (a recipe drops the last incomplete one)."""
     @property
     def batches_per_epoch(self) -> int | None:
         """Batches per epoch of the fit in progress (None outside a fit)."""

@@ -415,9 +415,7 @@ class Model:
         hooks = CallbackList(callbacks)
         if callable(lr_schedule):
             hooks.callbacks.insert(0, LearningRateScheduler(lr_schedule))
-        n = xa.shape[0]
-        # A recipe's loader drops each epoch's last incomplete batch.
-        steps = n // batch_size if recipe and n >= batch_size else -(-n // batch_size)
+        steps = self._net.steps_per_epoch(xa.shape[0], batch_size)
         total = math.ceil(steps * epochs)
         rounds = -(-total // steps)
         hooks.set_model(self)

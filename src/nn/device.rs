@@ -65,16 +65,12 @@ pub enum Layout {
     Contiguous,
 }
 
-/// The layout a network runs in on `device`, as measured (benchmarks/RESULTS.md):
-/// channels-last everywhere. On CUDA it is what tensor cores and cuDNN's NHWC
-/// kernels want; on a CPU, oneDNN's blocked kernels (baseline 1.1× faster than
-/// NCHW in float32, 1.5× in bfloat16; with_batch_norm 1.2× and 1.3×; airbench94
-/// 1.8×, on a 2-core Xeon with AMX). Batch-norm networks once ran many times
-/// slower channels-last on a CPU: dropout's mask was drawn contiguous, which made
-/// every gradient before it contiguous against channels-last activations; the
-/// mask now keeps its input's layout.
-#[must_use]
-pub fn preferred_layout(device: Device) -> Layout {
-    let _ = device;
-    Layout::ChannelsLast
-}
+/// The layout networks run in, on every device, as measured
+/// (benchmarks/RESULTS.md): channels-last. On CUDA it is what tensor cores and
+/// cuDNN's NHWC kernels want; on a CPU, oneDNN's blocked kernels (baseline
+/// 1.1× faster than NCHW in float32, 1.5× in bfloat16; with_batch_norm 1.2× and
+/// 1.3×; airbench94 1.8×, on a 2-core Xeon with AMX). Batch-norm networks once
+/// ran many times slower channels-last on a CPU: dropout's mask was drawn
+/// contiguous, which made every gradient before it contiguous against
+/// channels-last activations; the mask now keeps its input's layout.
+pub const PREFERRED_LAYOUT: Layout = Layout::ChannelsLast;

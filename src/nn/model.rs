@@ -10,7 +10,7 @@ use tch::nn::{self, VarStore};
 use tch::{Device, Kind, Tensor};
 
 use super::arch::{self, Layer, Plan};
-use super::device::{preferred_layout, Layout};
+use super::device::{Layout, PREFERRED_LAYOUT};
 use super::input::{check_labels, Images, Normalization};
 use super::network::{Network, BN_BIAS_GROUP};
 use super::optim::{OptimizerKind, OptimizerSpec};
@@ -81,12 +81,26 @@ struct Session {
 
 impl Session {
     fn batches(&self) -> usize {
-        let n = self.data.len();
-        if self.drop_last && n >= self.batch_size {
-            n / self.batch_size
-        } else {
-            n.div_ceil(self.batch_size)
-        }
+        batches_per_epoch(self.data.len(), self.batch_size, self.drop_last)
+    }
+}
+
+/// Batches of an epoch over `n` images: with `drop_last` (a recipe's loader)
+/// the last incomplete batch is dropped, unless it is the only one.
+#[must_use]
+pub fn batches_per_epoch(n: usize, batch_size: usize, drop_last: bool) -> usize {
+    if drop_last && n >= batch_size {
+        n / batch_size
+    } else {
+        n.div_ceil(batch_size)
+    }
+}
+
+impl ModelConfig {
+    /// Whether fits drop each epoch's last incomplete batch (a recipe does).
+    #[must_use]
+    pub fn drop_last(&self) -> bool {
+        self.decoupled.is_some()
     }
 }
 
@@ -105,7 +119,6 @@ pub struct Snapshot {
 /// gives the same history whatever other threads or models draw meanwhile.
 pub struct Model {
     config: ModelConfig,
-    layout: Layout,
     gen: Generator,
     session: Option<Session>,
     class_names: Option<Vec<String>>,
@@ -163,11 +176,9 @@ impl Model {
         if config.device.is_cuda() {
             tch::Cuda::cudnn_set_benchmark(true);
         }
-        let layout = preferred_layout(config.device);
         let gen = Generator::new(config.device, config.seed)?;
         Ok(Model {
             config,
-            layout,
             gen,
             session: None,
             class_names: None,
@@ -218,7 +229,7 @@ impl Model {
             input_shape[2],
             &mut self.gen,
         )?;
-        net.set_layout(self.layout)?;
+        net.set_layout(PREFERRED_LAYOUT)?;
         let opt = self
             .config
             .optimizer
@@ -503,7 +514,7 @@ impl Model {
                 x,
                 y: Tensor::f_from_slice(y)?.f_to_device(device)?,
                 norm: norm.clone(),
-                layout: self.layout,
+                layout: PREFERRED_LAYOUT,
                 flips,
             })
         };
@@ -517,7 +528,7 @@ impl Model {
             val,
             batch_size,
             shuffle,
-            drop_last: self.config.decoupled.is_some(),
+            drop_last: self.config.drop_last(),
             lookahead,
         });
         Ok(())
@@ -769,7 +780,7 @@ impl Model {
             x: x.to_device(device)?,
             y: Tensor::f_from_slice(y)?.f_to_device(device)?,
             norm,
-            layout: self.layout,
+            layout: PREFERRED_LAYOUT,
             flips: None,
         };
         train::evaluate(&b.net, self.inference(tta), &data, monitor)
@@ -797,7 +808,7 @@ impl Model {
             self.inference(tta),
             &x.to_device(device)?,
             &norm,
-            self.layout,
+            PREFERRED_LAYOUT,
             batch_size,
             monitor,
         )

@@ -22,7 +22,7 @@ use super::args;
 use crate::error::{Error, TorchError};
 use crate::nn::arch::{self, Plan};
 use crate::nn::input::Normalization;
-use crate::nn::model::{FitOptions, Model, ModelConfig, Snapshot};
+use crate::nn::model::{batches_per_epoch, FitOptions, Model, ModelConfig, Snapshot};
 use crate::nn::optim::{OptimizerKind, OptimizerSpec, OPTIMIZERS};
 use crate::nn::precision::Precision;
 use crate::nn::recipe::{self, Recipe};
@@ -101,6 +101,8 @@ pub struct PyNetwork {
     tta: Tta,
     /// The fit defaults of the architecture's recipe (airbench94's), if it trains by one.
     recipe: Option<Recipe>,
+    /// Whether fits drop each epoch's last incomplete batch.
+    drop_last: bool,
     facts: OnceLock<Facts>,
     normalization: OnceLock<Normalization>,
     class_names: Mutex<Option<Vec<String>>>,
@@ -152,6 +154,7 @@ impl PyNetwork {
                 .config()
                 .decoupled
                 .and_then(|_| recipe::for_architecture(m.architecture())),
+            drop_last: m.config().drop_last(),
             facts: OnceLock::new(),
             normalization: OnceLock::new(),
             class_names: Mutex::new(m.class_names().map(<[String]>::to_vec)),
@@ -426,6 +429,18 @@ impl PyNetwork {
         });
         let logs = monitor.finish(r?)?;
         logs_dict(py, &logs)
+    }
+
+    /// Batches per epoch of a fit on `n` images in batches of `batch_size`
+    /// (a recipe drops each epoch's last incomplete batch).
+    fn steps_per_epoch(
+        &self,
+        n: &Bound<'_, PyAny>,
+        batch_size: &Bound<'_, PyAny>,
+    ) -> PyResult<usize> {
+        let n = args::usize_in(n, "n", 1, usize::MAX)?;
+        let batch_size = args::usize_in(batch_size, "batch_size", 1, 1 << 31)?;
+        Ok(batches_per_epoch(n, batch_size, self.drop_last))
     }
 
     /// Batches per epoch of the fit in progress (None outside a fit).

@@ -16,6 +16,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/detail/CUDAHooksInterface.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
@@ -318,6 +319,22 @@ int cnnrs_cuda_supports_bf16() noexcept {
   try {
     const auto& hooks = at::detail::getCUDAHooks();
     return hooks.hasCUDA() && hooks.supportsBFloat16ConvolutionWithCuDNNv8() ? 1 : 0;
+  } catch (...) {
+    return 0;
+  }
+}
+
+// 1 when oneDNN computes bfloat16 natively on this CPU (AVX-512 BF16 or AMX),
+// else 0: libtorch's own answer (torch.ops.mkldnn._is_mkldnn_bf16_supported),
+// which honours ONEDNN_MAX_CPU_ISA. A CPU whose oneDNN is capped at AVX2 would
+// emulate bfloat16, slower than float32, so "auto" must not pick it there.
+int cnnrs_cpu_supports_bf16() noexcept {
+  try {
+    static const auto op =
+        c10::Dispatcher::singleton()
+            .findSchemaOrThrow("mkldnn::_is_mkldnn_bf16_supported", "")
+            .typed<bool()>();
+    return op.call() ? 1 : 0;
   } catch (...) {
     return 0;
   }

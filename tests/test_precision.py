@@ -4,13 +4,25 @@ with fp32 where it should."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
 import cnnrs
 
 
+# oneDNN's ISA caps (ONEDNN_MAX_CPU_ISA / DNNL_MAX_CPU_ISA) that still allow bfloat16.
+_BF16_CAPS = {"ALL", "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX10_1_512"}
+
+
 def cpu_has_bf16() -> bool:
+    """Worked out independently of libtorch: the CPU flags say AVX-512 BF16 (every AMX
+    CPU has it), and oneDNN is not capped below it (``ONEDNN_MAX_CPU_ISA=AVX2`` makes
+    this machine an AVX2-only one, where "auto" must mean fp32)."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "ALL"))
+    if cap.upper() not in _BF16_CAPS and not cap.upper().startswith("AVX512_CORE_AMX"):
+        return False
     try:
         with open("/proc/cpuinfo") as f:
             return "avx512_bf16" in f.read()

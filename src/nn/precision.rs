@@ -52,7 +52,7 @@ impl Precision {
 
     /// The concrete precision for `device`: `Auto` becomes bf16 on CUDA
     /// devices with native bfloat16 (compute capability 8.0 and later) and on
-    /// CPUs with AVX-512 BF16 (which every AMX CPU has too), fp16 on older
+    /// CPUs where oneDNN has AVX-512 BF16 or AMX ([`cpu_has_bf16`]), fp16 on older
     /// CUDA devices, fp32 otherwise.
     ///
     /// # Errors
@@ -89,17 +89,12 @@ impl Precision {
     }
 }
 
-/// Whether this CPU computes bfloat16 natively (AVX-512 BF16).
+/// Whether this CPU computes bfloat16 natively: AVX-512 BF16 or AMX, as
+/// libtorch's oneDNN sees it (so `ONEDNN_MAX_CPU_ISA=AVX2` turns it off, and
+/// "auto" then trains in float32 as on an AVX2-only CPU).
 #[must_use]
 pub fn cpu_has_bf16() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512bf16")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    super::torch_ext::cpu_supports_bf16()
 }
 
 /// The autocast a forward pass runs under: none (float32), or libtorch's

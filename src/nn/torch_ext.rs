@@ -45,6 +45,7 @@ mod ffi {
     extern "C" {
         pub fn cnnrs_last_error() -> *const c_char;
         pub fn cnnrs_cuda_supports_bf16() -> c_int;
+        pub fn cnnrs_cpu_supports_bf16() -> c_int;
 
         pub fn cnnrs_autocast_enter(
             device_type: i32,
@@ -474,6 +475,14 @@ impl Drop for Generator {
 pub fn cuda_supports_bf16() -> bool {
     // SAFETY: takes no arguments and catches every C++ exception.
     unsafe { ffi::cnnrs_cuda_supports_bf16() == 1 }
+}
+
+/// Whether libtorch's oneDNN computes bfloat16 natively on this CPU
+/// (AVX-512 BF16 or AMX, and not capped below them by `ONEDNN_MAX_CPU_ISA`).
+#[must_use]
+pub fn cpu_supports_bf16() -> bool {
+    // SAFETY: takes no arguments and catches every C++ exception.
+    unsafe { ffi::cnnrs_cpu_supports_bf16() == 1 }
 }
 
 #[cfg(test)]

@@ -37,7 +37,6 @@ import datetime
 import inspect
 import os
 import platform
-import re
 import shlex
 import statistics
 import sys
@@ -53,7 +52,9 @@ from torch import nn
 
 import cnnrs
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
+sys.path.insert(0, str(Path(__file__).parent))
+from _results import write_section  # noqa: E402
+
 PRECISIONS = ("fp32", "bf16", "fp16")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 HAS_PRECISION = "precision" in inspect.signature(cnnrs.Model).parameters
@@ -255,18 +256,6 @@ def supported_precisions(device: str) -> list[str]:
 
 def fmt_rate(v: float | None) -> str:
     return "—" if v is None else f"{v:,.0f}"
-
-
-def write_section(heading: str, lines: list[str]) -> None:
-    """Replaces (or appends) the ``heading`` section of benchmarks/RESULTS.md."""
-    table = "\n".join([heading, "", *lines]) + "\n"
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmarks\n"
-    section = re.compile(re.escape(heading) + r"\n.*?(?=\n## |\Z)", flags=re.S)
-    if section.search(text):
-        text = section.sub(lambda _: table.rstrip("\n") + "\n", text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + table
-    RESULTS.write_text(text)
 
 
 def airbench_main(argv: list[str]) -> None:

@@ -29,6 +29,10 @@ ab = pytest.importorskip(
 abu = pytest.importorskip("airbench.utils")
 from torch import nn  # noqa: E402
 
+# Long chains of float32 steps against the reference: tolerances measured at every
+# dispatch level (make numerics-avx2 reruns them at AVX2).
+pytestmark = pytest.mark.numerics
+
 HYP = ab.hyp
 
 
@@ -216,6 +220,22 @@ class _Loader:
         return images
 
 
+def weight_tolerance(name: str) -> float:
+    """How far a weight after the 14 steps may lie from the reference's, relative to the
+    tensor's largest value.
+
+    The batch-norm biases train at 64x the rate (11.5 x 64 per 1024 examples) and the
+    whitening bias sees the same amplified steps before it freezes: their rounding
+    grows step by step, and the reference disagrees with itself by as much across
+    dispatch levels and thread counts (worst 7.3e-5, conv_group_1.norm2.bias, AVX2 vs
+    AVX-512; cnnrs vs the reference worst 7.2e-5 at the same level), so 2e-4 (2.7x).
+    Every other tensor (convolutions, the dense layer, running statistics) stays close:
+    worst 3.2e-6 (a running mean at AVX2), so 1e-5 (3x), tighter than before."""
+    if name.endswith(".bias"):
+        return 2e-4
+    return 1e-5
+
+
 def test_training_matches_the_reference_step_for_step(cifar_shaped):
     """14 steps (4.4 epochs of 3 batches of 64): the triangle schedule, Lookahead at
     steps 5 and 10 and the final copy at 14, the whitening bias frozen from epoch 3."""
@@ -231,13 +251,20 @@ def test_training_matches_the_reference_step_for_step(cifar_shaped):
     ref_losses = reference_train(
         ref, normalized(x, model), torch.from_numpy(y), batch, epochs, whitening_images=5000
     )
-    np.testing.assert_allclose(history["loss"], ref_losses, rtol=1e-5)
+    # Tolerances measured on an AMD EPYC (AVX-512 BF16, no AMX) at every dispatch level
+    # libtorch and oneDNN offer (AVX-512, AVX2 and the default, each with 1 and 2
+    # threads; `python benchmarks/numerics_levels.py`, table in RESULTS.md), and on an
+    # AVX-512/AMX Xeon before. The per-epoch losses are stable: worst 1.7e-7 relative,
+    # asserted at 1e-6 (6x).
+    np.testing.assert_allclose(history["loss"], ref_losses, rtol=1e-6)
     ours = model.state_dict()
     theirs = ref.state_dict()
     for name, key in NAMES.items():
         expected = theirs[key].numpy()
         scale = max(float(np.abs(expected).max()), 1e-3)
-        np.testing.assert_allclose(ours[name], expected, atol=2e-5 * scale, err_msg=name)
+        np.testing.assert_allclose(
+            ours[name], expected, atol=weight_tolerance(name) * scale, err_msg=name
+        )
     # The schedule the history reports is the triangle's, last step of each epoch.
     lrs = 11.5 * triangle(14, start=0.2, end=0.07, peak=0.23).numpy()
     np.testing.assert_allclose(history["learning_rate"], lrs[[2, 5, 8, 11, 13]], rtol=1e-6)

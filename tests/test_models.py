@@ -257,6 +257,7 @@ def _torch_forward(tensors, layers, x, mean, std):
 
 
 @pytest.mark.parametrize("arch", ["baseline", "with_batch_norm"])
+@pytest.mark.numerics
 def test_save_load_round_trip_and_pytorch_reference(tmp_path, digits, arch):
     x, y = digits
     m = cnnrs.Model(arch, device="cpu", seed=2, class_names=[str(i) for i in range(10)])

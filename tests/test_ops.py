@@ -11,6 +11,9 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 import cnnrs
 
+# cnnrs's kernels against scipy/numpy at each level CNNRS_SIMD allows (make numerics-avx2).
+pytestmark = pytest.mark.numerics
+
 INT_DTYPES = [np.uint8, np.int8, np.uint16, np.int16, np.int32, np.uint32, np.int64]
 FLOAT_DTYPES = [np.float32, np.float64]
 ALL_DTYPES = INT_DTYPES + FLOAT_DTYPES

@@ -11,6 +11,8 @@ import pytest
 
 import cnnrs
 
+# bf16 against fp32, and what "auto" picks, depend on the dispatch level (make numerics-avx2).
+pytestmark = pytest.mark.numerics
 
 # oneDNN's ISA caps (ONEDNN_MAX_CPU_ISA / DNNL_MAX_CPU_ISA) that still allow bfloat16.
 _BF16_CAPS = {"ALL", "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX10_1_512"}

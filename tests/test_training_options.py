@@ -179,6 +179,7 @@ def test_optimizers_and_weight_decay_reach_the_training(tmp_path, digits):
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.numerics
 def test_label_smoothing_is_torchs_cross_entropy(digits, smoothing):
     x, y = digits[0][:300], digits[1][:300]
     m = model(label_smoothing=smoothing)
@@ -217,6 +218,7 @@ def test_random_flip_runs_in_training_only_and_in_its_direction():
     assert acc["horizontal"][0] < 0.75
 
 
+@pytest.mark.numerics
 def test_inference_ignores_the_augmentation(digits):
     x, y = digits[0][:300], digits[1][:300]
     augment = [("random_crop", 1, "reflect"), ("random_translation", 0.1), ("cutout", 2)]
@@ -232,6 +234,7 @@ def test_inference_ignores_the_augmentation(digits):
     np.testing.assert_allclose(b.predict(x), p, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.numerics
 def test_tta_flip_is_the_mean_of_the_image_and_its_mirror(digits):
     x, y = digits[0][:300], digits[1][:300]
     m = model()

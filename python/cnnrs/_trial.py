@@ -18,6 +18,7 @@ import numpy as np
 
 from . import _core
 from ._progress import FoldProgress
+from ._threads import libtorch_threads
 from .models import Model
 
 __all__ = ["FIT_ARGS", "MODEL_ARGS", "Fold", "fit_and_score", "make_folds", "split_params"]
@@ -110,6 +111,7 @@ def fit_and_score(
     seed: int,
     verbose: int = 0,
     fold: tuple[int, int] = (1, 1),
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Trains a fresh model with ``params`` on ``x[train_idx]`` and scores it on ``x[val_idx]``.
 
@@ -124,7 +126,25 @@ def fit_and_score(
     starts from fresh callback state. With ``validation_split`` the callbacks watch
     the last part of the fold's *training* images and the held-out part is only
     used for the score; without it they watch the held-out part itself.
+
+    ``threads`` is libtorch's CPU thread count for the trial (``None``: as it is);
+    both backends pass the same number (see :mod:`cnnrs._threads`).
     """
+    with libtorch_threads(threads):
+        return _fit_and_score(params, x, y, train_idx, val_idx, num_classes, seed, verbose, fold)
+
+
+def _fit_and_score(
+    params: Mapping[str, Any],
+    x: np.ndarray,
+    y: np.ndarray,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    num_classes: int,
+    seed: int,
+    verbose: int,
+    fold: tuple[int, int],
+) -> dict[str, Any]:
     model_kw, fit_kw = split_params(params)
     model_kw.setdefault("seed", seed)
     if fit_kw.get("callbacks") is not None:

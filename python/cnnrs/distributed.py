@@ -3,8 +3,9 @@
 Every (configuration, fold) pair is one Ray task that runs
 :func:`cnnrs.selection.fit_and_score` (defined in the private ``cnnrs._trial``,
 which both backends import), the same unit of work as the local loop,
-with the same seed (``seed + fold index``), so on CPU the results equal the local
-backend's run with the same number of libtorch threads (one per trial by default).
+with the same seed (``seed + fold index``) and the same libtorch thread count
+(``threads_per_trial``, by default the driver's ``torch.get_num_threads()``), so on
+CPU the results equal the local backend's.
 
 The images and labels are put in Ray's object store once and shared by every
 task. A task is a pure function of its arguments: it builds a fresh model, trains
@@ -32,7 +33,6 @@ except ImportError as err:
     ) from err
 
 import numpy as np
-import torch
 
 from ._trial import Fold, fit_and_score
 
@@ -41,11 +41,12 @@ __all__ = ["default_resources", "run_grid_on_ray"]
 _RAY_KEYS = {"cpu": "CPU", "gpu": "GPU", "memory": "memory"}
 
 
-def default_resources() -> dict[str, float]:
-    """One GPU per trial when the cluster has GPUs, else one CPU."""
+def default_resources(threads: int = 1) -> dict[str, float]:
+    """One GPU per trial when the cluster has GPUs, else one CPU per libtorch thread
+    the trial runs."""
     if ray.cluster_resources().get("GPU", 0) > 0:
         return {"CPU": 1, "GPU": 1}
-    return {"CPU": 1}
+    return {"CPU": threads}
 
 
 def _normalise_resources(resources: Mapping[str, Any]) -> dict[str, float]:
@@ -77,7 +78,8 @@ def _check_feasible(resources: Mapping[str, float]) -> None:
     )
     raise ValueError(
         f"no node of the Ray cluster can run a trial that needs {dict(resources)}; "
-        f"its nodes offer: {offered or 'nothing'}. Pass a smaller resources_per_trial."
+        f"its nodes offer: {offered or 'nothing'}. Pass a smaller resources_per_trial "
+        "(or threads_per_trial, which sets the default CPUs per trial)."
     )
 
 
@@ -107,17 +109,16 @@ def _fit_and_score_task(
     fold: int,
     num_classes: int,
     seed: int,
+    threads: int,
 ) -> dict[str, Any]:
     """One (configuration, fold) run in a Ray worker: pure, so safe to retry."""
     params = dict(params)
     if params.get("device", "auto") == "auto":
         params["device"] = "cuda" if ray.get_gpu_ids() else "cpu"
-    # libtorch (shared by torch and our Rust core) would otherwise start one thread
-    # per core of the node in every worker; keep to the CPUs Ray gave this task.
-    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
-    torch.set_num_threads(max(1, int(cpus)))
     train, val = folds[fold]
-    return fit_and_score(params, x, y, train, val, num_classes, seed=seed)
+    # The driver's thread count, not the node's cores (libtorch's default): the count
+    # changes a CPU run's sums, and the local backend runs with this one.
+    return fit_and_score(params, x, y, train, val, num_classes, seed=seed, threads=threads)
 
 
 def _describe_error(err: BaseException) -> str:
@@ -146,6 +147,7 @@ def run_grid_on_ray(
     num_classes: int,
     *,
     seed: int,
+    threads: int = 1,
     resources_per_trial: Mapping[str, Any] | None = None,
     address: str | None = None,
     max_retries: int = 1,
@@ -160,11 +162,13 @@ def run_grid_on_ray(
         Prepared images, labels, (train_idx, val_idx) pairs and class count.
     seed : int
         Fold ``i`` is trained with ``seed + i``, as in the local backend.
+    threads : int
+        libtorch's CPU threads in every trial, as in the local backend.
     resources_per_trial : dict, optional
         Ray resources for one run, e.g. ``{"CPU": 2}`` or ``{"GPU": 1}``
         (``"memory"`` in bytes and custom resources are passed on). Default: one
-        GPU per trial when the cluster has GPUs, else one CPU. A CPU trial runs
-        libtorch with as many threads as it has whole CPUs (at least one).
+        GPU per trial when the cluster has GPUs, else ``threads`` CPUs. The trial
+        runs ``threads`` libtorch threads whatever it was given.
     address : str, optional
         Cluster to connect to when Ray is not initialised yet (``"auto"``,
         ``"ray://host:10001"``...); ``None`` starts or finds one as ``ray.init()``
@@ -186,7 +190,7 @@ def run_grid_on_ray(
     if not ray.is_initialized():
         ray.init(address=address)
     if resources_per_trial is None:
-        resources = default_resources()
+        resources = default_resources(threads)
     else:
         resources = _normalise_resources(resources_per_trial)
     _check_feasible(resources)
@@ -195,7 +199,7 @@ def run_grid_on_ray(
     x_ref, y_ref, folds_ref = ray.put(x), ray.put(y), ray.put(list(folds))
     refs = [
         [
-            task.remote(dict(params), x_ref, y_ref, folds_ref, i, num_classes, seed + i)
+            task.remote(dict(params), x_ref, y_ref, folds_ref, i, num_classes, seed + i, threads)
             for i in range(len(folds))
         ]
         for params in grid

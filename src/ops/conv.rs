@@ -290,11 +290,25 @@ unsafe fn store_3x3<T: ConvElem, const L: usize, const ACC: bool>(
     }
 }
 
+/// The output columns `[start, end)` that a fused 3×3 pass computes in
+/// place, `L` at a time: interior columns (all nine taps inside the image),
+/// starting where the row at `out` is aligned to a whole vector (a store that
+/// straddles two cache lines costs two). The columns outside go through
+/// [`edges_3x3`].
+#[inline(always)]
+fn interior_3x3<T, const L: usize>(ctx: &ConvCtx<'_, T>, out: *const T) -> (usize, usize) {
+    let (w, wo, pl) = (ctx.w, ctx.wo, ctx.pl);
+    // Interior: output columns j with j - pl >= 0 and j - pl + 2 < w.
+    let lo = pl.min(wo);
+    let hi = (w + pl).saturating_sub(2).clamp(lo, wo);
+    let misaligned = (out as usize / std::mem::size_of::<T>() + lo) % L;
+    let start = (lo + (L - misaligned) % L).min(hi);
+    (start, start + (hi - start) / L * L)
+}
+
 /// One channel's contribution to a block of [`BLOCK`] output rows, all `wo`
-/// columns: the interior (columns whose nine taps are all inside the image) in
-/// place, `L` columns at a time; the border columns (within `pl` of the left
-/// edge, and the columns past the last whole `L` on the right) through small
-/// zero-padded copies in `edge`.
+/// columns: the interior ([`interior_3x3`]) in place, `L` columns at a time,
+/// then the border columns through [`edges_3x3`].
 ///
 /// # Safety
 /// `x[q]` points at `ctx.w` readable values (an image row or `ctx.zeros`);
@@ -309,39 +323,36 @@ unsafe fn block_3x3<T: ConvElem, const FMA: bool, const L: usize, const ACC: boo
     out: &[*mut T; BLOCK],
     edge: &mut [T],
 ) {
-    let (w, wo, pl) = (ctx.w, ctx.wo, ctx.pl);
-    // Interior: output columns j with j - pl >= 0 and j - pl + 2 < w.
-    let lo = pl.min(wo);
-    let hi = (w + pl).saturating_sub(2).clamp(lo, wo);
-    // The steps in place start where the first row's output is aligned to a
-    // whole vector (a store that straddles two cache lines costs two); the
-    // columns before that go through `edge` like the border.
-    let size = std::mem::size_of::<T>();
-    let misaligned = (out[0] as usize / size + lo) % L;
-    let mut j = (lo + (L - misaligned) % L).min(hi);
-    let first_inside = j;
-    // With AVX, each step's results are stored only after the next step's
+    let (wo, pl) = (ctx.wo, ctx.pl);
+    let (start, end) = interior_3x3::<T, L>(ctx, out[0]);
+    let mut j = start;
+    // With AVX-512, each step's results are stored only after the next step's
     // inputs are loaded: otherwise, when the output lies a multiple of 4 KiB from the
     // input (two fresh 1 MiB buffers from `mmap` do), those loads partly match
     // the addresses of the stores just made in their low 12 bits and the CPU
-    // holds them back as possibly dependent (30% slower at 512×512).
+    // holds them back as possibly dependent (30% slower at 512×512). Holding
+    // a step's results takes registers that only AVX-512 has (32): with
+    // AVX2's 16 the held results and the taps spill to the stack, which
+    // costs more than the stalls (7–11% slower at 512², 700² and 1024²,
+    // float32 and float64, with `CNNRS_SIMD=avx2` on an AVX-512 machine).
+    let hold = FMA && L * std::mem::size_of::<T>() >= 64;
     let step = |j: usize| {
-        debug_assert!(j >= pl && j - pl + L + 2 <= w && j + L <= wo);
+        debug_assert!(j >= pl && j - pl + L + 2 <= ctx.w && j + L <= wo);
         // SAFETY: input columns j - pl .. j - pl + L + 2 lie in [0, w) (asserted above).
         unsafe { chunk_3x3::<T, FMA, L>(&x.map(|p| p.add(j - pl)), k) }
     };
     // SAFETY: output columns j .. j + L lie in [0, wo) (asserted in `step`).
     let store = |o, j: usize| unsafe { store_3x3::<T, L, ACC>(o, &out.map(|p| p.add(j))) };
-    if !FMA {
-        // SSE2 has 16 vector registers: a step's inputs already fill them.
-        while j + L <= hi {
+    if !hold {
+        // SSE2 and AVX2 have 16 vector registers: a step's inputs already fill them.
+        while j < end {
             store(step(j), j);
             j += L;
         }
-    } else if j + L <= hi {
+    } else if j < end {
         let mut pending = step(j);
         j += L;
-        while j + L <= hi {
+        while j < end {
             let next = step(j);
             store(pending, j - L);
             pending = next;
@@ -349,9 +360,31 @@ unsafe fn block_3x3<T: ConvElem, const FMA: bool, const L: usize, const ACC: boo
         }
         store(pending, j - L);
     }
+    // SAFETY: as this function's contract.
+    unsafe { edges_3x3::<T, FMA, L, ACC>(ctx, x, k, out, edge, (start, end)) };
+}
+
+/// One channel's contribution to the output columns of a block of [`BLOCK`]
+/// rows outside `[start, end)` (the border, within `pl` of the left edge,
+/// and the columns before and after the whole vectors computed in place),
+/// through small zero-padded copies in `edge`.
+///
+/// # Safety
+/// As [`block_3x3`]; `start <= end <= ctx.wo`.
+#[inline(always)]
+unsafe fn edges_3x3<T: ConvElem, const FMA: bool, const L: usize, const ACC: bool>(
+    ctx: &ConvCtx<'_, T>,
+    x: &[*const T; BLOCK + 2],
+    k: &[T; 9],
+    out: &[*mut T; BLOCK],
+    edge: &mut [T],
+    (start, end): (usize, usize),
+) {
+    let (w, wo, pl) = (ctx.w, ctx.wo, ctx.pl);
+    debug_assert!(start <= end && end <= wo);
     let (src, dst) = edge.split_at_mut((BLOCK + 2) * (L + 2));
     debug_assert!(dst.len() >= BLOCK * L);
-    for (start, end) in [(0, first_inside), (j, wo)] {
+    for (start, end) in [(0, start), (end, wo)] {
         for s in (start..end).step_by(L) {
             let m = L.min(end - s);
             // Padded columns s .. s + L + 2 are image columns s - pl ...:
@@ -818,6 +851,32 @@ mod tests {
         let k = Array4::from_shape_fn((1, 3, 3, 6), |_| lcg(&mut seed) as f32);
         const { assert!(311 * 257 * 9 * 6 >= CONV_PARALLEL_WORK) };
         check_fused(&x, &k, f32_close);
+    }
+
+    /// AVX2 and AVX-512 run the same sums in the same order (only how the
+    /// steps are scheduled differs), so the level `CNNRS_SIMD` picks changes
+    /// the speed, never a bit of the result.
+    #[test]
+    fn fused_3x3_is_bit_identical_on_every_fma_level() {
+        let fma: Vec<Isa> = Isa::available()
+            .into_iter()
+            .filter(|&isa| isa != Isa::Baseline)
+            .collect();
+        let mut seed = 17;
+        for &(h, w, c) in &[(9, 37, 1), (13, 64, 2), (40, 67, 1), (6, 130, 3)] {
+            let x = Array3::from_shape_fn((h, w, c), |_| lcg(&mut seed));
+            let k = Array4::from_shape_fn((2, 3, 3, c), |_| lcg(&mut seed));
+            let (x32, k32) = (x.mapv(|v| v as f32), k.mapv(|v| v as f32));
+            for padding in [Padding::Same, Padding::Explicit(0), Padding::Explicit(2)] {
+                let p = ConvParams { stride: 1, padding };
+                for pair in fma.windows(2) {
+                    let run = |isa| conv2d_with(x.view(), k.view(), &p, isa, true).unwrap();
+                    assert_eq!(run(pair[0]), run(pair[1]), "{pair:?} {padding:?}");
+                    let run32 = |isa| conv2d_with(x32.view(), k32.view(), &p, isa, true).unwrap();
+                    assert_eq!(run32(pair[0]), run32(pair[1]), "{pair:?} {padding:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -126,3 +126,22 @@ def test_compare_training_recipes_trains_both_on_the_same_split():
     assert "test accuracy went from" in r["summary"]
     assert study.AUGMENTATIONS["cifar10"][0] == ("random_flip", "horizontal")
     assert not any(layer[0] == "random_flip" for layer in study.AUGMENTATIONS["digits"])
+
+
+def test_training_threads_one_for_tiny_images_every_core_otherwise():
+    import os
+
+    import torch
+
+    cores = len(os.sched_getaffinity(0))
+    assert study.training_threads((8, 8, 1), "cpu") == 1
+    assert study.training_threads((15, 16), "cpu") == 1
+    assert study.training_threads((16, 16, 3), "cpu") == cores
+    assert study.training_threads((32, 32, 3), "cpu") == cores
+    assert study.training_threads((32, 32, 3), "cuda:0") is None
+    with pytest.raises(ValueError, match="image_shape"):
+        study.training_threads((0, 8), "cpu")
+    before = torch.get_num_threads()
+    with study.libtorch_threads(1) as n:
+        assert n == 1 and torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before

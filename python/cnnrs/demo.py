@@ -51,6 +51,7 @@ from ._core import (
     load_image,
     torch_version,
 )
+from ._machine import cpu_description, dispatch_description
 from ._progress import StepLog, training_output
 from ._sample import sample_image
 from .models import COURSE_ARCHITECTURES
@@ -234,8 +235,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_count,
         default=0,
         metavar="N",
-        help="CPU threads for libtorch; 0 (default) picks 1 for the tiny digits, where "
-        "threads cost more than they save, and libtorch's default otherwise",
+        help="CPU threads for libtorch in every step; 0 (default) lets each training step "
+        "pick (cnnrs.study.training_threads, measured by benchmarks/bench_threads.py: 1 "
+        "for the tiny 8x8 digits, every core for airbench94's 32x32 images)",
     )
     parser.add_argument(
         "--verbose",
@@ -369,6 +371,7 @@ def section2(config: DemoConfig, figures: FigureFolder, log: StepLog) -> dict[st
         "The first 30 training images with their class names",
     )
 
+    course_threads = config.threads or study.training_threads(shape, config.device)
     summaries = study.architecture_summaries(plan.cv_architectures, shape, k, config.device)
     for arch, s in summaries.items():
         log(f"  architecture {arch}: {s['params']:,} parameters")
@@ -377,6 +380,7 @@ def section2(config: DemoConfig, figures: FigureFolder, log: StepLog) -> dict[st
         f"  {FOLDS}-fold cross-validation of {len(plan.cv_architectures)} architectures, "
         f"{plan.epochs} epochs, learning rate {plan.cv_learning_rate:g}, "
         f"batch size {plan.batch_size}"
+        + (f", {course_threads} libtorch threads" if course_threads else "")
     )
 
     def cv_done(arch: str, r: dict[str, Any]) -> None:
@@ -390,7 +394,7 @@ def section2(config: DemoConfig, figures: FigureFolder, log: StepLog) -> dict[st
             f"({r['seconds']:.1f}s)"
         )
 
-    with training_output(config.verbose) as verbose:
+    with training_output(config.verbose) as verbose, study.libtorch_threads(course_threads):
         cv_runs = study.cross_validate_architectures(
             plan.cv_architectures,
             x,
@@ -427,7 +431,7 @@ def section2(config: DemoConfig, figures: FigureFolder, log: StepLog) -> dict[st
         f"learning rate {plan.grid_learning_rates})"
     )
     started = time.perf_counter()
-    with training_output(config.verbose) as verbose:
+    with training_output(config.verbose) as verbose, study.libtorch_threads(course_threads):
         gs = grid_search(param_grid, x, y, cv=FOLDS, seed=config.seed, verbose=verbose)
     grid_seconds = time.perf_counter() - started
     best_params = {
@@ -482,9 +486,10 @@ def section2(config: DemoConfig, figures: FigureFolder, log: StepLog) -> dict[st
         "early stopping, beside the plain one (same seed, last 20% of the training images "
         "held out for both)"
     )
-    recipe = study.compare_training_recipes(
-        gs["best_params"], x, y, xt, yt, augment=augment, seed=config.seed
-    )
+    with study.libtorch_threads(course_threads):
+        recipe = study.compare_training_recipes(
+            gs["best_params"], x, y, xt, yt, augment=augment, seed=config.seed
+        )
     figures.save(
         plotting.plot_history(
             [recipe["plain"]["history"], recipe["recipe"]["history"]],
@@ -503,21 +508,26 @@ def section2(config: DemoConfig, figures: FigureFolder, log: StepLog) -> dict[st
         )
 
     air_epochs = 3 if config.quick else None
+    air_threads = config.threads or study.training_threads(
+        study.upscale(x[:1]).shape[1:], config.device
+    )
     log(
         "  airbench94 with its own recipe (SGD-Nesterov, label smoothing, Lookahead, "
         "alternating flips and translations, test-time augmentation)"
         + (", digits upscaled to 32×32" if config.dataset == "digits" else "")
+        + (f", {air_threads} libtorch threads" if air_threads else "")
     )
-    air = study.fit_airbench94(
-        x,
-        y,
-        xt,
-        yt,
-        epochs=air_epochs,
-        device=config.device,
-        precision=config.precision,
-        seed=config.seed,
-    )
+    with study.libtorch_threads(air_threads):
+        air = study.fit_airbench94(
+            x,
+            y,
+            xt,
+            yt,
+            epochs=air_epochs,
+            device=config.device,
+            precision=config.precision,
+            seed=config.seed,
+        )
     figures.save(
         plotting.plot_history(air["history"], title="airbench94 with its recipe"),
         "airbench94.png",
@@ -577,6 +587,7 @@ def section2(config: DemoConfig, figures: FigureFolder, log: StepLog) -> dict[st
             },
         },
         "airbench94": {k: v for k, v in air.items() if k != "history"},
+        "threads": {"course_networks": course_threads, "airbench94": air_threads},
         "confusion_matrix": cm,
         "classification_report": report,
         "hardest_classes": hardest,
@@ -595,11 +606,12 @@ def section2(config: DemoConfig, figures: FigureFolder, log: StepLog) -> dict[st
 
 
 def _set_threads(config: DemoConfig) -> int:
+    """``--threads N`` for every step; without it each training step picks its own
+    (study.training_threads, in section2)."""
     import torch
 
-    threads = config.threads or (1 if config.dataset == "digits" else 0)
-    if threads:
-        torch.set_num_threads(threads)
+    if config.threads:
+        torch.set_num_threads(config.threads)
     return int(torch.get_num_threads())
 
 
@@ -621,12 +633,14 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     config.out.mkdir(parents=True, exist_ok=True)
     threads = _set_threads(config)
     log(f"cnnrs {__version__} demo: writing to {config.out.resolve()} ({threads} CPU threads)")
+    log(f"  machine: {cpu_description()}; {dispatch_description()}")
     figures = FigureFolder(config.out)
     s1 = section1(config, figures, log)
     s2 = section2(config, figures, log)
     report = {
         "cnnrs_version": __version__,
         "torch_version": torch_version(),
+        "machine": {"cpu": cpu_description(), "dispatch": dispatch_description()},
         "threads": threads,
         "seconds": log.elapsed(),
         "section1": s1,

@@ -89,6 +89,9 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         f"cnnrs {report['cnnrs_version']} on libtorch {report['torch_version']}, "
         f"device `{s2['settings']['device']}`, {report['seconds']:.0f} s in all.",
         "",
+        f"Machine (every time below was measured on it): {report['machine']['cpu']}; "
+        f"{report['machine']['dispatch']}.",
+        "",
         "## Section 1: convolution and pooling",
         "",
         "Worked examples (the course's): convolving `[[1,2,0],[4,5,6],[7,8,9]]` with "

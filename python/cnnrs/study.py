@@ -10,6 +10,10 @@ trained plainly and with augmentation, a schedule and early stopping),
 :func:`fit_airbench94` (the 94%-on-CIFAR-10 network with its own recipe, beside the
 course's networks).
 
+Threads: :func:`training_threads` says how many libtorch threads a step's training
+should run on (measured by ``benchmarks/bench_threads.py``); the demo and the notebook
+run each step under it with :func:`libtorch_threads`.
+
 Each function computes and returns plain data (dicts, lists, arrays); printing,
 figures and reports are the caller's. The methodology lives in what they call:
 every fold trains a fresh model (``cnnrs.cross_validate``), the test images are
@@ -30,6 +34,7 @@ import numpy as np
 
 from . import _core, datasets, metrics
 from ._arrays import as_images
+from ._threads import all_cores, libtorch_threads
 from ._trial import split_params
 from .callbacks import EarlyStopping
 from .models import Model
@@ -39,6 +44,7 @@ __all__ = [
     "WORKED_CONVOLUTION",
     "WORKED_POOLING",
     "AUGMENTATIONS",
+    "SMALL_IMAGE_PIXELS",
     "architecture_summaries",
     "compare_training_recipes",
     "fit_airbench94",
@@ -47,9 +53,11 @@ __all__ = [
     "evaluate_on_test",
     "hardest_classes",
     "kernel_responses",
+    "libtorch_threads",
     "load_dataset",
     "most_confused",
     "subset",
+    "training_threads",
     "worked_examples",
     "write_test_image",
 ]
@@ -70,6 +78,31 @@ WORKED_POOLING: dict[str, Any] = {
 
 
 # --- Section 1 -----------------------------------------------------------------------
+
+
+#: Images with fewer pixels than this train on one libtorch thread on a CPU, larger
+#: ones on every core. Measured by benchmarks/bench_threads.py (table in RESULTS.md,
+#: with the CPU) on two cores: the course's networks on the 8×8 digits run 1.4–1.5x
+#: faster per epoch on 2 threads on an idle machine but 1.4–2.9x slower while another
+#: program keeps one core busy (libtorch's threads wait for each other at each of the
+#: many tiny operations), so one thread, which never goes badly wrong, is worth the
+#: small loss; airbench94 on 32×32 images runs 1.9x faster on 2 threads idle, a gain
+#: worth taking (1.6x slower with a core busy). The bound lies between the two sizes
+#: measured.
+SMALL_IMAGE_PIXELS = 16 * 16
+
+
+def training_threads(image_shape: Sequence[int], device: str = "auto") -> int | None:
+    """The libtorch threads to train on images of ``image_shape`` ``(H, W[, C])``: on a
+    CPU, 1 for images of fewer than :data:`SMALL_IMAGE_PIXELS` pixels and every core of
+    the process otherwise; ``None`` (leave it as it is) on CUDA, where the GPU does the
+    work. Use it with :func:`libtorch_threads`."""
+    if len(image_shape) < 2 or min(int(d) for d in image_shape[:2]) < 1:
+        raise ValueError(f"image_shape must be (H, W[, C]) with H, W >= 1, got {image_shape!r}")
+    if device != "cpu" and (device.startswith("cuda") or _core.cuda_available()):
+        return None
+    h, w = int(image_shape[0]), int(image_shape[1])
+    return 1 if h * w < SMALL_IMAGE_PIXELS else all_cores()
 
 
 def worked_examples() -> dict[str, Any]:

@@ -91,7 +91,7 @@ def test_triangle_schedule_is_the_references():
     idx = torch.clamp(torch.sum(torch.ge(x[:, None], xp[None, :]), 1) - 1, 0, len(m) - 1)
     reference = (m[idx] * x + b[idx]).numpy()[:total]
     np.testing.assert_allclose(schedules.triangle(1.0, total), reference, rtol=1e-6)
-    plan = schedules.plan("triangle", 2.0, 10, 48, total_steps=total)
+    plan = np.asarray(schedules.plan("triangle", 2.0, 10, 48, total_steps=total))
     assert plan.shape == (10, 48)
     np.testing.assert_allclose(plan.ravel()[:total], 2.0 * reference, rtol=1e-6)
     with pytest.raises(ValueError, match="peak"):

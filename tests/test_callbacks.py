@@ -210,7 +210,7 @@ def test_reduce_lr_on_plateau_lowers_model_learning_rate():
 def test_named_schedule_sends_its_per_step_rates():
     model = scripted([1.0] * 4)
     history = fit(model, lr_schedule="cosine")  # 10 images, batch 4: 3 steps per epoch
-    plan = schedules.plan("cosine", 1e-3, 4, 3)
+    plan = np.asarray(schedules.plan("cosine", 1e-3, 4, 3))
     assert model._net.rates == plan.tolist()
     assert history["learning_rate"] == plan[:, -1].tolist()
     assert model.learning_rate == 1e-3  # a named schedule leaves the attribute alone
@@ -225,7 +225,7 @@ def test_step_schedule_sends_one_rate_per_epoch():
 def test_a_callback_changing_the_rate_scales_the_rest_of_a_schedule():
     model = scripted([1.0, 1.0, 1.0], learning_rate=1e-2)
     fit(model, lr_schedule="onecycle", callbacks=[ReduceLROnPlateau(factor=0.5, patience=1)])
-    plan = schedules.plan("onecycle", 1e-2, 3, 3)
+    plan = np.asarray(schedules.plan("onecycle", 1e-2, 3, 3))
     np.testing.assert_allclose(model._net.rates[0], plan[0], rtol=1e-15)
     np.testing.assert_allclose(model._net.rates[1], plan[1], rtol=1e-15)
     np.testing.assert_allclose(model._net.rates[2], plan[2] * 0.5, rtol=1e-15)

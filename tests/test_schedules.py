@@ -26,7 +26,7 @@ def torch_rates(make, total, base=1e-3):
 @pytest.mark.parametrize("epochs,steps", [(1, 7), (3, 17), (10, 100), (30, 100)])
 def test_cosine_equals_cosine_annealing_lr_per_step(epochs, steps):
     total = epochs * steps
-    ours = schedules.plan("cosine", 1e-3, epochs, steps)
+    ours = np.asarray(schedules.plan("cosine", 1e-3, epochs, steps))
     ref = torch_rates(lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=total), total)
     assert ours.shape == (epochs, steps)
     np.testing.assert_allclose(ours.ravel(), ref, rtol=1e-12, atol=0)
@@ -45,7 +45,7 @@ def test_cosine_equals_cosine_annealing_lr_per_step(epochs, steps):
 def test_onecycle_equals_onecycle_lr_per_step(options, epochs, steps):
     total = epochs * steps
     spec = ("onecycle", options) if options else "onecycle"
-    ours = schedules.plan(spec, 3e-3, epochs, steps)
+    ours = np.asarray(schedules.plan(spec, 3e-3, epochs, steps))
     ref = torch_rates(
         lambda o: torch.optim.lr_scheduler.OneCycleLR(
             o, max_lr=3e-3, total_steps=total, cycle_momentum=False, **options
@@ -59,7 +59,7 @@ def test_onecycle_equals_onecycle_lr_per_step(options, epochs, steps):
 
 def test_step_equals_step_lr_per_epoch():
     epochs, steps = 7, 5
-    ours = schedules.plan(("step", 3, 0.5), 1e-2, epochs, steps)
+    ours = np.asarray(schedules.plan(("step", 3, 0.5), 1e-2, epochs, steps))
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([p], lr=1e-2)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=3, gamma=0.5)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["as_images", "as_labels", "check_count", "class_count"]
+__all__ = ["as_images", "as_labels", "augment_layers", "check_count", "class_count"]
 
 
 def as_images(x: Any, name: str = "x") -> np.ndarray:
@@ -128,3 +128,26 @@ def check_count(value: Any, name: str, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
+
+
+def augment_layers(augment: Any) -> list[tuple[Any, ...]]:
+    """``augment`` as a list of layer tuples; a lone name or tuple (a common slip for
+    ``[("cutout", 2)]``) is refused with the spelling that works."""
+    example = "[('random_flip', 'horizontal'), ('cutout', 2)]"
+    lone = isinstance(augment, (str, bytes)) or (
+        isinstance(augment, tuple) and bool(augment) and isinstance(augment[0], str)
+    )
+    if lone:
+        one = augment if isinstance(augment, tuple) else (augment,)
+        raise TypeError(
+            f"augment must be a list of augmentation tuples such as {example}, got "
+            f"{augment!r}; for this one augmentation write augment=[{one!r}]"
+        )
+    if not isinstance(augment, (list, tuple)):
+        raise TypeError(f"augment must be a list of tuples such as {example}, got {augment!r}")
+    layers = []
+    for i, layer in enumerate(augment):
+        if not isinstance(layer, (list, tuple)):
+            raise TypeError(f"augment[{i}] must be a tuple such as ('cutout', 2), got {layer!r}")
+        layers.append(tuple(layer))
+    return layers

@@ -19,6 +19,7 @@ adds to it goes into the history.
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from collections.abc import Iterable
 from typing import Any, Callable
@@ -188,8 +189,8 @@ def _direction(monitor: str, mode: str, name: str) -> str:
 def _non_negative(value: Any, name: str) -> Any:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not value >= 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
+    if not (value >= 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be >= 0 (and finite), got {value}")
     return value
 
 
@@ -416,12 +417,15 @@ class ReduceLROnPlateau(Callback):
         min_lr: float = 0.0,
     ) -> None:
         super().__init__()
-        if factor >= 1.0:
+        # Checked here, not when the first plateau comes mid-fit: a NaN or 0 factor
+        # would make the rate NaN or 0 only then.
+        if _non_negative(factor, "factor") >= 1.0 or factor == 0:
             raise ValueError(
-                f"ReduceLROnPlateau does not support a factor >= 1.0. Received factor={factor}"
+                "ReduceLROnPlateau does not support a factor >= 1.0 or <= 0 (the new rate "
+                f"is rate * factor). Received factor={factor}"
             )
         self.monitor = monitor
-        self.factor = factor
+        self.factor = float(factor)
         self.min_lr = _non_negative(min_lr, "min_lr")
         self.min_delta = min_delta
         self.patience = _non_negative(patience, "patience")

@@ -18,7 +18,7 @@ from typing import Any, Callable, Union
 import numpy as np
 
 from . import _core, schedules
-from ._arrays import as_images, as_labels, check_count, class_count
+from ._arrays import as_images, as_labels, augment_layers, check_count, class_count
 from ._progress import KerasProgress
 from .callbacks import Callback, CallbackList, LearningRateScheduler
 
@@ -152,7 +152,7 @@ class Model:
             "nesterov": nesterov,
             "weight_decay": weight_decay,
             "label_smoothing": label_smoothing,
-            "augment": None if augment is None else [tuple(layer) for layer in augment],
+            "augment": None if augment is None else augment_layers(augment),
         }
         options = {k: v for k, v in given.items() if v is not None}
         rate = None if learning_rate is None else float(learning_rate)
@@ -174,7 +174,18 @@ class Model:
     # -- construction -----------------------------------------------------
     def build(self, input_shape: tuple[int, int, int], num_classes: int) -> None:
         """Allocates the weights for images of ``input_shape`` (H, W, C)."""
-        shape = tuple(int(d) for d in input_shape)
+        try:
+            shape = tuple(check_count(d, f"input_shape[{i}]") for i, d in enumerate(input_shape))
+        except TypeError:
+            raise TypeError(
+                f"input_shape must be (height, width, channels) of integers >= 1, "
+                f"got {input_shape!r}"
+            ) from None
+        except ValueError:
+            raise ValueError(
+                f"input_shape must be (height, width, channels) of integers >= 1, "
+                f"got {input_shape!r}"
+            ) from None
         if len(shape) != 3:
             raise ValueError(f"input_shape must be (height, width, channels), got {input_shape}")
         self._net.build(shape, check_count(num_classes, "num_classes", 2))
@@ -469,7 +480,7 @@ class Model:
         batch_size: int,
         shuffle: bool,
         hooks: CallbackList,
-        planned: np.ndarray | None,
+        planned: schedules.Plan | None,
         base: float,
         printer: Any,
     ) -> dict[str, list[float]]:
@@ -573,12 +584,17 @@ class Model:
         arrays = {}
         for key, value in state.items():
             try:
-                arrays[key] = np.ascontiguousarray(value, dtype=np.float32)
+                a = np.asarray(value)
             except (TypeError, ValueError) as exc:
+                raise TypeError(f"state[{key!r}] must be an array of numbers ({exc})") from None
+            # An object array of None would become NaN, bools 0/1: only real numbers
+            # are weights (and the core refuses non-finite ones).
+            if a.dtype.kind not in "iuf":
                 raise TypeError(
-                    f"state[{key!r}] must be an array of numbers, got {type(value).__name__} "
-                    f"({exc})"
-                ) from None
+                    f"state[{key!r}] must be an array of real numbers, got dtype {a.dtype}"
+                )
+            with np.errstate(over="ignore"):  # a float64 beyond float32 becomes inf, refused
+                arrays[key] = np.ascontiguousarray(a, dtype=np.float32)
         self._net.load_state_dict(arrays)
 
     def snapshot(self) -> Any:

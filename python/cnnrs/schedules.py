@@ -45,6 +45,7 @@ __all__ = [
     "ONECYCLE_DEFAULTS",
     "TRIANGLE_DEFAULTS",
     "EpochFunction",
+    "Plan",
     "check_epochs",
     "check_rate",
     "cosine",
@@ -66,8 +67,22 @@ ONECYCLE_DEFAULTS: dict[str, Any] = {
 }
 
 
+def _is_number(value: Any) -> bool:
+    """A real number, Python's or numpy's (bools are not numbers here)."""
+    return not isinstance(value, (bool, np.bool_)) and isinstance(
+        value, (int, float, np.integer, np.floating)
+    )
+
+
+def _fraction(value: Any, name: str) -> float:
+    """``value`` as a float in [0, 1]; numpy scalars are numbers too."""
+    if not _is_number(value) or not 0 <= float(value) <= 1:
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
 def _positive(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+    if not _is_number(value):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
     value = float(value)
     if not (math.isfinite(value) and value > 0):
@@ -80,29 +95,36 @@ def check_rate(value: Any, name: str = "learning_rate") -> float:
     return _positive(value, name)
 
 
-def cosine(base_lr: float, total_steps: int) -> np.ndarray:
-    """The rate of each of ``total_steps`` steps under ``CosineAnnealingLR(T_max=total_steps,
-    eta_min=0)``: ``base_lr * (1 + cos(pi * t / total_steps)) / 2`` for step ``t``.
+def _steps(total_steps: int, at: np.ndarray | None) -> np.ndarray:
+    """The step indices a schedule is read at: ``at``, or every step of the fit."""
+    return np.arange(total_steps, dtype=np.float64) if at is None else at.astype(np.float64)
+
+
+def cosine(base_lr: float, total_steps: int, at: np.ndarray | None = None) -> np.ndarray:
+    """The rate of each of ``total_steps`` steps (or of the steps ``at``) under
+    ``CosineAnnealingLR(T_max=total_steps, eta_min=0)``: ``base_lr * (1 + cos(pi * t /
+    total_steps)) / 2`` for step ``t``.
 
     PyTorch computes the same curve as a running product of ratios; the two agree to
     rounding (under 1e-14 relative over thousands of steps).
     """
-    t = np.arange(total_steps, dtype=np.float64)
+    t = _steps(total_steps, at)
     return base_lr * (1.0 + np.cos(np.pi * t / total_steps)) / 2.0
 
 
-def onecycle(base_lr: float, total_steps: int, **options: Any) -> np.ndarray:
-    """The rate of each of ``total_steps`` steps under ``OneCycleLR(max_lr=base_lr,
-    total_steps=total_steps, **options)``, computed with PyTorch's formula."""
+def onecycle(
+    base_lr: float, total_steps: int, at: np.ndarray | None = None, **options: Any
+) -> np.ndarray:
+    """The rate of each of ``total_steps`` steps (or of the steps ``at``) under
+    ``OneCycleLR(max_lr=base_lr, total_steps=total_steps, **options)``, computed with
+    PyTorch's formula."""
     unknown = set(options) - set(ONECYCLE_DEFAULTS)
     if unknown:
         raise ValueError(
             f"unknown onecycle option(s) {sorted(unknown)}; accepted: {sorted(ONECYCLE_DEFAULTS)}"
         )
     o = {**ONECYCLE_DEFAULTS, **options}
-    pct = o["pct_start"]
-    if isinstance(pct, bool) or not isinstance(pct, (int, float)) or not 0 <= pct <= 1:
-        raise ValueError(f"onecycle pct_start must be a number in [0, 1], got {pct!r}")
+    pct = _fraction(o["pct_start"], "onecycle pct_start")
     if o["anneal_strategy"] not in ("cos", "linear"):
         raise ValueError(
             f"onecycle anneal_strategy must be 'cos' or 'linear', got {o['anneal_strategy']!r}"
@@ -122,9 +144,18 @@ def onecycle(base_lr: float, total_steps: int, **options: Any) -> np.ndarray:
             (float(pct * total_steps) - 1, initial, base_lr),
             (total_steps - 1.0, base_lr, minimum),
         ]
-    steps = np.arange(total_steps, dtype=np.float64)
-    rates = np.empty(total_steps, dtype=np.float64)
-    done = np.zeros(total_steps, dtype=bool)
+    start = 0.0
+    for end, _, _ in phases:
+        if not end > start:  # PyTorch divides by zero here
+            raise ValueError(
+                f"onecycle with pct_start={pct:g} over {total_steps} steps leaves a phase "
+                "without steps; give the fit more steps or a pct_start that gives each "
+                "phase at least one"
+            )
+        start = end
+    steps = _steps(total_steps, at)
+    rates = np.empty(len(steps), dtype=np.float64)
+    done = np.zeros(len(steps), dtype=bool)
     start = 0.0
     for i, (end, lr_from, lr_to) in enumerate(phases):
         here = ~done if i == len(phases) - 1 else ~done & (steps <= end)
@@ -142,8 +173,11 @@ def onecycle(base_lr: float, total_steps: int, **options: Any) -> np.ndarray:
 TRIANGLE_DEFAULTS: dict[str, float] = {"start": 0.2, "peak": 0.23, "end": 0.07}
 
 
-def triangle(base_lr: float, total_steps: int, **options: Any) -> np.ndarray:
-    """The rate of each of ``total_steps`` steps under airbench's triangular schedule:
+def triangle(
+    base_lr: float, total_steps: int, at: np.ndarray | None = None, **options: Any
+) -> np.ndarray:
+    """The rate of each of ``total_steps`` steps (or of the steps ``at``) under airbench's
+    triangular schedule:
     ``base_lr`` times the piecewise-linear curve through ``(0, start)``,
     ``(int(peak * total_steps), 1)`` and ``(total_steps, end)``, read at step ``t``
     (as its ``LambdaLR`` reads ``lr_schedule[t]``)."""
@@ -154,16 +188,15 @@ def triangle(base_lr: float, total_steps: int, **options: Any) -> np.ndarray:
         )
     o = {**TRIANGLE_DEFAULTS, **options}
     for key in ("start", "end"):
-        if isinstance(o[key], bool) or not isinstance(o[key], (int, float, np.floating)):
+        if not _is_number(o[key]):
             raise TypeError(f"triangle {key} must be a number, got {o[key]!r}")
+        o[key] = float(o[key])
         if not (math.isfinite(o[key]) and o[key] >= 0):
             raise ValueError(f"triangle {key} must be a finite number >= 0, got {o[key]}")
-    peak = o["peak"]
-    if isinstance(peak, bool) or not isinstance(peak, (int, float)) or not 0 <= peak <= 1:
-        raise ValueError(f"triangle peak must be a number in [0, 1], got {peak!r}")
+    peak = _fraction(o["peak"], "triangle peak")
     top = int(peak * total_steps)
-    t = np.arange(total_steps, dtype=np.float64)
-    up = o["start"] + (1.0 - o["start"]) * t / top if top > 0 else np.ones(total_steps)
+    t = _steps(total_steps, at)
+    up = o["start"] + (1.0 - o["start"]) * t / top if top > 0 else np.ones(len(t))
     down = 1.0 + (o["end"] - 1.0) * (t - top) / max(total_steps - top, 1)
     return base_lr * np.where(t < top, up, down)
 
@@ -175,8 +208,8 @@ def check_epochs(value: Any) -> float | int:
     ):
         raise TypeError(f"epochs must be a number, got {type(value).__name__}")
     if isinstance(value, (int, np.integer)):
-        if value < 1:
-            raise ValueError(f"epochs must be >= 1, got {value}")
+        if not 1 <= value <= 2**31:
+            raise ValueError(f"epochs must be a number in (0, 2**31], got {value}")
         return int(value)
     if not (math.isfinite(value) and 0 < value <= 2**31):
         raise ValueError(f"epochs must be a number in (0, 2**31], got {value}")
@@ -275,19 +308,63 @@ def validate(spec: Any) -> None:
     _check_spec(spec)
 
 
+class Plan:
+    """The rates of a fit under a named schedule, computed an epoch at a time:
+    ``plan[epoch]`` is that epoch's ``steps_per_epoch`` rates. Nothing is computed
+    for the epochs a fit never reaches, so any number of epochs costs the memory of
+    one (a plan of every step up front took 32 GiB for ``epochs=2**31``)."""
+
+    def __init__(
+        self, kind: str, args: tuple[Any, ...], base_lr: float, epochs: int, steps: int, total: int
+    ) -> None:
+        self.kind, self.args, self.base_lr = kind, args, base_lr
+        self.epochs, self.steps_per_epoch, self.total_steps = epochs, steps, total
+        self[0]  # the options' checks that depend on the fit's length, before it starts
+
+    def __len__(self) -> int:
+        return self.epochs
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.epochs, self.steps_per_epoch)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        """Every epoch's rates at once, ``(epochs, steps_per_epoch)``: for tests and
+        plots of short fits (it allocates the whole plan)."""
+        out = np.stack([self[e] for e in range(self.epochs)])
+        return out if dtype is None else out.astype(dtype)
+
+    def __getitem__(self, epoch: int) -> np.ndarray:
+        if not 0 <= epoch < self.epochs:
+            raise IndexError(f"epoch {epoch} is outside the plan's {self.epochs} epochs")
+        first = epoch * self.steps_per_epoch
+        # The unused tail of a last epoch cut short repeats the last rate.
+        at = np.minimum(np.arange(first, first + self.steps_per_epoch), self.total_steps - 1)
+        options = self.args[0] if self.args else {}
+        if self.kind == "cosine":
+            return cosine(self.base_lr, self.total_steps, at)
+        if self.kind == "onecycle":
+            return onecycle(self.base_lr, self.total_steps, at, **options)
+        if self.kind == "triangle":
+            return triangle(self.base_lr, self.total_steps, at, **options)
+        every, factor = self.args  # "step": one rate for the whole epoch
+        return np.full(self.steps_per_epoch, self.base_lr * factor ** (epoch // every))
+
+
 def plan(
     spec: Any,
     base_lr: float,
     epochs: int,
     steps_per_epoch: int,
     total_steps: int | None = None,
-) -> np.ndarray | None:
-    """The rates of a fit, shape ``(epochs, steps_per_epoch)``, for a named schedule;
-    None for ``None``, ``"constant"`` and functions (which run epoch by epoch).
+) -> Plan | None:
+    """The rates of a fit for a named schedule, as a :class:`Plan` (``plan[epoch]``,
+    shape ``(steps_per_epoch,)``); None for ``None``, ``"constant"`` and functions
+    (which run epoch by epoch).
 
     ``total_steps`` (default ``epochs * steps_per_epoch``) is the steps the fit
     takes when its last epoch is cut short: the schedule spans those, and the
-    unused tail of the last row repeats its last rate.
+    unused tail of the last epoch repeats its last rate.
     """
     if spec is None or callable(spec):
         return None
@@ -296,14 +373,4 @@ def plan(
     total = full if total_steps is None else min(total_steps, full)
     if kind == "constant":
         return None
-    if kind == "cosine":
-        rates = cosine(base_lr, total)
-    elif kind == "onecycle":
-        rates = onecycle(base_lr, total, **(args[0] if args else {}))
-    elif kind == "triangle":
-        rates = triangle(base_lr, total, **(args[0] if args else {}))
-    else:
-        per_epoch = step(base_lr, epochs, *args)
-        rates = np.repeat(per_epoch, steps_per_epoch)[:total]
-    rates = np.concatenate([rates, np.full(full - total, rates[-1])])
-    return rates.reshape(epochs, steps_per_epoch)
+    return Plan(kind, args, base_lr, epochs, steps_per_epoch, total)

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from . import _core, datasets, metrics
-from ._arrays import as_images
+from ._arrays import as_images, augment_layers, check_count
 from ._threads import all_cores, libtorch_threads
 from ._trial import split_params
 from .callbacks import EarlyStopping
@@ -408,11 +408,25 @@ def compare_training_recipes(
         "test_accuracy", "test_loss"}`` (``gap``: training minus validation accuracy
         at the epoch kept) and ``summary`` says in words what changed.
     """
-    flips = any(layer[0] == "random_flip" for layer in augment)
+    # The comparison is made on the held-out part: without one there is nothing to
+    # compare (and early stopping nothing to watch). Checked before any training.
+    if (
+        isinstance(validation_split, bool)
+        or not isinstance(validation_split, (int, float, np.integer, np.floating))
+        or not 0 < float(validation_split) < 1
+    ):
+        raise ValueError(
+            "validation_split must be a number in (0, 1): the two runs are compared on "
+            f"that held-out part, got {validation_split!r}"
+        )
+    augment = augment_layers(augment)
+    check_count(patience, "patience", 0)
+    check_count(epochs_factor, "epochs_factor")
+    flips = any(layer and layer[0] == "random_flip" for layer in augment)
     recipes: dict[str, dict[str, Any]] = {
         "plain": {},
         "recipe": {
-            "augment": [tuple(layer) for layer in augment],
+            "augment": augment,
             "lr_schedule": lr_schedule,
             "epochs": int(params.get("epochs", 10)) * epochs_factor,
             "callbacks": [EarlyStopping(patience=patience, restore_best_weights=True)],
@@ -472,6 +486,8 @@ def compare_training_recipes(
 
 #: airbench94 takes 32×32 images (CIFAR's); it needs at least 25×25.
 AIRBENCH_SIDE = 32
+#: The largest side :func:`upscale` makes (beyond any network here; bounds its copy).
+MAX_UPSCALE_SIDE = 1024
 
 
 def upscale(x: Any, side: int = AIRBENCH_SIDE) -> np.ndarray:
@@ -479,6 +495,9 @@ def upscale(x: Any, side: int = AIRBENCH_SIDE) -> np.ndarray:
     times along both axes (digits' 8×8 become 32×32); unchanged when already large.
     Takes what ``Model.fit`` takes: (N, H, W) grayscale gets its channel axis."""
     x = as_images(x)
+    side = check_count(side, "side")
+    if side > MAX_UPSCALE_SIDE:
+        raise ValueError(f"side must be <= {MAX_UPSCALE_SIDE} pixels, got {side}")
     factor = -(-side // min(x.shape[1], x.shape[2]))
     if factor <= 1:
         return x

@@ -15,7 +15,7 @@ use std::io::Read;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use tch::{Device, Tensor};
+use tch::Device;
 
 use super::arch::{self, Layer};
 use super::input::Normalization;
@@ -243,51 +243,35 @@ fn check_tensors(
     Ok(end)
 }
 
-/// Copies each tensor of `data` into the model's variable of the same name.
+/// Sets the model's variables from the tensors of `data` through
+/// [`Model::load_state_dict`], the one loader of weights (names, shapes and
+/// finite values checked before anything changes); its refusal becomes a
+/// format error that names the file.
 fn copy_weights(
-    model: &Model,
+    model: &mut Model,
     entries: &HashMap<String, Entry>,
     data: &[u8],
     bad: &dyn Fn(String) -> Error,
 ) -> Result<()> {
-    let built = model.built().expect("built by the caller");
-    let vars = built.vs.variables();
-    if entries.len() != vars.len() {
-        return Err(bad(format!(
-            "it holds {} tensors but the architecture has {}",
-            entries.len(),
-            vars.len()
-        )));
-    }
-    for (name, var) in vars {
-        let e = entries
-            .get(&name)
-            .ok_or_else(|| bad(format!("tensor {name:?} is missing")))?;
-        let expected: Vec<usize> = var
-            .size()
-            .iter()
-            .map(|&d| usize::try_from(d).unwrap_or(0))
-            .collect();
-        if e.shape != expected {
-            return Err(bad(format!(
-                "tensor {name:?} has shape {:?}, expected {expected:?}",
-                e.shape
-            )));
-        }
-        let bytes = &data[e.data_offsets[0] as usize..e.data_offsets[1] as usize];
-        let values: Vec<f32> = bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        let src = Tensor::f_from_slice(&values)?
-            .f_view(var.size().as_slice())?
-            .f_to_device(var.device())?;
-        tch::no_grad(|| {
-            let mut var = var;
-            var.f_copy_(&src)
-        })?;
-    }
-    Ok(())
+    let decoded: Vec<(String, Vec<usize>, Vec<f32>)> = entries
+        .iter()
+        .map(|(name, e)| {
+            let bytes = &data[e.data_offsets[0] as usize..e.data_offsets[1] as usize];
+            let values = bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            (name.clone(), e.shape.clone(), values)
+        })
+        .collect();
+    let view: Vec<(String, Vec<usize>, &[f32])> = decoded
+        .iter()
+        .map(|(n, shape, v)| (n.clone(), shape.clone(), v.as_slice()))
+        .collect();
+    model.load_state_dict(&view).map_err(|e| match e {
+        Error::InvalidArgument(msg) => bad(msg.trim_start_matches("load_state_dict: ").into()),
+        other => other,
+    })
 }
 
 /// Reads a model written by [`save`] onto `device`, to run in `precision`
@@ -352,7 +336,7 @@ pub fn load(path: &Path, device: Device, precision: Option<Precision>) -> Result
         .build(meta.input_shape, meta.num_classes)
         .map_err(|e| bad(e.to_string()))?;
     model.set_normalization(normalization)?;
-    copy_weights(&model, &header.entries, &data, &bad)?;
+    copy_weights(&mut model, &header.entries, &data, &bad)?;
     model
         .set_class_names(meta.class_names)
         .map_err(|e| bad(e.to_string()))?;

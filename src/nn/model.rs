@@ -733,6 +733,15 @@ impl Model {
                     "load_state_dict: {name:?} has shape {shape:?}, the model's is {expected:?}"
                 )));
             }
+            // A NaN or infinite weight makes every prediction NaN: refuse it before
+            // anything is copied, so a refused load leaves the model as it was.
+            if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+                return Err(Error::invalid(format!(
+                    "load_state_dict: {name:?} holds a non-finite value ({}) at flat index \
+                     {i}; every weight must be a finite number",
+                    data[i]
+                )));
+            }
             checked.push((var, data));
         }
         if let Some(missing) = vars

@@ -83,6 +83,13 @@ bench: develop
 	$(PY) -m pip install -q opencv-python-headless scipy
 	$(PY) benchmarks/bench_ops.py
 	$(PY) benchmarks/bench_train.py
+	$(PY) benchmarks/bench_threads.py
+
+# The training benchmarks again with every library held to AVX2: an AVX2-only CPU's
+# numbers, measured on any machine (RESULTS.md's "(CPU held to AVX2)" sections).
+bench-avx2: develop
+	env $(AVX2_ENV) $(PY) benchmarks/bench_train.py --write
+	env $(AVX2_ENV) $(PY) benchmarks/bench_train.py --arch airbench94 --write
 
 # On a machine with a GPU, after `make wheel` (here or elsewhere): the CUDA tests and
 # benchmark against the installed wheel. Needs no Rust toolchain there.

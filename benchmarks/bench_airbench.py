@@ -186,6 +186,8 @@ def run(args: argparse.Namespace) -> list[str]:
     precisions = ["bf16", "fp16"] if cuda else ["fp32", "bf16"]
     if cuda and not torch.cuda.is_bf16_supported(including_emulation=False):
         precisions.remove("bf16")
+    if not cuda and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        precisions.remove("bf16")  # emulated (an AVX2-only CPU): slower than fp32
     for p in precisions:
         peers[f"cnnrs {p}"] = lambda _root, p=p: cnnrs_fit(x, y, epochs, device, p)
     if cuda:
@@ -194,6 +196,8 @@ def run(args: argparse.Namespace) -> list[str]:
         )
     else:
         for p, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+            if p not in precisions:
+                continue
             for cl in (False, True):
                 label = f"airbench loop {p} {'channels_last' if cl else 'NCHW'}"
                 peers[label] = lambda root, dtype=dtype, cl=cl: reference_cpu_fit(

@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import cnnrs
+from cnnrs._machine import cpu_description, dispatch_description
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import write_section  # noqa: E402
@@ -223,30 +224,19 @@ def timed_fit(cfg: Config, x, y, epochs: int, batch: int, device: str) -> float:
 # -- reporting ---------------------------------------------------------------------------
 
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def cpu_bf16_flags() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((ln.split(":", 1)[1].split() for ln in f if ln.startswith("flags")), [])
-    except OSError:
-        flags = []
-    have = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
-    return ", ".join(have) if have else "no avx512_bf16/amx_bf16"
+def held_to_avx2() -> str:
+    """A heading suffix for runs with libtorch's CPU kernels held below the CPU's best
+    (``make bench-avx2``): their numbers stand for an AVX2-only CPU."""
+    return " (CPU held to AVX2)" if os.environ.get("ATEN_CPU_CAPABILITY") == "avx2" else ""
 
 
 def supported_precisions(device: str) -> list[str]:
-    """Precisions this device can run at all (for both cnnrs and PyTorch)."""
+    """Precisions this device computes natively (for both cnnrs and PyTorch): on a CPU,
+    bf16 only where oneDNN has AVX-512 BF16 or AMX (elsewhere it emulates it, slower
+    than fp32, and cnnrs's "auto" picks fp32)."""
     out = ["fp32", "bf16"]
+    if device == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        out.remove("bf16")
     if device.startswith("cuda"):
         if not torch.cuda.is_bf16_supported(including_emulation=False):
             out.remove("bf16")
@@ -272,9 +262,9 @@ def airbench_main(argv: list[str]) -> None:
     start = time.perf_counter()
     body = bench_airbench.run(args)
     if args.device == "cuda":
-        machine = f"{torch.cuda.get_device_name()}; host {cpu_name()}"
+        machine = f"{torch.cuda.get_device_name()}; host {cpu_description()}"
     else:
-        machine = f"{cpu_name()}, {os.cpu_count()} cores ({cpu_bf16_flags()})"
+        machine = f"{cpu_description()}; {dispatch_description()}"
     command = "python benchmarks/bench_train.py " + shlex.join(argv)
     lines = [
         f"Machine: {machine}. Date: {datetime.date.today()}. Command: `{command}` "
@@ -284,6 +274,8 @@ def airbench_main(argv: list[str]) -> None:
         *body,
     ]
     heading = f"## Training airbench94 ({'CUDA' if args.device == 'cuda' else 'CPU'})"
+    if args.device != "cuda":
+        heading += held_to_avx2()
     print("\n".join([heading, "", *lines]))
     if args.write:
         write_section(heading, lines)
@@ -404,15 +396,15 @@ def main() -> None:
     if device == "cuda":
         machine = (
             f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}, "
-            f"cuDNN {torch.backends.cudnn.version()}); host {cpu_name()}; TF32 for fp32 "
+            f"cuDNN {torch.backends.cudnn.version()}); host {cpu_description()}; TF32 for fp32 "
             f"convolutions {torch.backends.cudnn.allow_tf32}, matmuls "
             f"{torch.backends.cuda.matmul.allow_tf32} (libtorch's global flags, the same for "
             "cnnrs and PyTorch)"
         )
         heading = "## Training (CUDA)"
     else:
-        machine = f"{cpu_name()}, {os.cpu_count()} cores ({cpu_bf16_flags()})"
-        heading = "## Training"
+        machine = f"{cpu_description()}; {dispatch_description()}"
+        heading = "## Training" + held_to_avx2()
     command = "python benchmarks/bench_train.py " + shlex.join(sys.argv[1:])
     lines = [
         heading,

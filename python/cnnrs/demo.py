@@ -380,7 +380,7 @@ def section2(config: DemoConfig, figures: FigureFolder, log: StepLog) -> dict[st
         f"  {FOLDS}-fold cross-validation of {len(plan.cv_architectures)} architectures, "
         f"{plan.epochs} epochs, learning rate {plan.cv_learning_rate:g}, "
         f"batch size {plan.batch_size}"
-        + (f", {course_threads} libtorch threads" if course_threads else "")
+        + (f", libtorch threads: {course_threads}" if course_threads else "")
     )
 
     def cv_done(arch: str, r: dict[str, Any]) -> None:
@@ -515,7 +515,7 @@ def section2(config: DemoConfig, figures: FigureFolder, log: StepLog) -> dict[st
         "  airbench94 with its own recipe (SGD-Nesterov, label smoothing, Lookahead, "
         "alternating flips and translations, test-time augmentation)"
         + (", digits upscaled to 32×32" if config.dataset == "digits" else "")
-        + (f", {air_threads} libtorch threads" if air_threads else "")
+        + (f", libtorch threads: {air_threads}" if air_threads else "")
     )
     with study.libtorch_threads(air_threads):
         air = study.fit_airbench94(

@@ -52,7 +52,9 @@ def test_history_learning_rate_follows_the_schedule(digits):
     m = model(learning_rate=1e-3)
     h = m.fit(x, y, epochs=3, batch_size=64, verbose=0, lr_schedule="cosine")
     steps = -(-300 // 64)
-    assert h["learning_rate"] == np.asarray(schedules.plan("cosine", 1e-3, 3, steps))[:, -1].tolist()
+    assert (
+        h["learning_rate"] == np.asarray(schedules.plan("cosine", 1e-3, 3, steps))[:, -1].tolist()
+    )
     h2 = model(learning_rate=1e-3).fit(x, y, epochs=3, batch_size=64, verbose=0)
     assert h2["learning_rate"] == [1e-3] * 3
     assert h["loss"][1:] != h2["loss"][1:]  # the rates reached the optimiser

@@ -178,3 +178,43 @@ def test_compare_training_recipes_needs_a_held_out_part(small, split):
         study.compare_training_recipes(
             {"architecture": "custom", "epochs": 1}, x, y, x, y, augment=[], validation_split=split
         )
+
+
+# --- callbacks copied for every fold --------------------------------------------------
+
+
+def test_a_callback_that_has_run_can_be_copied_into_cross_validate(small):
+    from cnnrs.callbacks import EarlyStopping
+
+    x, y = small
+    stopper = EarlyStopping(monitor="loss", patience=1, restore_best_weights=True)
+    cnnrs.Model("custom", device="cpu", seed=0).fit(x, y, epochs=2, verbose=0, callbacks=[stopper])
+    assert stopper.best_weights is not None  # holds a snapshot of that model's weights
+    cv = cnnrs.cross_validate("custom", x, y, cv=2, epochs=1, verbose=0, callbacks=[stopper])
+    assert len(cv["fold_accuracies"]) == 2
+
+
+def test_an_uncopyable_callback_is_named(small):
+    import threading
+
+    from cnnrs.callbacks import Callback
+
+    class Holds(Callback):
+        def __init__(self):
+            super().__init__()
+            self.lock = threading.Lock()  # locks cannot be deep-copied
+
+    x, y = small
+    with pytest.raises(TypeError, match=r"callbacks\[1\] \(Holds\) cannot be deep-copied"):
+        cnnrs.cross_validate(
+            "custom", x, y, cv=2, epochs=1, verbose=0, callbacks=[ReduceLROnPlateau(), Holds()]
+        )
+
+
+def test_flip_translate_on_images_too_small_to_pad_says_so():
+    m = cnnrs.Model([("flatten",), ("dense", 4)], device="cpu", seed=0)
+    x = np.random.default_rng(0).integers(0, 255, (8, 1, 1, 1)).astype(np.uint8)
+    m.fit(x, np.arange(8) % 2, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=r"needs images of at least 2×2 pixels.*got 1×1"):
+        m.predict(x, tta="flip_translate")
+    assert m.predict(x, tta="flip").shape == (8, 2)

@@ -21,7 +21,15 @@ from ._progress import FoldProgress
 from ._threads import libtorch_threads
 from .models import Model
 
-__all__ = ["FIT_ARGS", "MODEL_ARGS", "Fold", "fit_and_score", "make_folds", "split_params"]
+__all__ = [
+    "FIT_ARGS",
+    "MODEL_ARGS",
+    "Fold",
+    "copy_callbacks",
+    "fit_and_score",
+    "make_folds",
+    "split_params",
+]
 
 #: ``Model(...)`` arguments a parameter dict may set (the data decides the rest).
 MODEL_ARGS = frozenset(
@@ -100,6 +108,21 @@ def split_params(params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, A
     return model_kw, fit_kw
 
 
+def copy_callbacks(callbacks: Iterable[Any]) -> list[Any]:
+    """A fresh deep copy of each callback (every fold and refit starts from clean
+    callback state); one that cannot be copied is named in the error."""
+    out = []
+    for i, cb in enumerate(callbacks):
+        try:
+            out.append(copy.deepcopy(cb))
+        except Exception as exc:  # noqa: BLE001 (any failure of a user's object)
+            raise TypeError(
+                f"callbacks[{i}] ({type(cb).__name__}) cannot be deep-copied, which every "
+                f"fold needs to start from fresh callback state: {type(exc).__name__}: {exc}"
+            ) from exc
+    return out
+
+
 def fit_and_score(
     params: Mapping[str, Any],
     x: np.ndarray,
@@ -148,7 +171,7 @@ def _fit_and_score(
     model_kw, fit_kw = split_params(params)
     model_kw.setdefault("seed", seed)
     if fit_kw.get("callbacks") is not None:
-        fit_kw["callbacks"] = copy.deepcopy(list(fit_kw["callbacks"]))
+        fit_kw["callbacks"] = copy_callbacks(fit_kw["callbacks"])
     model = Model(**model_kw)
     model.build(x.shape[1:], num_classes)
     printer = FoldProgress(fold[0], fold[1], verbose) if verbose else None

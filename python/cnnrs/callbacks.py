@@ -60,6 +60,10 @@ class Callback:
         ``{"epochs", "steps", "verbose"}`` of the running fit.
     """
 
+    #: Attributes that hold one fit's device state (weight snapshots): a copy gets
+    #: None there, as ``on_train_begin`` would set them anyway.
+    _fit_state: tuple[str, ...] = ()
+
     def __init__(self) -> None:
         self._model: Any = None
         self.params: dict[str, Any] = {}
@@ -94,7 +98,8 @@ class Callback:
         new = cls.__new__(cls)
         memo[id(self)] = new
         for key, value in self.__dict__.items():
-            new.__dict__[key] = None if key == "_model" else copy.deepcopy(value, memo)
+            fresh = key == "_model" or key in self._fit_state
+            new.__dict__[key] = None if fresh else copy.deepcopy(value, memo)
         return new
 
 
@@ -224,6 +229,8 @@ class EarlyStopping(Callback):
     best_epoch : int
         The 0-based epoch with the best value.
     """
+
+    _fit_state = ("best_weights",)
 
     def __init__(
         self,

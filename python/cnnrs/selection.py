@@ -13,7 +13,6 @@ images and int64 labels; every trial receives those arrays.
 
 from __future__ import annotations
 
-import copy
 import itertools
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -24,7 +23,7 @@ import numpy as np
 from . import schedules
 from ._arrays import as_images, as_labels, check_count, class_count
 from ._threads import libtorch_threads, trial_threads
-from ._trial import Fold, fit_and_score, make_folds, split_params
+from ._trial import Fold, copy_callbacks, fit_and_score, make_folds, split_params
 from .models import Model
 
 __all__ = [
@@ -286,7 +285,7 @@ def grid_search(
         model_kw, fit_kw = split_params(full[best])
         model_kw.setdefault("seed", seed)
         if fit_kw.get("callbacks") is not None:
-            fit_kw["callbacks"] = copy.deepcopy(list(fit_kw["callbacks"]))
+            fit_kw["callbacks"] = copy_callbacks(fit_kw["callbacks"])
         model = Model(**model_kw)
         model.build(xa.shape[1:], num_classes)
         with libtorch_threads(threads):

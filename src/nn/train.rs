@@ -268,6 +268,12 @@ impl Inference {
             Tta::FlipTranslate => {
                 let s = xb.size();
                 let (h, w) = (s[2], s[3]);
+                if h < 2 || w < 2 {
+                    return Err(Error::invalid(format!(
+                        "tta=\"flip_translate\" needs images of at least 2×2 pixels (it \
+                         reflect-pads them by one), got {h}×{w}; use tta=\"flip\" or \"none\""
+                    )));
+                }
                 let padded = xb.f_reflection_pad2d([1, 1, 1, 1])?;
                 let up_left = padded.f_narrow(2, 0, h)?.f_narrow(3, 0, w)?;
                 let down_right = padded.f_narrow(2, 2, h)?.f_narrow(3, 2, w)?;

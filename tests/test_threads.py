@@ -164,3 +164,52 @@ def test_ctrl_c_still_works_while_a_reader_thread_polls():
         """
     )
     assert "interrupted" in out
+
+
+def test_cross_model_fits_from_callbacks_in_two_threads_never_hang():
+    """Thread 1 fits A and, from A's callback, fits B; thread 2 fits B and, from B's
+    callback, fits A. With a lock per model both waited forever; now the thread whose
+    wait would close the circle is refused at once and the other completes."""
+    out = run_child(
+        """
+        from cnnrs.callbacks import Callback
+        a = cnnrs.Model("custom", seed=0, device="cpu")
+        b = cnnrs.Model("custom", seed=1, device="cpu")
+        both_inside = threading.Barrier(2, timeout=30)
+        results = {}
+
+        class FitOther(Callback):
+            def __init__(self, other):
+                super().__init__()
+                self.other = other
+            def on_epoch_end(self, epoch, logs=None):
+                if epoch == 0:
+                    both_inside.wait()  # both outer fits are running
+                    self.other.fit(x[:64], y[:64], epochs=1, verbose=0)
+
+        def run(name, model, other):
+            try:
+                model.fit(x, y, epochs=2, verbose=0, callbacks=[FitOther(other)])
+                results[name] = "done"
+            except RuntimeError as e:
+                results[name] = str(e)
+
+        threads = [threading.Thread(target=run, args=("A", a, b)),
+                   threading.Thread(target=run, args=("B", b, a))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert not any(t.is_alive() for t in threads), "hung"
+        outcomes = sorted(results.values())
+        assert outcomes[0] == "done", results
+        assert "fit would wait forever" in outcomes[1], results
+        # Both models are usable afterwards, and a plain fit of each works.
+        for m in (a, b):
+            m.fit(x[:64], y[:64], epochs=1, verbose=0)
+            assert m.predict(x[:4]).shape == (4, 10)
+        print("outcomes", outcomes)
+        """,
+        timeout=180,
+    )
+    assert "outcomes" in out

@@ -10,15 +10,14 @@ import json
 import math
 import os
 import secrets
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any, Callable, Union
 
 import numpy as np
 
 from . import _core, schedules
 from ._arrays import as_images, as_labels, augment_layers, check_count, class_count
+from ._fit_turns import fit_turn
 from ._progress import KerasProgress
 from .callbacks import Callback, CallbackList, LearningRateScheduler
 
@@ -160,8 +159,6 @@ class Model:
         self.seed = int(seed)
         self._learning_rate = self._net.learning_rate
         self.stop_training = False
-        self._fit_lock = threading.Lock()
-        self._fit_thread: int | None = None
         self.history: dict[str, list[float]] = {}
         if class_names is not None:
             self._net.class_names = [str(c) for c in class_names]
@@ -437,7 +434,7 @@ class Model:
         if printer is None and verbose:
             printer = KerasProgress(verbose)
 
-        with self._one_fit_at_a_time():
+        with fit_turn(self):
             return self._run_fit(
                 xa,
                 ya,
@@ -452,22 +449,6 @@ class Model:
                 base,
                 printer,
             )
-
-    @contextmanager
-    def _one_fit_at_a_time(self) -> Iterator[None]:
-        """Two threads fitting one model take turns (the whole fit, not epoch by
-        epoch); a fit started from inside this model's own fit is refused."""
-        if self._fit_thread == threading.get_ident():
-            raise RuntimeError(
-                "fit was called on a model that this thread is already fitting "
-                "(from a callback?); fit another model, or fit after this fit returns"
-            )
-        with self._fit_lock:
-            self._fit_thread = threading.get_ident()
-            try:
-                yield
-            finally:
-                self._fit_thread = None
 
     def _run_fit(
         self,
@@ -678,8 +659,6 @@ class Model:
         model.history = {}
         model._learning_rate = model._net.learning_rate
         model.stop_training = False
-        model._fit_lock = threading.Lock()
-        model._fit_thread = None
         return model
 
     def __repr__(self) -> str:

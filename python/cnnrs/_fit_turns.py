@@ -30,7 +30,8 @@ _waiting_for: dict[int, int] = {}  # thread ident -> id(model) it waits to fit
 
 def _circle(model: int, me: int) -> list[int] | None:
     """The threads of the circle my wait for ``model`` would close, or None."""
-    chain, thread = [], _holder.get(model)
+    chain: list[int] = []
+    thread = _holder.get(model)
     while thread is not None and thread not in chain:
         if thread == me:
             return chain

@@ -140,9 +140,27 @@ def test_augment_slips_say_how_to_write_it(augment, fragment):
     assert fragment in str(info.value)
 
 
+@pytest.mark.parametrize("steps", [1, 3, 7])
+def test_onecycle_on_few_steps_equals_pytorchs(steps):
+    import torch
+
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=1e-3)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=1e-3, total_steps=steps, cycle_momentum=False
+    )
+    ref = []
+    for _ in range(steps):
+        ref.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    ours = np.asarray(schedules.plan("onecycle", 1e-3, 1, steps)).ravel()
+    np.testing.assert_allclose(ours, ref, rtol=1e-12)
+
+
 def test_onecycle_whose_warm_up_has_no_step_says_so(small):
     x, y = small
-    with pytest.raises(ValueError, match="pct_start=0.5 over 2 steps leaves a phase"):
+    with pytest.raises(ValueError, match="pct_start=0.5 over 2 steps gives the warm-up a single"):
         cnnrs.Model("custom", device="cpu").fit(
             x[:64],
             y[:64],
@@ -218,3 +236,29 @@ def test_flip_translate_on_images_too_small_to_pad_says_so():
     with pytest.raises(ValueError, match=r"needs images of at least 2×2 pixels.*got 1×1"):
         m.predict(x, tta="flip_translate")
     assert m.predict(x, tta="flip").shape == (8, 2)
+
+
+@pytest.mark.parametrize(
+    "make, error, fragment",
+    [
+        (lambda: cnnrs.callbacks.EarlyStopping(min_delta=np.nan), ValueError, "min_delta"),
+        (lambda: cnnrs.callbacks.EarlyStopping(monitor=3), TypeError, "monitor"),
+        (lambda: cnnrs.callbacks.EarlyStopping(baseline=np.inf), ValueError, "baseline"),
+        (lambda: ReduceLROnPlateau(min_delta=np.inf), ValueError, "min_delta"),
+        (lambda: ReduceLROnPlateau(monitor=None), TypeError, "monitor"),
+        (lambda: cnnrs.callbacks.ModelCheckpoint(3), TypeError, "filepath"),
+    ],
+)
+def test_callback_arguments_are_checked_when_made(make, error, fragment):
+    with pytest.raises(error, match=fragment):
+        make()
+
+
+def test_numpy_scalars_are_callback_numbers():
+    r = ReduceLROnPlateau(factor=np.float32(0.5), min_delta=np.float64(1e-3), patience=np.int64(2))
+    assert (r.factor, r.patience) == (0.5, 2)
+
+
+def test_a_bad_augmentation_setting_names_its_place_in_augment():
+    with pytest.raises(ValueError, match=r"augment\[1\]: random_crop pad"):
+        cnnrs.Model("custom", device="cpu", augment=[("cutout", 2), ("random_crop", np.nan)])

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import warnings
 from collections.abc import Iterable
 from typing import Any, Callable
@@ -191,6 +192,20 @@ def _direction(monitor: str, mode: str, name: str) -> str:
     )
 
 
+def _monitor(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"monitor must be a metric name (str) such as 'val_loss', got {value!r}")
+    return value
+
+
+def _finite(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}")
+    return float(value)
+
+
 def _non_negative(value: Any, name: str) -> Any:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
@@ -244,11 +259,11 @@ class EarlyStopping(Callback):
         start_from_epoch: int = 0,
     ) -> None:
         super().__init__()
-        self.monitor = monitor
+        self.monitor = _monitor(monitor)
         self.patience = _non_negative(patience, "patience")
         self.verbose = verbose
-        self.baseline = baseline
-        self.min_delta = abs(min_delta)
+        self.baseline = baseline if baseline is None else _finite(baseline, "baseline")
+        self.min_delta = abs(_finite(min_delta, "min_delta"))
         self.wait = 0
         self.stopped_epoch = 0
         self.restore_best_weights = restore_best_weights
@@ -348,8 +363,15 @@ class ModelCheckpoint(Callback):
         mode: str = "auto",
     ) -> None:
         super().__init__()
-        self.filepath = str(filepath) if not isinstance(filepath, str) else filepath
-        self.monitor = monitor
+        try:
+            self.filepath = os.fspath(filepath)
+        except TypeError:
+            raise TypeError(
+                f"filepath must be a path (str or os.PathLike), got {filepath!r}"
+            ) from None
+        if not isinstance(self.filepath, str):
+            self.filepath = os.fsdecode(self.filepath)
+        self.monitor = _monitor(monitor)
         self.verbose = verbose
         self.save_best_only = save_best_only
         self.mode = _check_mode(mode, "ModelCheckpoint")
@@ -431,10 +453,10 @@ class ReduceLROnPlateau(Callback):
                 "ReduceLROnPlateau does not support a factor >= 1.0 or <= 0 (the new rate "
                 f"is rate * factor). Received factor={factor}"
             )
-        self.monitor = monitor
+        self.monitor = _monitor(monitor)
         self.factor = float(factor)
         self.min_lr = _non_negative(min_lr, "min_lr")
-        self.min_delta = min_delta
+        self.min_delta = _finite(min_delta, "min_delta")
         self.patience = _non_negative(patience, "patience")
         self.verbose = verbose
         self.cooldown = _non_negative(cooldown, "cooldown")

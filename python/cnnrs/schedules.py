@@ -144,15 +144,12 @@ def onecycle(
             (float(pct * total_steps) - 1, initial, base_lr),
             (total_steps - 1.0, base_lr, minimum),
         ]
-    start = 0.0
-    for end, _, _ in phases:
-        if not end > start:  # PyTorch divides by zero here
-            raise ValueError(
-                f"onecycle with pct_start={pct:g} over {total_steps} steps leaves a phase "
-                "without steps; give the fit more steps or a pct_start that gives each "
-                "phase at least one"
-            )
-        start = end
+    if phases[0][0] == 0.0:  # step 0 ends the warm-up where it starts: 0 / 0
+        raise ValueError(
+            f"onecycle with pct_start={pct:g} over {total_steps} steps gives the warm-up a "
+            "single step that starts and ends it (PyTorch's OneCycleLR divides by zero "
+            "there); give the fit more steps or another pct_start"
+        )
     steps = _steps(total_steps, at)
     rates = np.empty(len(steps), dtype=np.float64)
     done = np.zeros(len(steps), dtype=bool)

@@ -132,7 +132,19 @@ pub(super) fn augment_arg(a: &Bound<'_, PyAny>) -> PyResult<Vec<Layer>> {
         // `augment=[]`: none (also turns a recipe's augmentation off).
         return Ok(Vec::new());
     }
-    let layers = layer_list(PyList::new(a.py(), items)?.as_any().try_iter()?)?;
+    // layer_list names items as an architecture's ("layer 2: ..."); here they are the
+    // user's augment list.
+    let layers = layer_list(PyList::new(a.py(), items)?.as_any().try_iter()?).map_err(|e| {
+        let py = a.py();
+        let msg = e.value(py).to_string();
+        match msg
+            .strip_prefix("layer ")
+            .and_then(|rest| rest.split_once(": "))
+        {
+            Some((i, detail)) => Error::invalid(format!("augment[{i}]: {detail}")).into(),
+            None => e,
+        }
+    })?;
     if let Some((i, l)) = layers
         .iter()
         .enumerate()

@@ -273,9 +273,8 @@ def airbench_main(argv: list[str]) -> None:
         "",
         *body,
     ]
-    heading = f"## Training airbench94 ({'CUDA' if args.device == 'cuda' else 'CPU'})"
-    if args.device != "cuda":
-        heading += held_to_avx2()
+    where = "CUDA" if args.device == "cuda" else ("CPU held to AVX2" if held_to_avx2() else "CPU")
+    heading = f"## Training airbench94 ({where})"
     print("\n".join([heading, "", *lines]))
     if args.write:
         write_section(heading, lines)

@@ -154,41 +154,27 @@ def fit_and_score(
     both backends pass the same number (see :mod:`cnnrs._threads`).
     """
     with libtorch_threads(threads):
-        return _fit_and_score(params, x, y, train_idx, val_idx, num_classes, seed, verbose, fold)
-
-
-def _fit_and_score(
-    params: Mapping[str, Any],
-    x: np.ndarray,
-    y: np.ndarray,
-    train_idx: np.ndarray,
-    val_idx: np.ndarray,
-    num_classes: int,
-    seed: int,
-    verbose: int,
-    fold: tuple[int, int],
-) -> dict[str, Any]:
-    model_kw, fit_kw = split_params(params)
-    model_kw.setdefault("seed", seed)
-    if fit_kw.get("callbacks") is not None:
-        fit_kw["callbacks"] = copy_callbacks(fit_kw["callbacks"])
-    model = Model(**model_kw)
-    model.build(x.shape[1:], num_classes)
-    printer = FoldProgress(fold[0], fold[1], verbose) if verbose else None
-    inner_split = bool(fit_kw.get("validation_split"))
-    history = model.fit(
-        x[train_idx],
-        y[train_idx],
-        validation_data=None if inner_split else (x[val_idx], y[val_idx]),
-        verbose=0,
-        progress=printer,
-        **fit_kw,
-    )
-    if inner_split or fit_kw.get("callbacks") or model.tta != "none":
-        # Callbacks may have restored earlier weights or stopped early, and a recipe's
-        # test-time augmentation (airbench94's) is part of its score: score the model.
-        scores = model.evaluate(x[val_idx], y[val_idx])
-        accuracy, loss = scores["accuracy"], scores["loss"]
-    else:
-        accuracy, loss = history["val_accuracy"][-1], history["val_loss"][-1]
-    return {"accuracy": accuracy, "loss": loss, "history": history}
+        model_kw, fit_kw = split_params(params)
+        model_kw.setdefault("seed", seed)
+        if fit_kw.get("callbacks") is not None:
+            fit_kw["callbacks"] = copy_callbacks(fit_kw["callbacks"])
+        model = Model(**model_kw)
+        model.build(x.shape[1:], num_classes)
+        printer = FoldProgress(fold[0], fold[1], verbose) if verbose else None
+        inner_split = bool(fit_kw.get("validation_split"))
+        history = model.fit(
+            x[train_idx],
+            y[train_idx],
+            validation_data=None if inner_split else (x[val_idx], y[val_idx]),
+            verbose=0,
+            progress=printer,
+            **fit_kw,
+        )
+        if inner_split or fit_kw.get("callbacks") or model.tta != "none":
+            # Callbacks may have restored earlier weights or stopped early, and a recipe's
+            # test-time augmentation (airbench94's) is part of its score: score the model.
+            scores = model.evaluate(x[val_idx], y[val_idx])
+            accuracy, loss = scores["accuracy"], scores["loss"]
+        else:
+            accuracy, loss = history["val_accuracy"][-1], history["val_loss"][-1]
+        return {"accuracy": accuracy, "loss": loss, "history": history}

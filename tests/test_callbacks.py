@@ -27,7 +27,7 @@ from cnnrs.models import Model
 
 
 class ScriptedNetwork:
-    """Stands in for ``_core.Network``: epoch ``e`` reports ``val_loss = losses[e]``
+    """Stands in for ``_core.Model``: epoch ``e`` reports ``val_loss = losses[e]``
     and ``val_accuracy = 1 - losses[e]``; its "weights" are the last epoch's number."""
 
     recipe = None

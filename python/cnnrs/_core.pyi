@@ -209,27 +209,23 @@ def classification_scores(
 
 def architectures() -> list[str]: ...
 
-class WeightsSnapshot:
-    """An opaque copy of every weight and batch-norm statistic of a ``Network``, kept
-    on its device; ``Network.restore`` puts it back."""
+MODEL_SETTINGS: list[str]
+"""The keywords of ``cnnrs.Model`` that ``Model(settings=...)`` takes: the one list
+the core resolves against the architecture's recipe."""
 
-class Network:
-    """The Rust network behind ``cnnrs.Model`` (weights, optimiser state, normalisation)."""
+class WeightsSnapshot:
+    """An opaque copy of every weight and batch-norm statistic of a ``Model``, kept
+    on its device; ``Model.restore`` puts it back."""
+
+class Model:
+    """The Rust model behind ``cnnrs.Model`` (weights, optimiser state, normalisation)."""
 
     def __init__(
         self,
         architecture: str | Sequence[Sequence[Any]],
-        learning_rate: float | None = None,
         device: str | None = None,
         seed: int | None = None,
-        *,
-        precision: str | None = None,
-        optimizer: str | None = None,
-        momentum: float | None = None,
-        nesterov: bool | None = None,
-        weight_decay: float | None = None,
-        label_smoothing: float | None = None,
-        augment: Sequence[Sequence[Any]] | None = None,
+        settings: dict[str, Any] | None = None,
     ) -> None: ...
     def build(self, input_shape: tuple[int, int, int], num_classes: int) -> None: ...
     def begin_fit(
@@ -280,7 +276,7 @@ class Network:
     ) -> npt.NDArray[np.float32]: ...
     def save(self, path: str) -> None: ...
     @staticmethod
-    def load(path: str, device: str | None = None, *, precision: str | None = None) -> Network: ...
+    def load(path: str, device: str | None = None, *, precision: str | None = None) -> Model: ...
     @property
     def architecture(self) -> str: ...
     @property

@@ -11,7 +11,7 @@ import math
 import os
 import secrets
 from collections.abc import Sequence
-from typing import Any, Callable, Union
+from typing import Any, Callable, Generic, TypeVar, Union, overload
 
 import numpy as np
 
@@ -36,6 +36,27 @@ def _check_split(value: Any) -> float:
     if not 0 <= value < 1:
         raise ValueError(f"validation_split must be in [0, 1), got {value}")
     return float(value)
+
+
+T = TypeVar("T")
+
+
+class _FromCore(Generic[T]):
+    """A read-only attribute of ``Model`` answered by its core model (``_net``), where
+    the settings live once (``ModelConfig`` in Rust)."""
+
+    def __init__(self, doc: str = "") -> None:
+        self.__doc__ = doc
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> _FromCore[T]: ...
+    @overload
+    def __get__(self, obj: Model, owner: type | None = None) -> T: ...
+    def __get__(self, obj: Model | None, owner: type | None = None) -> T | _FromCore[T]:
+        return self if obj is None else getattr(obj._net, self.name)
 
 
 class Model:
@@ -141,25 +162,15 @@ class Model:
             or not isinstance(learning_rate, (int, float, np.integer, np.floating))
         ):
             raise TypeError(f"learning_rate must be a number, got {type(learning_rate).__name__}")
-        # Only what the caller gave goes to the network: the rest comes from the
-        # architecture's recipe (airbench94) or Keras's defaults, and a setting
-        # that does not apply (momentum with Adam) is refused there, not ignored.
-        given: dict[str, Any] = {
-            "precision": precision,
-            "optimizer": optimizer,
-            "momentum": momentum,
-            "nesterov": nesterov,
-            "weight_decay": weight_decay,
-            "label_smoothing": label_smoothing,
-            "augment": None if augment is None else augment_layers(augment),
-        }
-        options = {k: v for k, v in given.items() if v is not None}
-        rate = None if learning_rate is None else float(learning_rate)
-        self._net = _core.Network(architecture, rate, device, int(seed), **options)
-        self.seed = int(seed)
-        self._learning_rate = self._net.learning_rate
-        self.stop_training = False
-        self.history: dict[str, list[float]] = {}
+        if augment is not None:
+            augment = augment_layers(augment)
+        # The keywords the user gave, by the names the core resolves (its one list):
+        # the rest come from the architecture's recipe (airbench94) or Keras's
+        # defaults, and a setting that does not apply (momentum with Adam) is
+        # refused there, not ignored.
+        given = locals()
+        settings = {k: given[k] for k in _core.MODEL_SETTINGS if given[k] is not None}
+        self._attach(_core.Model(architecture, device, int(seed), settings))
         if class_names is not None:
             self._net.class_names = [str(c) for c in class_names]
             num_classes = num_classes or len(class_names)
@@ -167,6 +178,14 @@ class Model:
             if num_classes is None:
                 raise ValueError("give num_classes (or class_names) together with input_shape")
             self.build(input_shape, num_classes)
+
+    def _attach(self, net: _core.Model) -> None:
+        """The one place a ``Model`` gets its core model and per-fit state."""
+        self._net = net
+        self.seed: int = net.seed
+        self._learning_rate = net.learning_rate
+        self.stop_training = False
+        self.history: dict[str, list[float]] = {}
 
     # -- construction -----------------------------------------------------
     def build(self, input_shape: tuple[int, int, int], num_classes: int) -> None:
@@ -187,9 +206,27 @@ class Model:
             raise ValueError(f"input_shape must be (height, width, channels), got {input_shape}")
         self._net.build(shape, check_count(num_classes, "num_classes", 2))
 
-    @property
-    def architecture(self) -> str:
-        return self._net.architecture
+    # Settings, fixed at construction, read from the core (where they live once).
+    architecture = _FromCore[str]()
+    optimizer = _FromCore[str]('The optimiser\'s name: "adam", "adamw" or "sgd".')
+    momentum = _FromCore[float]()
+    nesterov = _FromCore[bool]()
+    weight_decay = _FromCore[float]()
+    label_smoothing = _FromCore[float]()
+    tta = _FromCore[str](
+        "The test-time augmentation ``evaluate``/``predict`` use when the call names "
+        'none: "none", or "flip_translate" for airbench94.'
+    )
+    recipe = _FromCore["dict[str, Any] | None"](
+        "The fit defaults the architecture's recipe sets (``batch_size``, ``epochs``, "
+        "``triangle``: the schedule's start, peak position and end), or None."
+    )
+    device = _FromCore[str]()
+    precision = _FromCore[str](
+        'The precision the model trains in, resolved for its device ("auto" never shows).'
+    )
+    input_shape = _FromCore["tuple[int, int, int] | None"]()
+    num_classes = _FromCore["int | None"]()
 
     @property
     def learning_rate(self) -> float:
@@ -200,56 +237,6 @@ class Model:
     @learning_rate.setter
     def learning_rate(self, value: float) -> None:
         self._learning_rate = schedules.check_rate(value, "learning_rate")
-
-    @property
-    def optimizer(self) -> str:
-        """The optimiser's name: "adam", "adamw" or "sgd"."""
-        return self._net.optimizer
-
-    @property
-    def momentum(self) -> float:
-        return self._net.momentum
-
-    @property
-    def nesterov(self) -> bool:
-        return self._net.nesterov
-
-    @property
-    def weight_decay(self) -> float:
-        return self._net.weight_decay
-
-    @property
-    def label_smoothing(self) -> float:
-        return self._net.label_smoothing
-
-    @property
-    def tta(self) -> str:
-        """The test-time augmentation ``evaluate``/``predict`` use when the call names
-        none: "none", or "flip_translate" for airbench94."""
-        return self._net.tta
-
-    @property
-    def recipe(self) -> dict[str, Any] | None:
-        """The fit defaults the architecture's recipe sets (``batch_size``, ``epochs``,
-        ``triangle``: the schedule's start, peak position and end), or None."""
-        return self._net.recipe
-
-    @property
-    def device(self) -> str:
-        return self._net.device
-
-    @property
-    def precision(self) -> str:
-        """The precision the model trains in, resolved for its device ("auto" never shows)."""
-        return self._net.precision
-
-    @property
-    def input_shape(self) -> tuple[int, int, int] | None:
-        return self._net.input_shape
-
-    @property
-    def num_classes(self) -> int | None:
-        return self._net.num_classes
 
     @property
     def class_names(self) -> list[str] | None:
@@ -654,11 +641,7 @@ class Model:
         device cannot run that, e.g. an "fp16" model loaded on a CPU).
         """
         model = cls.__new__(cls)
-        model._net = _core.Network.load(os.fspath(path), device, precision=precision)
-        model.seed = model._net.seed
-        model.history = {}
-        model._learning_rate = model._net.learning_rate
-        model.stop_training = False
+        model._attach(_core.Model.load(os.fspath(path), device, precision=precision))
         return model
 
     def __repr__(self) -> str:

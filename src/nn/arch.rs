@@ -1,6 +1,7 @@
-//! Architectures as data: the layer specs of the study's Keras networks, a
-//! parser for user-defined ones, and the shape/parameter plan that `summary()`
-//! shows. Nothing here touches libtorch, so plans are cheap and testable.
+//! Architectures as data: the layers, the course's Keras networks (a
+//! recipe's network lives with its recipe, user specs are parsed in `spec`),
+//! and the shape/parameter plan that `summary()` shows. Nothing here touches
+//! libtorch, so plans are cheap and testable.
 
 use serde::{Deserialize, Serialize};
 
@@ -139,31 +140,16 @@ impl Layer {
     }
 }
 
-/// Names of the built-in architectures, in the order the course defines them.
-/// The course's six, then `airbench94` (Keller Jordan's 94%-on-CIFAR-10
-/// network, which carries its training recipe; see [`super::recipe`]).
-pub const ARCHITECTURES: [&str; 7] = [
+/// The course's architectures, in the order the course defines them (the
+/// architectures that carry a training recipe are [`super::recipe`]'s).
+pub const COURSE: [&str; 6] = [
     "baseline",
     "vgg3block",
     "with_dropout_0.2",
     "with_dropout_increasing",
     "custom",
     "with_batch_norm",
-    "airbench94",
 ];
-
-/// airbench94's hidden layers (airbench 0.1.8, `make_net94`), for 32×32 images.
-fn airbench94() -> Vec<Layer> {
-    vec![
-        Layer::Whitening { kernel_size: 2 },
-        Layer::ConvGroup { filters: 64 },
-        Layer::ConvGroup { filters: 256 },
-        Layer::ConvGroup { filters: 256 },
-        Layer::MaxPool { size: 3 },
-        Layer::Flatten,
-        Layer::Classifier { scale: 1.0 / 9.0 },
-    ]
-}
 
 fn conv(filters: usize, init: Init) -> Layer {
     Layer::Conv {
@@ -201,12 +187,10 @@ fn vgg3(after_pool: [Option<f64>; 3], batch_norm: bool) -> Vec<Layer> {
     layers
 }
 
-/// The hidden layers of a built-in architecture, exactly as the course defines
-/// it in Keras (with "same" padding on every convolution).
-///
-/// # Errors
-/// `InvalidArgument` for an unknown name, listing the known ones.
-pub fn builtin(name: &str) -> Result<Vec<Layer>> {
+/// The hidden layers of one of the course's architectures, exactly as the
+/// course defines it in Keras (with "same" padding on every convolution).
+#[must_use]
+pub fn course(name: &str) -> Option<Vec<Layer>> {
     let layers = match name {
         "baseline" => vec![
             conv(32, Init::HeUniform),
@@ -243,20 +227,10 @@ pub fn builtin(name: &str) -> Result<Vec<Layer>> {
             l.extend([dense128(), Layer::BatchNorm, Layer::Dropout { rate: 0.5 }]);
             l
         }
-        "airbench94" => airbench94(),
-        other => {
-            return Err(Error::invalid(format!(
-                "unknown architecture {other:?}; known architectures are {}, \
-                 or pass a list of layer specs such as [(\"conv\", 32), (\"maxpool\", 2), \
-                 (\"flatten\",), (\"dense\", 128)]",
-                ARCHITECTURES.map(|a| format!("{a:?}")).join(", ")
-            )))
-        }
+        _ => return None,
     };
-    Ok(layers)
+    Some(layers)
 }
-
-pub use super::spec::{parse_specs, SpecArg};
 
 /// What one layer does to the data: its Keras name, output shape (without the
 /// batch axis) and parameter counts.
@@ -303,7 +277,7 @@ pub const MAX_LAYERS: usize = 1000;
 pub const MAX_WINDOW: usize = 256;
 
 impl Layer {
-    /// Checks the layer's own values, exactly as [`parse_specs`] checks a
+    /// Checks the layer's own values, exactly as `spec::parse_specs` checks a
     /// user's: layers read from a file go through this too.
     ///
     /// # Errors
@@ -690,13 +664,13 @@ mod tests {
             ),
         ];
         for (name, trainable, non_trainable) in expected {
-            let p = plan(&builtin(name).unwrap(), [32, 32, 3], 10).unwrap();
+            let p = plan(&course(name).unwrap(), [32, 32, 3], 10).unwrap();
             assert_eq!(p.trainable_params(), trainable, "{name}");
             assert_eq!(p.non_trainable_params(), non_trainable, "{name}");
         }
         // Batch norm: gamma/beta trainable, moving mean/variance not.
         let bn_channels = 2 * 32 + 2 * 64 + 2 * 128 + 128;
-        let p = plan(&builtin("with_batch_norm").unwrap(), [32, 32, 3], 10).unwrap();
+        let p = plan(&course("with_batch_norm").unwrap(), [32, 32, 3], 10).unwrap();
         assert_eq!(
             p.trainable_params(),
             vgg_convs + 4 * 4 * 128 * 128 + 128 + head + 2 * bn_channels
@@ -710,7 +684,7 @@ mod tests {
 
     #[test]
     fn keras_names_and_shapes() {
-        let p = plan(&builtin("baseline").unwrap(), [32, 32, 3], 10).unwrap();
+        let p = plan(&course("baseline").unwrap(), [32, 32, 3], 10).unwrap();
         let names: Vec<_> = p.layers.iter().map(|l| l.name.as_str()).collect();
         assert_eq!(
             names,
@@ -730,70 +704,7 @@ mod tests {
 
     #[test]
     fn pooling_too_far_is_an_error() {
-        let err = plan(&builtin("vgg3block").unwrap(), [4, 4, 1], 10).unwrap_err();
+        let err = plan(&course("vgg3block").unwrap(), [4, 4, 1], 10).unwrap_err();
         assert!(err.to_string().contains("too small"), "{err}");
-    }
-
-    #[test]
-    fn specs_parse_and_reject() {
-        let s = |k: &str, a: Vec<SpecArg>| (k.to_string(), a);
-        let layers = parse_specs(&[
-            s("conv", vec![SpecArg::Int(32)]),
-            s("batchnorm", vec![]),
-            s("maxpool", vec![SpecArg::Int(2)]),
-            s("dropout", vec![SpecArg::Float(0.2)]),
-            s("flatten", vec![]),
-            s(
-                "dense",
-                vec![SpecArg::Int(128), SpecArg::Str("glorot_uniform".into())],
-            ),
-        ])
-        .unwrap();
-        assert_eq!(layers.len(), 6);
-        assert_eq!(
-            layers[5],
-            Layer::Dense {
-                units: 128,
-                init: Init::GlorotUniform
-            }
-        );
-        assert!(parse_specs(&[s("lstm", vec![])]).is_err());
-        assert!(parse_specs(&[s("dropout", vec![SpecArg::Float(1.5)])]).is_err());
-        assert!(parse_specs(&[s("conv", vec![SpecArg::Int(0)])]).is_err());
-        assert!(parse_specs(&[]).is_err());
-        // Limits: a huge dense layer or class count is refused before anything is built.
-        let huge = parse_specs(&[
-            s("flatten", vec![]),
-            s("dense", vec![SpecArg::Int(200_000)]),
-        ])
-        .unwrap();
-        let err = plan(&huge, [64, 64, 3], 10).unwrap_err().to_string();
-        assert!(err.contains("parameters"), "{err}");
-        let flat = parse_specs(&[s("flatten", vec![])]).unwrap();
-        assert!(plan(&flat, [8, 8, 1], 1_000_000_000).is_err());
-        assert!(plan(&flat, [usize::MAX, 2, 1], 10).is_err());
-        // Layers that did not come through parse_specs (a model file) are checked too.
-        for bad in [
-            Layer::MaxPool { size: 0 },
-            Layer::Dropout { rate: 5.0 },
-            Layer::Dropout { rate: f64::NAN },
-            Layer::Conv {
-                filters: 0,
-                kernel_size: 3,
-                init: Init::HeUniform,
-            },
-            Layer::Conv {
-                filters: usize::MAX,
-                kernel_size: 3,
-                init: Init::HeUniform,
-            },
-        ] {
-            assert!(
-                plan(&[bad.clone(), Layer::Flatten], [8, 8, 1], 10).is_err(),
-                "{bad:?}"
-            );
-        }
-        let dense_first = parse_specs(&[s("dense", vec![SpecArg::Int(4)])]).unwrap();
-        assert!(plan(&dense_first, [8, 8, 1], 10).is_err());
     }
 }

@@ -18,12 +18,13 @@ use serde::{Deserialize, Serialize};
 use tch::Device;
 
 use super::arch::{self, Layer};
+use super::config::ModelConfig;
 use super::input::Normalization;
-use super::model::{Model, ModelConfig};
+use super::model::Model;
 use super::optim::OptimizerSpec;
 use super::precision::Precision;
-use super::recipe::Decoupled;
-use super::train::Tta;
+use super::recipe::{self, Settings};
+use super::tta::Tta;
 use crate::error::{Error, Result};
 
 /// What is saved beside the weights, as JSON in the safetensors header.
@@ -46,9 +47,10 @@ struct SavedMeta {
     optimizer: OptimizerSpec,
     #[serde(default)]
     label_smoothing: f64,
-    /// Absent before format 3 (no recipe).
+    /// The recipe's settings (its name is the architecture's); absent
+    /// before format 3 (no recipe). Saved under the name format 3 gave it.
     #[serde(default)]
-    decoupled: Option<Decoupled>,
+    decoupled: Option<Settings>,
     #[serde(default)]
     tta: Tta,
 }
@@ -113,7 +115,7 @@ pub fn save(model: &Model, path: &Path) -> Result<()> {
         precision: config.precision,
         optimizer: config.optimizer,
         label_smoothing: config.label_smoothing,
-        decoupled: config.decoupled,
+        decoupled: config.recipe.as_ref().map(|r| r.settings),
         tta: config.tta,
     };
     let meta_json = serde_json::to_string(&meta).map_err(|e| Error::format(e.to_string()))?;
@@ -319,6 +321,20 @@ pub fn load(path: &Path, device: Device, precision: Option<Precision>) -> Result
         Some(p) => p.resolve(device)?,
         None => meta.precision.resolve(device).unwrap_or(Precision::Fp32),
     };
+    // A file's recipe is the one its architecture names, with the file's settings.
+    let recipe = match meta.decoupled {
+        Some(settings) => {
+            let mut r = recipe::named(&meta.architecture).ok_or_else(|| {
+                bad(format!(
+                    "it names recipe settings but architecture {:?} carries no recipe",
+                    meta.architecture
+                ))
+            })?;
+            r.settings = settings;
+            Some(r)
+        }
+        None => None,
+    };
     let mut model = Model::new(ModelConfig {
         architecture: meta.architecture,
         layers: meta.layers,
@@ -328,8 +344,8 @@ pub fn load(path: &Path, device: Device, precision: Option<Precision>) -> Result
         seed: meta.seed,
         optimizer: meta.optimizer,
         label_smoothing: meta.label_smoothing,
-        decoupled: meta.decoupled,
         tta: meta.tta,
+        recipe,
     })
     .map_err(|e| bad(e.to_string()))?;
     model
@@ -341,4 +357,47 @@ pub fn load(path: &Path, device: Device, precision: Option<Precision>) -> Result
         .set_class_names(meta.class_names)
         .map_err(|e| bad(e.to_string()))?;
     Ok(model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::config::{Architecture, Given};
+    use crate::nn::input::{Images, Pixels};
+    use crate::nn::train::Silent;
+    use crate::nn::tta::Tta;
+
+    #[test]
+    fn a_saved_model_predicts_the_same_and_a_corrupt_file_is_refused() {
+        let n = 32;
+        let x: Vec<u8> = (0..n * 64).map(|i| ((i * 37) % 251) as u8).collect();
+        let y: Vec<i64> = (0..n as i64).map(|i| i % 2).collect();
+        let images = Images {
+            pixels: Pixels::U8(&x),
+            shape: [n, 8, 8, 1],
+        };
+        let config = ModelConfig::resolve(
+            Architecture::Named("custom".into()),
+            Device::Cpu,
+            Given::default(),
+        )
+        .unwrap();
+        let mut m = Model::new(config).unwrap();
+        m.fit((images, &y, 2), None, (1, 8, true), &mut Silent)
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        save(&m, &path).unwrap();
+        let loaded = load(&path, Device::Cpu, None).unwrap();
+        let p1 = m.predict(images, 64, Tta::None, &mut Silent).unwrap();
+        let p2 = loaded.predict(images, 64, Tta::None, &mut Silent).unwrap();
+        assert_eq!(p1, p2);
+        assert_eq!(loaded.normalization(), m.normalization());
+
+        std::fs::write(&path, b"not a model").unwrap();
+        assert!(matches!(
+            load(&path, Device::Cpu, None),
+            Err(Error::Format(_))
+        ));
+    }
 }

@@ -1,23 +1,32 @@
-//! Neural networks on libtorch, one room per concern:
-//! - [`arch`]: architectures as data, their limits and the shape/parameter plan;
-//! - [`spec`]: layer specs as users write them, parsed into layers;
-//! - [`network`]: the plan made real on libtorch and its forward pass;
-//! - [`augment`]: random flips, crops, translations and cutout on device batches;
-//! - [`input`]: images, labels and the fitted normalisation;
-//! - [`device`]: device names and the memory layout per device;
-//! - [`optim`]: Adam, AdamW and SGD with Keras's names and defaults;
-//! - [`precision`]: fp32 / bf16 / fp16 (autocast) and loss scaling;
-//! - [`train`]: the training and inference loops and their progress protocol;
-//! - [`recipe`]: training recipes architectures carry (airbench94's);
-//! - [`model`]: `Model`, which owns a model and drives the loops;
-//! - [`checkpoint`]: the saved-model file format;
+//! Neural networks on libtorch, one room per concern (each file imports
+//! only files listed above it here, never one below):
 //! - [`torch_ext`]: what tch lacks (autocast per device and dtype, per-model
-//!   random generators), through our own small C++ shim.
+//!   random generators), through our own small C++ shim;
+//! - [`device`]: device names and the memory layout per device;
+//! - [`optim`]: Adam, AdamW and SGD with Keras's names and defaults, and the
+//!   decoupled SGD parametrisation recipes use;
+//! - [`precision`]: fp32 / bf16 / fp16 (autocast) and loss scaling;
+//! - [`tta`]: test-time augmentation as users name it;
+//! - [`arch`]: layers and the course's architectures as data, their limits
+//!   and the shape/parameter plan; [`spec`]: layer specs as users write them;
+//! - [`input`]: images, labels and the fitted normalisation;
+//! - [`augment`]: random flips, crops, translations and cutout on device batches;
+//! - [`network`]: the plan made real on libtorch and its forward pass;
+//! - [`train`]: the training step and epoch, the inference loops, progress;
+//! - [`recipe`]: training recipes, one file each (data plus hooks);
+//! - [`config`]: a model's settings, resolved from recipe and user;
+//! - [`built`]: a built model's parts and its weights;
+//! - [`fit`]: a fit in progress (the one training loop);
+//! - [`model`]: `Model`, which owns all of the above for one model;
+//! - [`checkpoint`]: the saved-model file format.
 
 pub mod arch;
 pub mod augment;
+pub mod built;
 pub mod checkpoint;
+pub mod config;
 pub mod device;
+pub mod fit;
 pub mod input;
 pub mod model;
 pub mod network;
@@ -27,12 +36,14 @@ pub mod recipe;
 pub mod spec;
 pub mod torch_ext;
 pub mod train;
+pub mod tta;
 
 pub use arch::{Layer, Plan};
+pub use config::ModelConfig;
 pub use input::{Images, Pixels};
-pub use model::{Model, ModelConfig};
+pub use model::Model;
 pub use precision::Precision;
-pub use train::{FitConfig, History, Monitor};
+pub use train::Monitor;
 
 /// The version of libtorch this build links, e.g. "2.11.0".
 #[must_use]

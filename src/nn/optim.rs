@@ -123,6 +123,50 @@ impl OptimizerSpec {
     }
 }
 
+/// SGD in airbench's decoupled parametrisation (a recipe's): the learning
+/// rate and weight decay are per 1024 examples, the loss is summed over the
+/// batch, and the batch-norm biases (the optimiser's second group) step at
+/// `bias_scaler` times the rate.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DecoupledSgd {
+    pub momentum: f64,
+    /// Learning-rate multiplier (not weight decay) of batch-norm biases.
+    pub bias_scaler: f64,
+}
+
+impl DecoupledSgd {
+    /// `1024 · (1 + 1 / (1 − momentum))`: how much larger Nesterov steps are
+    /// than per-example gradients, for 1024 examples, if gradients were constant.
+    #[must_use]
+    pub fn kilostep_scale(&self) -> f64 {
+        1024.0 * (1.0 + 1.0 / (1.0 - self.momentum))
+    }
+
+    /// `torch.optim.SGD`'s learning rates (other parameters, batch-norm
+    /// biases) for a decoupled rate `rate`.
+    #[must_use]
+    pub fn torch_rates(&self, rate: f64) -> (f64, f64) {
+        let lr = rate / self.kilostep_scale();
+        (lr, lr * self.bias_scaler)
+    }
+
+    /// `torch.optim.SGD`'s weight-decay coefficients (other parameters,
+    /// batch-norm biases) for a decoupled `weight_decay`, the fit's base
+    /// decoupled rate and batch size: the reference's `wd / lr` and
+    /// `wd / lr_biases`, so that each step decays the weights by
+    /// `weight_decay · batch / kilostep_scale` times the schedule's factor.
+    #[must_use]
+    pub fn torch_weight_decays(
+        &self,
+        weight_decay: f64,
+        base_rate: f64,
+        batch: usize,
+    ) -> (f64, f64) {
+        let wd = weight_decay * batch as f64 / base_rate;
+        (wd, wd / self.bias_scaler)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,5 +187,22 @@ mod tests {
         assert!(bad(|s| s.momentum = 1.0));
         assert!(bad(|s| s.nesterov = true));
         assert!(OptimizerSpec::default().validate().is_ok());
+    }
+
+    #[test]
+    fn decoupled_rates_are_the_references() {
+        let d = DecoupledSgd {
+            momentum: 0.85,
+            bias_scaler: 64.0,
+        };
+        // lib_airbench94: kilostep = 1024 (1 + 1 / 0.15); lr = 11.5 / kilostep.
+        let kilo = 1024.0 * (1.0 + 1.0 / 0.15);
+        let (lr, lr_b) = d.torch_rates(11.5);
+        assert!((lr - 11.5 / kilo).abs() < 1e-15);
+        assert!((lr_b - 64.0 * 11.5 / kilo).abs() < 1e-13);
+        // wd = 0.0153 · 1024 / kilostep; SGD's weight_decay = wd / lr, wd / lr_biases.
+        let wd = 0.0153 * 1024.0 / kilo;
+        let (w, w_b) = d.torch_weight_decays(0.0153, 11.5, 1024);
+        assert!((w - wd / lr).abs() < 1e-12 && (w_b - wd / lr_b).abs() < 1e-12);
     }
 }

@@ -203,3 +203,72 @@ pub fn parse_specs(specs: &[(String, Vec<SpecArg>)]) -> Result<Vec<Layer>> {
     }
     Ok(layers)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::arch::plan;
+
+    #[test]
+    fn specs_parse_and_reject() {
+        let s = |k: &str, a: Vec<SpecArg>| (k.to_string(), a);
+        let layers = parse_specs(&[
+            s("conv", vec![SpecArg::Int(32)]),
+            s("batchnorm", vec![]),
+            s("maxpool", vec![SpecArg::Int(2)]),
+            s("dropout", vec![SpecArg::Float(0.2)]),
+            s("flatten", vec![]),
+            s(
+                "dense",
+                vec![SpecArg::Int(128), SpecArg::Str("glorot_uniform".into())],
+            ),
+        ])
+        .unwrap();
+        assert_eq!(layers.len(), 6);
+        assert_eq!(
+            layers[5],
+            Layer::Dense {
+                units: 128,
+                init: Init::GlorotUniform
+            }
+        );
+        assert!(parse_specs(&[s("lstm", vec![])]).is_err());
+        assert!(parse_specs(&[s("dropout", vec![SpecArg::Float(1.5)])]).is_err());
+        assert!(parse_specs(&[s("conv", vec![SpecArg::Int(0)])]).is_err());
+        assert!(parse_specs(&[]).is_err());
+        // Limits: a huge dense layer or class count is refused before anything is built.
+        let huge = parse_specs(&[
+            s("flatten", vec![]),
+            s("dense", vec![SpecArg::Int(200_000)]),
+        ])
+        .unwrap();
+        let err = plan(&huge, [64, 64, 3], 10).unwrap_err().to_string();
+        assert!(err.contains("parameters"), "{err}");
+        let flat = parse_specs(&[s("flatten", vec![])]).unwrap();
+        assert!(plan(&flat, [8, 8, 1], 1_000_000_000).is_err());
+        assert!(plan(&flat, [usize::MAX, 2, 1], 10).is_err());
+        // Layers that did not come through parse_specs (a model file) are checked too.
+        for bad in [
+            Layer::MaxPool { size: 0 },
+            Layer::Dropout { rate: 5.0 },
+            Layer::Dropout { rate: f64::NAN },
+            Layer::Conv {
+                filters: 0,
+                kernel_size: 3,
+                init: Init::HeUniform,
+            },
+            Layer::Conv {
+                filters: usize::MAX,
+                kernel_size: 3,
+                init: Init::HeUniform,
+            },
+        ] {
+            assert!(
+                plan(&[bad.clone(), Layer::Flatten], [8, 8, 1], 10).is_err(),
+                "{bad:?}"
+            );
+        }
+        let dense_first = parse_specs(&[s("dense", vec![SpecArg::Int(4)])]).unwrap();
+        assert!(plan(&dense_first, [8, 8, 1], 10).is_err());
+    }
+}

@@ -1,43 +1,22 @@
-//! The training loop and the inference loops, and the progress protocol they
-//! report through. A step takes what it needs (network, optimiser, the
-//! precision's loss scaler), not the whole model.
+//! The training step and epoch, the inference loops, and the progress
+//! protocol they report through. A step takes what it needs (network,
+//! optimiser, the precision's loss scaler, a recipe's step hook), not the
+//! whole model; [`super::fit`] drives them.
 
-use serde::{Deserialize, Serialize};
 use tch::nn::Optimizer;
 use tch::{Device, Kind, Reduction, Tensor};
 
 use super::device::Layout;
 use super::input::DeviceNormalization;
 use super::network::{Network, BN_BIAS_GROUP};
+use super::optim::DecoupledSgd;
 use super::precision::{Autocast, GradScaler};
-use super::recipe::{Decoupled, Lookahead};
 use super::torch_ext::{with_autocast, Generator};
+use super::tta::Tta;
 use crate::error::{Error, Result};
 
 /// Batch size for evaluation and prediction.
 pub const INFERENCE_BATCH: usize = 256;
-
-/// How `fit` runs.
-#[derive(Clone, Debug)]
-pub struct FitConfig {
-    pub epochs: usize,
-    pub batch_size: usize,
-    pub shuffle: bool,
-}
-
-impl FitConfig {
-    /// # Errors
-    /// `InvalidArgument` for a zero batch size or epoch count.
-    pub fn validate(&self) -> Result<()> {
-        if self.batch_size == 0 {
-            return Err(Error::invalid("batch_size must be >= 1, got 0"));
-        }
-        if self.epochs == 0 {
-            return Err(Error::invalid("epochs must be >= 1, got 0"));
-        }
-        Ok(())
-    }
-}
 
 /// Metrics of one epoch, as Keras logs them.
 #[derive(Clone, Debug, PartialEq)]
@@ -99,15 +78,6 @@ impl Monitor for Silent {
     fn epoch_end(&mut self, _: usize, _: usize, _: &EpochLogs) -> Result<()> {
         Ok(())
     }
-}
-
-/// Keras's history: one value per epoch.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct History {
-    pub loss: Vec<f64>,
-    pub accuracy: Vec<f64>,
-    pub val_loss: Vec<f64>,
-    pub val_accuracy: Vec<f64>,
 }
 
 /// Images and labels resident on the device: raw NHWC pixels (uint8 or
@@ -201,43 +171,6 @@ impl LearningRates {
     }
 }
 
-/// Test-time augmentation for evaluate/predict.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Tta {
-    #[default]
-    None,
-    /// The mean of the probabilities of each image and its horizontal mirror.
-    Flip,
-    /// airbench's `tta_level=2`: the mean of the logits of each image and its
-    /// mirror (weight 1/2), and of its two one-pixel diagonal translations
-    /// (reflect-padded) and their mirrors (weight 1/4 each pair).
-    FlipTranslate,
-}
-
-impl Tta {
-    /// The names users pass (`tta=`), in the order messages list them.
-    pub const NAMES: [&'static str; 3] = ["none", "flip", "flip_translate"];
-
-    /// # Errors
-    /// `InvalidArgument` naming the accepted values.
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "none" => Ok(Tta::None),
-            "flip" => Ok(Tta::Flip),
-            "flip_translate" => Ok(Tta::FlipTranslate),
-            other => Err(Error::invalid(format!(
-                "tta must be None, \"none\", \"flip\" or \"flip_translate\", got {other:?}"
-            ))),
-        }
-    }
-
-    #[must_use]
-    pub fn name(self) -> &'static str {
-        Self::NAMES[self as usize]
-    }
-}
-
 /// How inference runs: precision and test-time augmentation; the loss's
 /// label smoothing (Keras's compiled loss applies it in evaluate too).
 #[derive(Clone, Copy, Debug)]
@@ -327,12 +260,19 @@ fn hits(scores: &Tensor, y: &Tensor) -> Result<Tensor> {
 
 /// How a step's learning rate reaches the optimiser.
 #[derive(Clone, Copy, Debug)]
-pub enum Rates {
+pub enum Parametrisation {
     /// The rate as given, for every parameter; the loss is the batch mean.
     Plain,
     /// A recipe's decoupled rate (per 1024 examples, batch-norm biases
     /// scaled), with the loss summed over the batch.
-    Decoupled { momentum: f64, decoupled: Decoupled },
+    Decoupled(DecoupledSgd),
+}
+
+/// Runs after every optimiser step of a fit (a recipe's, e.g. Lookahead).
+pub trait StepHook: Send {
+    /// # Errors
+    /// libtorch failures.
+    fn after_step(&mut self) -> Result<()>;
 }
 
 /// What one optimisation step needs.
@@ -344,19 +284,16 @@ pub struct Trainer<'a> {
     pub autocast: Autocast,
     pub scaler: Option<&'a mut GradScaler>,
     pub label_smoothing: f64,
-    pub rates: Rates,
-    pub lookahead: Option<&'a mut Lookahead>,
+    pub parametrisation: Parametrisation,
+    pub step_hook: Option<&'a mut dyn StepHook>,
 }
 
 impl Trainer<'_> {
     fn set_rate(&mut self, rate: f64) {
-        match self.rates {
-            Rates::Plain => self.opt.set_lr(rate),
-            Rates::Decoupled {
-                momentum,
-                decoupled,
-            } => {
-                let (lr, lr_biases) = decoupled.torch_rates(rate, momentum);
+        match self.parametrisation {
+            Parametrisation::Plain => self.opt.set_lr(rate),
+            Parametrisation::Decoupled(sgd) => {
+                let (lr, lr_biases) = sgd.torch_rates(rate);
                 self.opt.set_lr_group(0, lr);
                 self.opt.set_lr_group(BN_BIAS_GROUP, lr_biases);
             }
@@ -379,9 +316,9 @@ impl Trainer<'_> {
             .autocast
             .run(xb.device(), || net.forward_train(xb, gen))??;
         // The loss is computed in float32 whatever precision the logits have.
-        let reduction = match self.rates {
-            Rates::Plain => Reduction::Mean,
-            Rates::Decoupled { .. } => Reduction::Sum,
+        let reduction = match self.parametrisation {
+            Parametrisation::Plain => Reduction::Mean,
+            Parametrisation::Decoupled(_) => Reduction::Sum,
         };
         let loss = logits
             .f_to_kind(Kind::Float)?
@@ -393,8 +330,8 @@ impl Trainer<'_> {
             loss.f_backward()?;
             self.opt.step();
         }
-        if let Some(la) = self.lookahead.as_deref_mut() {
-            la.after_step()?;
+        if let Some(hook) = self.step_hook.as_deref_mut() {
+            hook.after_step()?;
         }
         let mean = match reduction {
             Reduction::Sum => loss.detach().f_div_scalar(yb.size()[0] as f64)?,

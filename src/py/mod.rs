@@ -4,6 +4,7 @@
 
 mod args;
 mod data;
+mod detached;
 mod fileio;
 mod metrics;
 mod nn;

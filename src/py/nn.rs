@@ -1,121 +1,108 @@
-//! Bindings for `crate::nn`: the `Network` class behind `cnnrs.Model`.
+//! Bindings for `crate::nn`: the `Model` class behind `cnnrs.Model`.
 //!
 //! Arrays are extracted before the GIL is released; training runs detached and
 //! re-attaches only between batches to check for Ctrl-C and hand progress to
-//! the Python printer. libtorch panics are caught and raised as `TorchError`.
-//! See [`PyNetwork`] for the locking rule. One cohesive thing (the `Network`
-//! class, whose every method goes through that rule), hence its length; its
-//! argument parsing lives in `nn_args.rs` and its progress in `progress.rs`.
+//! the Python printer. Every call that needs the model goes through
+//! [`Detached`] (GIL released before the lock, panics caught as `TorchError`);
+//! the settings are the model's own [`ModelConfig`], shared, read lock-free.
+//! Arguments are parsed in `nn_args.rs`, progress in `progress.rs`.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock, PoisonError, TryLockError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use ndarray::Array2;
 use numpy::{IntoPyArray, PyArray2, PyReadonlyArray1, PyUntypedArrayMethods};
-use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
 use super::args;
-use crate::error::{Error, TorchError};
-use crate::nn::arch::{self, Plan};
-use crate::nn::input::Normalization;
-use crate::nn::model::{batches_per_epoch, FitOptions, Model, ModelConfig, Snapshot};
-use crate::nn::optim::{OptimizerKind, OptimizerSpec, OPTIMIZERS};
-use crate::nn::precision::Precision;
-use crate::nn::recipe::{self, Recipe};
-use crate::nn::train::{LearningRates, Tta};
-use crate::nn::{checkpoint, device};
-
+use super::detached::{panic_message, Access, Detached};
 use super::nn_args::{
-    architecture_arg, augment_arg, extract_images, images, labels, DeviceArg, ImageArg,
-    PrecisionArg, TtaArg,
+    architecture_arg, extract_images, given_arg, images, labels, DeviceArg, ImageArg, PrecisionArg,
+    TtaArg, MODEL_SETTINGS,
 };
 use super::progress::{logs_dict, PyMonitor};
+use crate::error::Error;
+use crate::nn::arch::{self, Plan};
+use crate::nn::built::Snapshot;
+use crate::nn::config::{self, ModelConfig};
+use crate::nn::fit::FitOptions;
+use crate::nn::input::Normalization;
+use crate::nn::model::Model;
+use crate::nn::train::LearningRates;
+use crate::nn::{checkpoint, device};
 
-/// The payload of a caught panic, as text.
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_string()))
-        .map_or_else(
-            || "unknown failure".into(),
-            |m| crate::error::torch_message(&m).to_string(),
-        )
-}
-
-thread_local! {
-    /// How many model locks the calling thread holds (nested through callbacks).
-    static HOLDING: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-/// An identifier of the calling OS thread (the address of a thread-local).
-fn thread_tag() -> usize {
-    thread_local!(static TAG: u8 = const { 0 });
-    TAG.with(|t| std::ptr::from_ref(t) as usize)
-}
-
-/// An opaque copy of a model's weights (`Network.snapshot()`), for `restore`.
+/// An opaque copy of a model's weights (`Model.snapshot()`), for `restore`.
 #[pyclass(name = "WeightsSnapshot", module = "cnnrs._core")]
 pub struct PyWeightsSnapshot {
     inner: Mutex<Snapshot>,
 }
 
-/// What never changes once a model has its weights: shape, classes, plan
-/// and normalisation. Published once (lock-free) so readers never wait for
-/// a fit in progress.
+/// What never changes once a model has its weights: shape, classes, plan.
+/// Published once (lock-free) so readers never wait for a fit in progress.
 struct Facts {
     input_shape: [usize; 3],
     num_classes: usize,
     plan: Plan,
 }
 
-/// The Rust network behind `cnnrs.Model`: architecture, weights, optimiser,
+/// The Rust model behind `cnnrs.Model`: architecture, weights, optimiser,
 /// normalisation.
 ///
-/// Thread safety follows one rule: nothing waits for the model's lock while
-/// attached to the interpreter. Settings fixed at construction live outside
-/// the lock; the shape, plan and normalisation are published once, lock-free,
-/// when they become known; everything else goes through
-/// [`PyNetwork::with_model`], which releases the GIL before taking the lock.
-/// So a thread reading `input_shape` during another thread's `fit` returns at
-/// once, and a second `fit` on the same model waits its turn. Calling a
-/// method that needs the lock from inside this model's own fit (a progress
-/// printer or callback) raises `RuntimeError` instead of deadlocking.
-/// A libtorch failure in the middle of a training step leaves the model
-/// marked unusable (`cnnrs.CnnrsError`), never silently half-updated.
-#[pyclass(name = "Network", module = "cnnrs._core")]
-pub struct PyNetwork {
-    architecture: String,
+/// Nothing waits for the model's lock while attached to the interpreter:
+/// settings are the shared, immutable [`ModelConfig`]; the shape, plan and
+/// normalisation are published once, lock-free, when they become known;
+/// everything else goes through [`Detached::with`]. So a thread reading
+/// `input_shape` during another thread's `fit` returns at once, and a second
+/// `fit` on the same model waits its turn. A libtorch failure in the middle
+/// of a training step leaves the model marked unusable (`cnnrs.CnnrsError`),
+/// never silently half-updated.
+#[pyclass(name = "Model", module = "cnnrs._core")]
+pub struct PyModel {
+    config: Arc<ModelConfig>,
     layers_json: String,
-    learning_rate: f64,
-    device: tch::Device,
-    precision: Precision,
-    seed: u64,
-    optimizer: OptimizerSpec,
-    label_smoothing: f64,
-    /// Test-time augmentation when a call names none.
-    tta: Tta,
-    /// The fit defaults of the architecture's recipe (airbench94's), if it trains by one.
-    recipe: Option<Recipe>,
-    /// Whether fits drop each epoch's last incomplete batch.
-    drop_last: bool,
     facts: OnceLock<Facts>,
     normalization: OnceLock<Normalization>,
     class_names: Mutex<Option<Vec<String>>>,
-    model: Mutex<Model>,
-    /// `thread_tag()` of the thread holding `model`, 0 when free.
-    holder: AtomicUsize,
-    /// Why the model is unusable, once a mutating call failed halfway.
-    broken: OnceLock<String>,
+    model: Detached<Model>,
 }
 
-/// Whether a call may change the weights (a panic inside it breaks the model).
+impl PyModel {
+    fn from_model(m: Model) -> PyResult<Self> {
+        let layers_json =
+            serde_json::to_string(m.layers()).map_err(|e| Error::format(e.to_string()))?;
+        let mut net = PyModel {
+            config: Arc::clone(m.config()),
+            layers_json,
+            facts: OnceLock::new(),
+            normalization: OnceLock::new(),
+            class_names: Mutex::new(m.class_names().map(<[String]>::to_vec)),
+            model: Detached::new(m),
+        };
+        let (facts, normalization) = (&net.facts, &net.normalization);
+        publish(facts, normalization, net.model.get_mut());
+        Ok(net)
+    }
+
+    /// The one way to the model: [`Detached::with`], then publishes what
+    /// became known.
+    fn with_model<T: Send>(
+        &self,
+        py: Python<'_>,
+        what: &str,
+        access: Access,
+        f: impl FnOnce(&mut Model) -> PyResult<T> + Send,
+    ) -> PyResult<T> {
+        self.model.with(py, what, access, f, |m| {
+            publish(&self.facts, &self.normalization, m);
+        })
+    }
+}
+
 /// Sets the lock-free facts from `m`, once each.
-fn publish_into(facts: &OnceLock<Facts>, normalization: &OnceLock<Normalization>, m: &Model) {
+fn publish(facts: &OnceLock<Facts>, normalization: &OnceLock<Normalization>, m: &Model) {
     if let (Some(input_shape), Some(num_classes), Some(plan)) =
         (m.input_shape(), m.num_classes(), m.plan())
     {
@@ -130,222 +117,39 @@ fn publish_into(facts: &OnceLock<Facts>, normalization: &OnceLock<Normalization>
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Access {
-    Read,
-    Write,
-}
-
-impl PyNetwork {
-    fn from_model(m: Model) -> PyResult<Self> {
-        let layers_json =
-            serde_json::to_string(m.layers()).map_err(|e| Error::format(e.to_string()))?;
-        let mut net = PyNetwork {
-            architecture: m.architecture().to_string(),
-            layers_json,
-            learning_rate: m.learning_rate(),
-            device: m.device(),
-            precision: m.precision(),
-            seed: m.seed(),
-            optimizer: m.config().optimizer,
-            label_smoothing: m.config().label_smoothing,
-            tta: m.config().tta,
-            recipe: m
-                .config()
-                .decoupled
-                .and_then(|_| recipe::for_architecture(m.architecture())),
-            drop_last: m.config().drop_last(),
-            facts: OnceLock::new(),
-            normalization: OnceLock::new(),
-            class_names: Mutex::new(m.class_names().map(<[String]>::to_vec)),
-            model: Mutex::new(m),
-            holder: AtomicUsize::new(0),
-            broken: OnceLock::new(),
-        };
-        // A model nobody else can see yet: `get_mut` needs no lock.
-        let m = net.model.get_mut().unwrap_or_else(PoisonError::into_inner);
-        publish_into(&net.facts, &net.normalization, m);
-        Ok(net)
-    }
-
-    /// Publishes what became known about `m` (idempotent).
-    fn publish(&self, m: &Model) {
-        publish_into(&self.facts, &self.normalization, m);
-    }
-
-    /// The one way to the model: releases the GIL, then takes the lock, runs
-    /// `f` with panics caught, and publishes what `f` made known.
-    fn with_model<T: Send>(
-        &self,
-        py: Python<'_>,
-        what: &str,
-        access: Access,
-        f: impl FnOnce(&mut Model) -> PyResult<T> + Send,
-    ) -> PyResult<T> {
-        let me = thread_tag();
-        if self.holder.load(Ordering::Acquire) == me {
-            return Err(PyRuntimeError::new_err(format!(
-                "Model.{what} cannot be called from inside this model's own fit/evaluate/predict \
-                 (a progress printer or callback runs while the model is busy); read properties \
-                 there, or call it after the fit returns"
-            )));
-        }
-        let unusable = |why: &String| -> PyErr {
-            Error::Unusable(format!(
-                "this model can no longer be used: {why}. Its weights may be half-updated; \
-                 load a saved copy (cnnrs.Model.load) or create a new model"
-            ))
-            .into()
-        };
-        if let Some(why) = self.broken.get() {
-            return Err(unusable(why));
-        }
-        py.detach(|| {
-            // A thread already inside a model's fit (its printer or callback)
-            // never waits for another model's lock: two such threads waiting
-            // for each other's model would hang for good.
-            let mut guard = if HOLDING.get() > 0 {
-                match self.model.try_lock() {
-                    Ok(g) => g,
-                    Err(TryLockError::Poisoned(p)) => p.into_inner(),
-                    Err(TryLockError::WouldBlock) => {
-                        return Err(PyRuntimeError::new_err(format!(
-                            "Model.{what}: this model is busy in another thread, and this \
-                             thread is inside another model's fit (a printer or callback), \
-                             where waiting could deadlock; call it after the fit returns"
-                        )))
-                    }
-                }
-            } else {
-                self.model.lock().unwrap_or_else(PoisonError::into_inner)
-            };
-            HOLDING.set(HOLDING.get() + 1);
-            if let Some(why) = self.broken.get() {
-                return Err(unusable(why));
-            }
-            self.holder.store(me, Ordering::Release);
-            let result = catch_unwind(AssertUnwindSafe(|| f(&mut guard)));
-            self.holder.store(0, Ordering::Release);
-            HOLDING.set(HOLDING.get() - 1);
-            self.publish(&guard);
-            match result {
-                Ok(r) => r,
-                Err(payload) => {
-                    let msg = panic_message(payload.as_ref());
-                    if access == Access::Write {
-                        let _ = self
-                            .broken
-                            .set(format!("libtorch failed during {what}: {msg}"));
-                    }
-                    Err(TorchError::new_err(format!("libtorch failed: {msg}")))
-                }
-            }
-        })
-    }
-}
-
 #[pymethods]
-impl PyNetwork {
+impl PyModel {
+    /// `settings`: the keywords the user gave `cnnrs.Model` (see
+    /// `MODEL_SETTINGS`); the rest come from the architecture's recipe or
+    /// Keras's defaults, in `ModelConfig::resolve`.
     #[new]
-    #[pyo3(signature = (architecture, learning_rate=None, device=None, seed=None, *, precision=None, optimizer=None, momentum=None, nesterov=None, weight_decay=None, label_smoothing=None, augment=None))]
-    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (architecture, device=None, seed=None, settings=None))]
     fn new(
         py: Python<'_>,
         architecture: &Bound<'_, PyAny>,
-        learning_rate: Option<&Bound<'_, PyAny>>,
         device: Option<DeviceArg>,
         seed: Option<&Bound<'_, PyAny>>,
-        precision: Option<PrecisionArg>,
-        optimizer: Option<&Bound<'_, PyAny>>,
-        momentum: Option<&Bound<'_, PyAny>>,
-        nesterov: Option<&Bound<'_, PyAny>>,
-        weight_decay: Option<&Bound<'_, PyAny>>,
-        label_smoothing: Option<&Bound<'_, PyAny>>,
-        augment: Option<&Bound<'_, PyAny>>,
+        settings: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
-        let (name, mut layers) = architecture_arg(architecture)?;
-        // A built-in architecture's recipe gives the defaults; what the user
-        // passes overrides them.
-        let recipe = architecture
-            .is_instance_of::<pyo3::types::PyString>()
-            .then(|| recipe::for_architecture(&name))
-            .flatten();
-        let mut front = match augment.filter(|a| !a.is_none()) {
-            Some(a) => augment_arg(a)?,
-            None => recipe
-                .as_ref()
-                .map(|r| r.augment.clone())
-                .unwrap_or_default(),
-        };
-        front.append(&mut layers);
-        layers = front;
-        let learning_rate = learning_rate
-            .map(|v| args::positive_number(v, "learning_rate"))
-            .transpose()?
-            .unwrap_or(recipe.as_ref().map_or(5e-4, |r| r.learning_rate));
+        let architecture = architecture_arg(architecture)?;
         let seed = seed
             .map(|v| args::int_in(v, "seed", 0, i64::MAX))
             .transpose()?
             .unwrap_or(0) as u64;
-        let device = match device {
-            Some(d) => d.0,
-            None => py.detach(|| device::parse_device("auto"))?,
-        };
-        let defaults = recipe
-            .as_ref()
-            .map_or_else(OptimizerSpec::default, |r| r.optimizer);
-        let kind = match optimizer {
-            Some(o) => OptimizerKind::parse(args::choice(o, "optimizer", &OPTIMIZERS)?)?,
-            None => defaults.kind,
-        };
-        if recipe.is_some() && kind != OptimizerKind::Sgd {
-            return Err(Error::invalid(format!(
-                "{name}'s recipe trains with SGD (its learning_rate and weight_decay are per 1024 \
-                 examples); optimizer must be \"sgd\", got {:?}",
-                kind.name()
-            ))
-            .into());
-        }
-        if kind != OptimizerKind::Sgd && momentum.is_some() {
-            return Err(Error::invalid(format!(
-                "momentum applies to optimizer=\"sgd\" only, not {:?}",
-                kind.name()
-            ))
-            .into());
-        }
-        let optimizer = OptimizerSpec {
-            kind,
-            momentum: momentum
-                .map_or(Ok(defaults.momentum), |m| args::number(m, "momentum", true))?,
-            nesterov: nesterov.map_or(Ok(defaults.nesterov), |n| args::flag(n, "nesterov"))?,
-            weight_decay: weight_decay.map_or(Ok(defaults.weight_decay), |w| {
-                args::number(w, "weight_decay", true)
-            })?,
-        };
-        let config = ModelConfig {
-            architecture: name,
-            layers,
-            learning_rate,
-            device,
-            precision: precision.map_or(
-                recipe.as_ref().map_or(Precision::Fp32, |r| r.precision),
-                |p| p.0,
-            ),
-            seed,
-            optimizer,
-            label_smoothing: label_smoothing.map_or(
-                Ok(recipe.as_ref().map_or(0.0, |r| r.label_smoothing)),
-                |l| args::number(l, "label_smoothing", true),
-            )?,
-            decoupled: recipe.as_ref().map(|r| r.decoupled),
-            tta: recipe.as_ref().map_or(Tta::None, |r| r.tta),
-        };
-        let m = py.detach(|| Model::new(config))?;
-        PyNetwork::from_model(m)
+        let given = given_arg(settings, seed)?;
+        let m = py.detach(|| -> crate::Result<Model> {
+            let device = match device {
+                Some(d) => d.0,
+                None => device::parse_device("auto")?,
+            };
+            Model::new(ModelConfig::resolve(architecture, device, given)?)
+        })?;
+        PyModel::from_model(m)
     }
 
     /// Starts a fit: builds the model if needed, fits the normalisation on
-    /// the first fit and puts the data on the device once.
+    /// the first fit and puts the data on the device once. `total_steps`
+    /// defaults to one epoch's.
     #[pyo3(signature = (x, y, *, num_classes, batch_size, validation_x=None, validation_y=None, shuffle=None, total_steps=None, base_learning_rate=None))]
     #[allow(clippy::too_many_arguments)]
     fn begin_fit<'py>(
@@ -364,10 +168,11 @@ impl PyNetwork {
         let batch_size = args::usize_in(batch_size, "batch_size", 1, 1 << 31)?;
         let shuffle = shuffle.map_or(Ok(true), |s| args::flag(s, "shuffle"))?;
         let n = y.len();
-        let total_steps = total_steps.map_or(Ok(n.div_ceil(batch_size).max(1)), |t| {
-            args::usize_in(t, "total_steps", 1, 1 << 40)
-        })?;
-        let base_rate = base_learning_rate.map_or(Ok(self.learning_rate), |r| {
+        let total_steps = total_steps.map_or(
+            Ok(self.config.batches_per_epoch(n, batch_size).max(1)),
+            |t| args::usize_in(t, "total_steps", 1, 1 << 40),
+        )?;
+        let base_rate = base_learning_rate.map_or(Ok(self.config.learning_rate), |r| {
             args::positive_number(r, "base_learning_rate")
         })?;
         let options = FitOptions {
@@ -440,7 +245,7 @@ impl PyNetwork {
     ) -> PyResult<usize> {
         let n = args::usize_in(n, "n", 1, usize::MAX)?;
         let batch_size = args::usize_in(batch_size, "batch_size", 1, 1 << 31)?;
-        Ok(batches_per_epoch(n, batch_size, self.drop_last))
+        Ok(self.config.batches_per_epoch(n, batch_size))
     }
 
     /// Batches per epoch of the fit in progress (None outside a fit).
@@ -519,33 +324,33 @@ impl PyNetwork {
 
     #[getter]
     fn optimizer(&self) -> &'static str {
-        self.optimizer.kind.name()
+        self.config.optimizer.kind.name()
     }
 
     #[getter]
     fn momentum(&self) -> f64 {
-        self.optimizer.momentum
+        self.config.optimizer.momentum
     }
 
     #[getter]
     fn nesterov(&self) -> bool {
-        self.optimizer.nesterov
+        self.config.optimizer.nesterov
     }
 
     #[getter]
     fn weight_decay(&self) -> f64 {
-        self.optimizer.weight_decay
+        self.config.optimizer.weight_decay
     }
 
     #[getter]
     fn label_smoothing(&self) -> f64 {
-        self.label_smoothing
+        self.config.label_smoothing
     }
 
     /// The test-time augmentation evaluate/predict use when a call names none.
     #[getter]
     fn tta(&self) -> &'static str {
-        self.tta.name()
+        self.config.tta.name()
     }
 
     /// The fit defaults of the architecture's recipe: batch_size, epochs
@@ -553,13 +358,13 @@ impl PyNetwork {
     /// architectures without one.
     #[getter]
     fn recipe<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
-        let Some(r) = &self.recipe else {
+        let Some(r) = &self.config.recipe else {
             return Ok(None);
         };
         let d = PyDict::new(py);
-        d.set_item("batch_size", r.batch_size)?;
-        d.set_item("epochs", r.epochs)?;
-        d.set_item("triangle", r.triangle)?;
+        d.set_item("batch_size", r.defaults.batch_size)?;
+        d.set_item("epochs", r.defaults.epochs)?;
+        d.set_item("triangle", r.defaults.triangle)?;
         Ok(Some(d))
     }
 
@@ -584,7 +389,7 @@ impl PyNetwork {
         y: PyReadonlyArray1<'_, i64>,
         tta: Option<TtaArg>,
     ) -> PyResult<(f64, f64)> {
-        let tta = tta.map_or(self.tta, |t| t.0);
+        let tta = tta.map_or(self.config.tta, |t| t.0);
         let xa = extract_images(x, "x")?;
         let (xo, yo, shape) = (xa.owned(), labels(&y), xa.shape());
         let mut monitor = PyMonitor::new(None);
@@ -606,7 +411,7 @@ impl PyNetwork {
         batch_size: Option<&Bound<'py, PyAny>>,
         tta: Option<TtaArg>,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        let tta = tta.map_or(self.tta, |t| t.0);
+        let tta = tta.map_or(self.config.tta, |t| t.0);
         let batch_size =
             batch_size.map_or(Ok(256), |b| args::usize_in(b, "batch_size", 1, 1 << 31))?;
         let xa = extract_images(x, "x")?;
@@ -656,33 +461,34 @@ impl PyNetwork {
                 )))
             })
         })?;
-        PyNetwork::from_model(m)
+        PyModel::from_model(m)
     }
 
     #[getter]
     fn architecture(&self) -> &str {
-        &self.architecture
+        &self.config.architecture
     }
 
+    /// The constructor's learning rate (the recipe's when none was given).
     #[getter]
     fn learning_rate(&self) -> f64 {
-        self.learning_rate
+        self.config.learning_rate
     }
 
     #[getter]
     fn device(&self) -> String {
-        device::device_name(self.device)
+        device::device_name(self.config.device)
     }
 
     /// The precision the model trains in, resolved for its device ("auto" never shows).
     #[getter]
     fn precision(&self) -> &'static str {
-        self.precision.name()
+        self.config.precision.name()
     }
 
     #[getter]
     fn seed(&self) -> u64 {
-        self.seed
+        self.config.seed
     }
 
     #[getter]
@@ -762,15 +568,16 @@ impl PyNetwork {
     }
 }
 
-/// Names of the built-in architectures.
+/// Names of the built-in architectures: the course's, then the recipes'.
 #[pyfunction]
 fn architectures() -> Vec<&'static str> {
-    arch::ARCHITECTURES.to_vec()
+    config::architectures()
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_class::<PyNetwork>()?;
+    m.add_class::<PyModel>()?;
     m.add_class::<PyWeightsSnapshot>()?;
     m.add_function(wrap_pyfunction!(architectures, m)?)?;
+    m.add("MODEL_SETTINGS", MODEL_SETTINGS.to_vec())?;
     Ok(())
 }

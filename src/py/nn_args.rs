@@ -7,15 +7,18 @@ use std::borrow::Cow;
 use numpy::{PyReadonlyArray1, PyReadonlyArray4, PyUntypedArrayMethods};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyString, PyTuple};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
 use super::args;
 use crate::error::Error;
-use crate::nn::arch::{self, Layer, SpecArg};
+use crate::nn::arch::Layer;
+use crate::nn::config::{Architecture, Given};
 use crate::nn::device;
 use crate::nn::input::{Images, Pixels};
+use crate::nn::optim::{OptimizerKind, OPTIMIZERS};
 use crate::nn::precision::{Precision, PRECISIONS};
-use crate::nn::train::Tta;
+use crate::nn::spec::{parse_specs, SpecArg};
+use crate::nn::tta::Tta;
 
 /// Images as numpy gave them: uint8 or float32 (N, H, W, C).
 pub(super) enum ImageArg<'py> {
@@ -100,11 +103,9 @@ pub(super) fn spec_arg(v: &Bound<'_, PyAny>, layer: usize) -> PyResult<SpecArg> 
 }
 
 /// A built-in name or a list of layer tuples, as layer specs.
-pub(super) fn architecture_arg(a: &Bound<'_, PyAny>) -> PyResult<(String, Vec<Layer>)> {
+pub(super) fn architecture_arg(a: &Bound<'_, PyAny>) -> PyResult<Architecture> {
     if let Ok(name) = a.cast::<PyString>() {
-        let name = name.to_cow()?.into_owned();
-        let layers = arch::builtin(&name)?;
-        return Ok((name, layers));
+        return Ok(Architecture::Named(name.to_cow()?.into_owned()));
     }
     let Ok(items) = a.try_iter() else {
         return Err(PyTypeError::new_err(
@@ -112,7 +113,61 @@ pub(super) fn architecture_arg(a: &Bound<'_, PyAny>) -> PyResult<(String, Vec<La
              [(\"conv\", 32), (\"maxpool\", 2), (\"flatten\",), (\"dense\", 128)]",
         ));
     };
-    Ok(("custom_layers".to_string(), layer_list(items)?))
+    Ok(Architecture::Layers(layer_list(items)?))
+}
+
+/// The settings `cnnrs.Model(...)` passes on (the keywords a user gave, by
+/// name); everything else takes the recipe's or Keras's default.
+pub const MODEL_SETTINGS: [&str; 8] = [
+    "learning_rate",
+    "precision",
+    "optimizer",
+    "momentum",
+    "nesterov",
+    "weight_decay",
+    "label_smoothing",
+    "augment",
+];
+
+/// Parses the settings dict into [`Given`], each value checked and named.
+pub(super) fn given_arg(settings: Option<&Bound<'_, PyDict>>, seed: u64) -> PyResult<Given> {
+    let mut given = Given {
+        seed,
+        ..Given::default()
+    };
+    let Some(settings) = settings else {
+        return Ok(given);
+    };
+    for (key, v) in settings.iter() {
+        let key: String = key.extract().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "settings keys must be str, got {}",
+                args::short_repr(&key)
+            ))
+        })?;
+        if v.is_none() {
+            continue;
+        }
+        match key.as_str() {
+            "learning_rate" => given.learning_rate = Some(args::positive_number(&v, &key)?),
+            "precision" => given.precision = Some(v.extract::<PrecisionArg>()?.0),
+            "optimizer" => {
+                given.optimizer = Some(OptimizerKind::parse(args::choice(&v, &key, &OPTIMIZERS)?)?);
+            }
+            "momentum" => given.momentum = Some(args::number(&v, &key, true)?),
+            "nesterov" => given.nesterov = Some(args::flag(&v, &key)?),
+            "weight_decay" => given.weight_decay = Some(args::number(&v, &key, true)?),
+            "label_smoothing" => given.label_smoothing = Some(args::number(&v, &key, true)?),
+            "augment" => given.augment = Some(augment_arg(&v)?),
+            other => {
+                return Err(PyTypeError::new_err(format!(
+                    "Model() got an unexpected setting {other:?}; accepted: {}",
+                    MODEL_SETTINGS.join(", ")
+                )))
+            }
+        }
+    }
+    Ok(given)
 }
 
 /// `augment=`: augmentation layer tuples put in front of the architecture.
@@ -191,7 +246,7 @@ pub(super) fn layer_list(items: Bound<'_, pyo3::types::PyIterator>) -> PyResult<
             .collect::<PyResult<_>>()?;
         specs.push((kind.to_lowercase(), args));
     }
-    Ok(arch::parse_specs(&specs)?)
+    Ok(parse_specs(&specs)?)
 }
 
 /// `"fp32" | "bf16" | "fp16" | "auto"`, parsed once at the boundary.

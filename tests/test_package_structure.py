@@ -175,3 +175,18 @@ def test_stub_checker_reports_drift(tmp_path):
     assert "seed=1" in problems
     assert "removed_long_ago: in the stub but not in the extension" in problems
     assert check_stubs.main(["--stub", str(path)]) == 1
+
+
+def test_nothing_is_public_by_accident():
+    """Every public name of ``cnnrs`` is in ``__all__`` or is one of its own modules;
+    ``cnnrs.torch`` (from the ``import torch`` that loads libtorch) was reachable."""
+    stray = [
+        name
+        for name in dir(cnnrs)
+        if not name.startswith("_")
+        and name not in cnnrs.__all__
+        and getattr(getattr(cnnrs, name), "__name__", None) != f"cnnrs.{name}"
+    ]
+    assert stray == []
+    assert not hasattr(cnnrs, "torch")
+    assert sorted(cnnrs.__all__) == sorted(set(cnnrs.__all__))

@@ -310,7 +310,7 @@ precision, augment : optional
             x = check_array(X, allow_nd=True, dtype="numeric", input_name="X", estimator=self)
             if x.ndim == 3:
                 x = x[..., np.newaxis]
-            shape = tuple(int(d) for d in x.shape[1:])
+            shape = (int(x.shape[1]), int(x.shape[2]), int(x.shape[3]))
             if reset:
                 if self.input_shape is not None and _image_shape(self.input_shape) != shape:
                     raise ValueError(

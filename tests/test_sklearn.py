@@ -275,6 +275,9 @@ def test_pickle_and_clone_keep_what_they_should(digits):
         ({"threads": 0}, ValueError, "threads must be >= 1, got 0"),
         ({"callbacks": "EarlyStopping"}, TypeError, "callbacks must be a list"),
         ({"device": "tpu"}, ValueError, "tpu"),
+        ({"threads": 10**9}, ValueError, "threads must be <= 4096, got 1000000000"),
+        ({"verbose": "loud"}, ValueError, "verbose must be 0, 1 or 2, got 'loud'"),
+        ({"shuffle": "no"}, TypeError, "shuffle must be True or False, got 'no'"),
     ],
 )
 def test_bad_parameters_are_named_when_fit_runs(params, error, words):
@@ -284,3 +287,13 @@ def test_bad_parameters_are_named_when_fit_runs(params, error, words):
     assert clf.get_params()[next(iter(params))] == next(iter(params.values()))
     with pytest.raises(error, match=words):
         clf.fit(x, y)
+
+
+def test_bad_data_is_named():
+    clf = CNNClassifier(epochs=1, seed=0, device="cpu")
+    with pytest.raises(ValueError, match=r"X must be images .* got 5 dimensions"):
+        clf.fit(np.zeros((10, 2, 2, 2, 2)), np.arange(10) % 2)
+    with pytest.raises(ValueError, match=r"y has 1 class \(7\); a classifier needs at least 2"):
+        clf.fit(np.zeros((10, 3)), np.full(10, 7))
+    with pytest.raises(ValueError, match="requires y to be passed"):
+        clf.fit(np.zeros((10, 3)), None)

@@ -30,7 +30,7 @@ from sklearn.utils.validation import (
 )
 
 from ._arrays import check_count
-from ._threads import libtorch_threads
+from ._threads import MAX_THREADS, libtorch_threads
 from ._trial import copy_callbacks
 from .models import Model
 
@@ -242,15 +242,17 @@ precision, augment : optional
             self.classes_ = np.unique(known)
             if len(self.classes_) < 2:
                 raise ValueError(
-                    f"y has 1 class ({self.classes_[0]!r}); a classifier needs at least 2 "
+                    f"y has 1 class ({self.classes_.tolist()[0]!r}); a classifier needs at least 2 "
                     "classes to tell apart"
                 )
             encoded = self._encode(labels)
+        if self.verbose not in (0, 1, 2) or isinstance(self.verbose, bool):
+            raise ValueError(f"verbose must be 0, 1 or 2, got {self.verbose!r}")
         fit_kw: dict[str, Any] = {
             "epochs": epochs,
             "batch_size": self.batch_size,
-            "shuffle": self.shuffle,
-            "verbose": self.verbose,
+            "shuffle": _check_bool(self.shuffle, "shuffle"),
+            "verbose": int(self.verbose),
             "validation_split": self.validation_split,
             "lr_schedule": self.lr_schedule,
         }
@@ -325,6 +327,11 @@ precision, augment : optional
                     f"X holds images of shape {shape}, but {type(self).__name__} was fitted "
                     f"on images of shape {self.image_shape_}"
                 )
+        elif ndim is not None and ndim > 4:
+            raise ValueError(
+                "X must be images (n, height, width, channels) or (n, height, width), or "
+                f"rows (n, n_features), got {ndim} dimensions (shape {np.shape(X)})"
+            )
         else:
             x = validate_data(self, X, reset=reset, dtype="numeric")
             if reset:
@@ -345,7 +352,12 @@ precision, augment : optional
         return x
 
     def _threads(self) -> int | None:
-        return None if self.threads is None else check_count(self.threads, "threads")
+        if self.threads is None:
+            return None
+        threads = check_count(self.threads, "threads")
+        if threads > MAX_THREADS:
+            raise ValueError(f"threads must be <= {MAX_THREADS}, got {threads}")
+        return threads
 
 
 def _check_bool(value: Any, name: str) -> bool:

@@ -297,3 +297,18 @@ def test_bad_data_is_named():
         clf.fit(np.zeros((10, 3)), np.full(10, 7))
     with pytest.raises(ValueError, match="requires y to be passed"):
         clf.fit(np.zeros((10, 3)), None)
+
+
+def test_a_failed_fit_leaves_the_fitted_classifier_as_it_was():
+    x = np.random.default_rng(0).normal(size=(30, 3))
+    clf = CNNClassifier(epochs=1, seed=0, device="cpu").fit(x, np.arange(30) % 2)
+    model, expected = clf.model_, clf.predict_proba(x)
+    clf.set_params(optimizer="rmsprop")  # refused only when the new network is made
+    with pytest.raises(ValueError, match="rmsprop"):
+        clf.fit(np.zeros((30, 5)), np.arange(30) % 3)
+    assert clf.model_ is model and clf.classes_.tolist() == [0, 1] and clf.n_features_in_ == 3
+    np.testing.assert_array_equal(clf.predict_proba(x), expected)
+    fresh = CNNClassifier(epochs=1, optimizer="rmsprop", device="cpu")
+    with pytest.raises(ValueError, match="rmsprop"):
+        fresh.fit(x, np.arange(30) % 2)
+    assert not [k for k in vars(fresh) if k.endswith("_")]

@@ -225,6 +225,17 @@ precision, augment : optional
 
     # -- the work --------------------------------------------------------------
     def _fit(self, X: Any, y: Any, classes: Any, warm: bool, epochs: Any) -> CNNClassifier:
+        # A fit that fails (a bad parameter found late, Ctrl-C) leaves the fitted
+        # attributes as they were: never new classes_ beside an earlier fit's network.
+        before = dict(self.__dict__)
+        try:
+            return self._fit_or_raise(X, y, classes, warm, epochs)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(before)
+            raise
+
+    def _fit_or_raise(self, X: Any, y: Any, classes: Any, warm: bool, epochs: Any) -> CNNClassifier:
         if y is None:
             raise ValueError(
                 f"{type(self).__name__} requires y to be passed, but the target y is None."

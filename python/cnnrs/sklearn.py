@@ -7,8 +7,8 @@ scikit-learn users already have take it as it is: ``GridSearchCV``,
 backend. It passes ``sklearn.utils.estimator_checks`` with the failures listed in
 :data:`EXPECTED_FAILED_CHECKS`, each with its reason.
 
-This module needs scikit-learn (``pip install scikit-learn``); ``import cnnrs`` does
-not import it.
+This module needs scikit-learn 1.6 or later (``pip install 'cnnrs[sklearn]'``), whose
+``validate_data`` and ``__sklearn_tags__`` it uses; ``import cnnrs`` does not import it.
 """
 
 from __future__ import annotations
@@ -26,13 +26,22 @@ from sklearn.utils.validation import (
     check_consistent_length,
     check_is_fitted,
     column_or_1d,
-    validate_data,
 )
 
 from ._arrays import check_count
 from ._threads import MAX_THREADS, libtorch_threads
 from ._trial import copy_callbacks
 from .models import Model
+
+try:
+    from sklearn.utils.validation import validate_data
+except ImportError as exc:  # scikit-learn < 1.6
+    from sklearn import __version__ as _found
+
+    raise ImportError(
+        f"cnnrs.sklearn needs scikit-learn >= 1.6 (validate_data, __sklearn_tags__), found "
+        f"{_found}; pip install 'scikit-learn>=1.6'"
+    ) from exc
 
 __all__ = ["AUTO_ARCHITECTURE", "EXPECTED_FAILED_CHECKS", "FALLBACK_ARCHITECTURE", "CNNClassifier"]
 
@@ -218,10 +227,6 @@ precision, augment : optional
         tags.non_deterministic = self.seed is None
         tags.input_tags.three_d_array = True  # (n, H, W) grayscale images
         return tags
-
-    def _more_tags(self) -> dict[str, Any]:
-        """The same tags for scikit-learn before 1.6."""
-        return {"non_deterministic": self.seed is None, "requires_y": True}
 
     # -- the work --------------------------------------------------------------
     def _fit(self, X: Any, y: Any, classes: Any, warm: bool, epochs: Any) -> CNNClassifier:

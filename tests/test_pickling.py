@@ -124,3 +124,14 @@ def test_a_cuda_model_opens_on_the_cpu_without_a_gpu(trained, digits, device):
     model.__setstate__(state)
     assert model.device == "cpu"
     np.testing.assert_array_equal(model.predict(x_test), trained.predict(x_test))
+
+
+def test_damaged_pickled_weights_are_a_data_format_error(trained):
+    state = trained.__getstate__()
+    state["_net"]["safetensors"] = state["_net"]["safetensors"][:-100]
+    model = cnnrs.Model.__new__(cnnrs.Model)
+    with pytest.raises(
+        cnnrs.DataFormatError,
+        match=r"^the pickled cnnrs.Model is not a valid cnnrs model file: it is",
+    ):
+        model.__setstate__(state)

@@ -707,5 +707,10 @@ class Model:
             path = os.path.join(tmp, "model.safetensors")
             with open(path, "wb") as f:
                 f.write(saved["safetensors"])
-            self._net = _core.Network.load(path, device)
+            try:
+                self._net = _core.Network.load(path, device)
+            except _core.DataFormatError as exc:  # said of the pickle, not of a temp file
+                raise _core.DataFormatError(
+                    str(exc).replace(path, "the pickled cnnrs.Model")
+                ) from None
         self.__dict__.update(state)

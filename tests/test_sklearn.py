@@ -9,6 +9,7 @@ import pickle
 import joblib
 import numpy as np
 import pytest
+import torch
 from sklearn.base import clone
 from sklearn.metrics import ConfusionMatrixDisplay
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
@@ -27,6 +28,17 @@ from cnnrs.sklearn import EXPECTED_FAILED_CHECKS, FALLBACK_ARCHITECTURE, CNNClas
 GRID = {"learning_rate": [1e-3, 4e-3], "seed": [7]}
 FIXED = {"architecture": "custom", "epochs": 2, "batch_size": 32, "device": "cpu"}
 FOLD_SEED = 42
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_libtorch_thread():
+    """The networks here are tiny: one thread trains them as fast as two, and never
+    waits for a second thread that a busy 2-core machine has given to someone else.
+    (Both sides of every equality run with the same count.)"""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @parametrize_with_checks(

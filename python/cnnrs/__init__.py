@@ -4,8 +4,9 @@ Image operations (padding, convolution, pooling, image loading) are written from
 scratch in Rust; CNN training runs in Rust on libtorch. numpy in, numpy out.
 """
 
-# libtorch must be loaded (by torch's own import) before our extension links to it.
-import torch  # noqa: F401  isort: skip
+# libtorch must be loaded (by torch's own import) before our extension links to it;
+# the name is deleted again below, so `cnnrs.torch` is not part of the API by accident.
+import torch  # isort: skip
 
 from . import datasets, kernels, metrics
 from ._core import (
@@ -24,6 +25,8 @@ from ._core import (
 from ._sample import sample_image
 from .models import ARCHITECTURES, COURSE_ARCHITECTURES, Model
 from .selection import cross_validate, grid_search, parameter_grid
+
+del torch
 
 __all__ = [
     "ARCHITECTURES",

@@ -98,10 +98,18 @@ class Callback:
         cls = type(self)
         new = cls.__new__(cls)
         memo[id(self)] = new
-        for key, value in self.__dict__.items():
-            fresh = key == "_model" or key in self._fit_state
-            new.__dict__[key] = None if fresh else copy.deepcopy(value, memo)
+        for key, value in self.__getstate__().items():
+            new.__dict__[key] = copy.deepcopy(value, memo)
         return new
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a pickle or copy carries: everything but the model and one fit's device
+        state (a weight snapshot lives on the device of the model it came from), so a
+        callback that has run pickles to joblib and Ray workers as a fresh one would."""
+        return {
+            key: None if key == "_model" or key in self._fit_state else value
+            for key, value in self.__dict__.items()
+        }
 
 
 class CallbackList:

@@ -17,11 +17,71 @@ import numpy.typing as npt
 from . import _core
 from ._arrays import as_labels
 
-__all__ = ["classification_report", "confusion_matrix", "precision_recall_f1"]
+__all__ = ["accuracy_score", "classification_report", "confusion_matrix", "precision_recall_f1"]
 
 
 def _as_labels(y: npt.ArrayLike, name: str) -> npt.NDArray[np.int64]:
     return as_labels(y, name=name)[0]
+
+
+def accuracy_score(
+    y_true: Any, y_pred: Any, *, normalize: bool = True, sample_weight: Any = None
+) -> float:
+    """The fraction (or, with ``normalize=False``, the number) of labels predicted
+    right: ``sklearn.metrics.accuracy_score`` with its signature and result.
+
+    Parameters
+    ----------
+    y_true, y_pred : array_like
+        Class labels ``(N,)`` / ``(N, 1)``: numbers as the other metrics take them
+        (also one-hot / probability rows ``(N, k)``, reduced by argmax, so
+        ``model.predict`` output works; scikit-learn would read such a 2-D array as
+        a multilabel indicator), or any other labels, such as strings, compared as
+        they are.
+    normalize : bool, default True
+        True: the fraction right; False: the count (the sum of the weights) right.
+    sample_weight : array_like (N,), optional
+        A weight per label.
+
+    Returns
+    -------
+    float
+    """
+    if not isinstance(normalize, (bool, np.bool_)):
+        raise TypeError(f"normalize must be True or False, got {normalize!r}")
+    t, p = np.asarray(y_true), np.asarray(y_pred)
+    numeric = t.dtype.kind in "biuf" and p.dtype.kind in "biuf"
+    if numeric:
+        t, p = _as_labels(t, "y_true"), _as_labels(p, "y_pred")
+    else:
+        t, p = (_label_column(a, name) for a, name in ((t, "y_true"), (p, "y_pred")))
+    if t.shape[0] != p.shape[0]:
+        raise ValueError(
+            f"y_true has {t.shape[0]} labels but y_pred has {p.shape[0]}; "
+            "they must be the same length"
+        )
+    if t.shape[0] == 0:
+        raise ValueError("y_true and y_pred are empty; accuracy needs at least one label")
+    right = t == p
+    if sample_weight is None:
+        return float(right.mean() if normalize else right.sum())
+    w = np.asarray(sample_weight)
+    if w.dtype.kind not in "biuf" or w.shape != (t.shape[0],):
+        raise ValueError(
+            f"sample_weight must be {t.shape[0]} numbers, one per label, got "
+            f"{w.dtype} array of shape {w.shape}"
+        )
+    if normalize:
+        return float(np.average(right, weights=w))
+    return float(np.dot(right, w))
+
+
+def _label_column(a: np.ndarray, name: str) -> np.ndarray:
+    if a.ndim == 2 and a.shape[1] == 1:
+        a = a[:, 0]
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be labels (N,) or a column (N, 1), got shape {a.shape}")
+    return a
 
 
 def confusion_matrix(

@@ -21,9 +21,10 @@ Section 2
     Keras's cache, downloaded when absent).
 
 This module is the command line and its orchestration only: the options, the
-configuration, and the order of the steps with their log lines. The steps
-themselves are :mod:`cnnrs.study` (shared with the notebook), the figures
-:mod:`cnnrs.plotting`, and the report files :mod:`cnnrs.report`.
+configuration, and the order of the named steps (:mod:`cnnrs._demo_steps`, each a
+log line or two and its figures around :mod:`cnnrs.study`'s computation, shared
+with the notebook); the figures are :mod:`cnnrs.plotting`'s, the report files
+:mod:`cnnrs.report`'s.
 
 The methodology is the one the study asks for: every fold trains a fresh model
 on its training part only (``cnnrs.cross_validate``), the test images are
@@ -36,110 +37,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import datasets, kernels, plotting, study
-from ._core import (
-    CnnrsError,
-    __version__,
-    cuda_available,
-    load_image,
-    torch_version,
-)
+from . import _demo_steps as steps
+from ._core import CnnrsError, __version__, cuda_available, torch_version
+from ._demo_steps import DATASETS, DEFAULT_OUT, DEVICES, FOLDS, DemoConfig, UsageError
 from ._machine import cpu_description, dispatch_description
-from ._progress import StepLog, training_output
-from ._sample import sample_image
-from .models import COURSE_ARCHITECTURES
+from ._progress import StepLog
 from .report import FigureFolder, write_report
-from .selection import grid_search
 
 __all__ = ["DemoConfig", "UsageError", "add_arguments", "config_from_args", "run_demo"]
-
-DATASETS = ("digits", "cifar10")
-DEVICES = ("auto", "cpu", "cuda")
-DEFAULT_OUT = "cnnrs-demo"
-#: k of the k-fold cross-validation, as the study asks.
-FOLDS = 5
-SEED = 42
-
-
-class UsageError(ValueError):
-    """Arguments that parse but make no sense together (reported with exit code 2)."""
-
-
-@dataclass
-class Plan:
-    """What Section 2 trains: the architectures, epochs and the grid."""
-
-    cv_architectures: list[str]
-    epochs: int
-    cv_learning_rate: float
-    batch_size: int
-    grid_architectures: list[str]
-    grid_epochs: list[int]
-    grid_learning_rates: list[float]
-    subset: int | None
-
-
-def _plan(dataset: str, quick: bool, epochs: int | None, subset: int | None) -> Plan:
-    """Defaults per dataset. ``epochs`` is the cross-validation's; the grid tries N/2 and N."""
-    if quick:
-        n = epochs or 3
-        archs = ["baseline", "custom"]
-        return Plan(
-            cv_architectures=archs,
-            epochs=n,
-            cv_learning_rate=1e-3,
-            batch_size=64,
-            grid_architectures=archs,
-            grid_epochs=[n],
-            grid_learning_rates=[1e-3, 3e-3],
-            subset=subset if subset is not None else (2000 if dataset == "cifar10" else None),
-        )
-    if dataset == "digits":
-        # 8×8 digits train in seconds: every architecture is cross-validated, and the
-        # grid uses the three quickest so the default run stays within a few minutes.
-        n = epochs or 8
-        grid_archs = ["baseline", "custom", "vgg3block"]
-    else:
-        # The course's grid (its 10 and 20 epochs with the default --epochs 20).
-        n = epochs or 20
-        grid_archs = ["vgg3block", "with_dropout_increasing", "custom"]
-    return Plan(
-        cv_architectures=list(COURSE_ARCHITECTURES),
-        epochs=n,
-        cv_learning_rate=1e-3,
-        batch_size=64,
-        grid_architectures=grid_archs,
-        grid_epochs=sorted({max(1, n // 2), n}),
-        grid_learning_rates=[1e-3, 5e-4],
-        subset=subset,
-    )
-
-
-@dataclass
-class DemoConfig:
-    """Everything ``run_demo`` needs; build it with :func:`config_from_args`."""
-
-    dataset: str = "digits"
-    out: Path = field(default_factory=lambda: Path(DEFAULT_OUT))
-    device: str = "auto"
-    precision: str = "auto"
-    epochs: int | None = None
-    subset: int | None = None
-    quick: bool = False
-    cifar_path: Path | None = None
-    image: Path | None = None
-    photo: Path | None = None
-    threads: int = 0
-    verbose: int = 1
-    seed: int = SEED
-
 
 # --- command line ------------------------------------------------------------------
 
@@ -288,320 +197,6 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
     )
 
 
-# --- Section 1 -----------------------------------------------------------------------
-
-
-def section1(config: DemoConfig, figures: FigureFolder, log: StepLog) -> dict[str, Any]:
-    """Worked examples, then the study kernels on the photo: convolution beside pooling."""
-    log("Section 1: padding, convolution and pooling")
-    worked = study.worked_examples()
-    log(
-        f"  worked examples: convolution {worked['convolution']['result'].tolist()}, "
-        f"max pooling {worked['pooling']['max_pooling'].tolist()}"
-    )
-    log(f"  worked examples equal the course's answers: {worked['match_expected']}")
-
-    if config.image is not None:
-        image = load_image(config.image, grayscale=True)
-        source = str(config.image)
-    else:
-        image = sample_image()
-        source = "cnnrs.sample_image() (bundled 512×512 photo)"
-    log(f"  image: {source}, shape {image.shape}")
-    figures.save(
-        plotting.plot_image(image, f"input image {image.shape[0]}×{image.shape[1]}"),
-        "section1_image.png",
-        "The input image of Section 1",
-    )
-
-    rows = study.kernel_responses(image, kernels.STUDY_KERNELS, p=2)
-    for i, row in enumerate(rows, start=1):
-        (fig,) = plotting.show_conv_and_pool(image, {row["name"]: row["kernel"]}, p=2)
-        row["figure"] = figures.save(fig, f"kernel_{i}.png", row["name"])
-        log(f"  {row['figure']}: {row['name']}")
-    return {
-        "worked_examples": worked,
-        "image": {"source": source, "shape": image.shape},
-        "kernels": rows,
-    }
-
-
-# --- Section 2 -----------------------------------------------------------------------
-
-
-def _load_data(config: DemoConfig, log: StepLog) -> tuple[Any, Any, Any, Any, list[str]]:
-    if config.dataset == "cifar10":
-        log("  loading CIFAR-10" + (f" from {config.cifar_path}" if config.cifar_path else ""))
-    try:
-        (x, y), (xt, yt), names = study.load_dataset(config.dataset, config.cifar_path)
-    except OSError as exc:
-        if config.cifar_path is not None or isinstance(exc, FileNotFoundError):
-            raise
-        raise OSError(
-            f"CIFAR-10 is not cached and could not be downloaded ({exc}); download "
-            f"{datasets.CIFAR10_URL} elsewhere and pass --cifar-path to it"
-        ) from exc
-    return x, y, xt, yt, names
-
-
-def section2(config: DemoConfig, figures: FigureFolder, log: StepLog) -> dict[str, Any]:
-    """CV of each architecture, the grid search, and the refitted best model on the test set."""
-    plan = _plan(config.dataset, config.quick, config.epochs, config.subset)
-    log(f"Section 2: CNN classification on {config.dataset}")
-    x, y, xt, yt, names = _load_data(config, log)
-    full_train = len(x)
-    if config.subset is not None or (plan.subset is not None and plan.subset < len(x)):
-        n = plan.subset or len(x)
-        if n > len(x):
-            raise UsageError(f"--subset {n} is more than the {len(x)} training images")
-        x, y = study.subset(x, y, n, config.seed)
-    k = len(names)
-    h, w, c = (int(d) for d in x.shape[1:])
-    shape = (h, w, c)
-    log(f"  training images {x.shape} (of {full_train}), test images {xt.shape}, {k} classes")
-    if (
-        config.dataset == "cifar10"
-        and len(x) > 5000
-        and not (config.device != "cpu" and cuda_available())
-    ):
-        log("  note: CIFAR-10 on a CPU takes hours; --subset N or --quick makes a shorter run")
-    figures.save(
-        plotting.plot_images(x, y, names, n=30),
-        "training_images.png",
-        "The first 30 training images with their class names",
-    )
-
-    course_threads = config.threads or study.training_threads(shape, config.device)
-    summaries = study.architecture_summaries(plan.cv_architectures, shape, k, config.device)
-    for arch, s in summaries.items():
-        log(f"  architecture {arch}: {s['params']:,} parameters")
-
-    log(
-        f"  {FOLDS}-fold cross-validation of {len(plan.cv_architectures)} architectures, "
-        f"{plan.epochs} epochs, learning rate {plan.cv_learning_rate:g}, "
-        f"batch size {plan.batch_size}"
-        + (f", libtorch threads: {course_threads}" if course_threads else "")
-    )
-
-    def cv_done(arch: str, r: dict[str, Any]) -> None:
-        figures.save(
-            plotting.plot_history(r["histories"], title=f"{arch}: {FOLDS}-fold cross-validation"),
-            f"cv_curves_{arch}.png",
-            f"Training curves of {arch} across the {FOLDS} folds",
-        )
-        log(
-            f"  {arch}: mean accuracy {r['mean_accuracy']:.4f} ± {r['std_accuracy']:.4f} "
-            f"({r['seconds']:.1f}s)"
-        )
-
-    with training_output(config.verbose) as verbose, study.libtorch_threads(course_threads):
-        cv_runs = study.cross_validate_architectures(
-            plan.cv_architectures,
-            x,
-            y,
-            cv=FOLDS,
-            epochs=plan.epochs,
-            batch_size=plan.batch_size,
-            learning_rate=plan.cv_learning_rate,
-            seed=config.seed,
-            device=config.device,
-            precision=config.precision,
-            verbose=verbose,
-            on_result=cv_done,
-        )
-    cv = {a: {k_: v for k_, v in r.items() if k_ != "histories"} for a, r in cv_runs.items()}
-    figures.save(
-        plotting.plot_fold_accuracies(cv),
-        "cv_accuracy.png",
-        "Held-out accuracy of every fold, per architecture",
-    )
-
-    param_grid: dict[str, list[Any]] = {
-        "architecture": plan.grid_architectures,
-        "epochs": plan.grid_epochs,
-        "learning_rate": plan.grid_learning_rates,
-        "batch_size": [plan.batch_size],
-        "device": [config.device],
-        "precision": [config.precision],
-    }
-    n_points = len(plan.grid_architectures) * len(plan.grid_epochs) * len(plan.grid_learning_rates)
-    log(
-        f"  grid search: {n_points} combinations × {FOLDS} folds "
-        f"(architecture {plan.grid_architectures}, epochs {plan.grid_epochs}, "
-        f"learning rate {plan.grid_learning_rates})"
-    )
-    started = time.perf_counter()
-    with training_output(config.verbose) as verbose, study.libtorch_threads(course_threads):
-        gs = grid_search(param_grid, x, y, cv=FOLDS, seed=config.seed, verbose=verbose)
-    grid_seconds = time.perf_counter() - started
-    best_params = {
-        k_: v for k_, v in gs["best_params"].items() if k_ not in ("device", "precision")
-    }
-    log(f"  best by cross-validation: {best_params}, accuracy {gs['best_score']:.4f}")
-    log(f"  grid search and refit took {grid_seconds:.1f}s")
-    best = gs["results"][gs["best_index"]]
-    figures.save(
-        plotting.plot_history(best["histories"], title=f"chosen parameters: {best_params}"),
-        "training_curves.png",
-        "Training curves of the chosen parameters across the folds "
-        "(train solid, validation dashed)",
-    )
-    grid_rows = [
-        {
-            "params": {
-                k_: v for k_, v in row["params"].items() if k_ not in ("device", "precision")
-            },
-            "mean_accuracy": row["mean_accuracy"],
-            "std_accuracy": row["std_accuracy"],
-            "fold_accuracies": row["fold_accuracies"],
-        }
-        for row in gs["results"]
-    ]
-
-    model = gs["best_model"]
-    model.class_names = names
-    test = study.evaluate_on_test(model, xt, yt, names)
-    cm, report = test["confusion_matrix"], test["report"]
-    log(f"  test accuracy of the refitted best model: {test['accuracy']:.4f}")
-    figures.save(
-        plotting.plot_confusion_matrix(cm, names, title="confusion matrix on the test set"),
-        "confusion_matrix.png",
-        "Confusion matrix on the test set (rows true, columns predicted)",
-    )
-    figures.save(
-        plotting.plot_class_scores(report, names),
-        "class_scores.png",
-        "Per-class precision, recall and F1 on the test set",
-    )
-    hardest = study.hardest_classes(report, names)
-    log(
-        "  hardest classes (lowest F1): "
-        + ", ".join(f"{h['class']} {h['f1-score']:.2f}" for h in hardest)
-    )
-    model.save(config.out / "model.safetensors")
-
-    augment = study.AUGMENTATIONS[config.dataset]
-    log(
-        f"  the chosen network trained with augmentation {augment}, a cosine schedule and "
-        "early stopping, beside the plain one (same seed, last 20% of the training images "
-        "held out for both)"
-    )
-    with study.libtorch_threads(course_threads):
-        recipe = study.compare_training_recipes(
-            gs["best_params"], x, y, xt, yt, augment=augment, seed=config.seed
-        )
-    figures.save(
-        plotting.plot_history(
-            [recipe["plain"]["history"], recipe["recipe"]["history"]],
-            title="plain vs augmentation + cosine schedule + early stopping",
-            labels=["plain", "recipe"],
-        ),
-        "training_recipe.png",
-        "The chosen network trained plainly and with augmentation, a cosine schedule and "
-        "early stopping (train solid, validation dashed)",
-    )
-    for name in ("plain", "recipe"):
-        r = recipe[name]
-        log(
-            f"  {name}: {r['epochs_run']} epochs, kept epoch {r['best_epoch']}, train-validation "
-            f"gap {r['gap']:+.4f}, test accuracy {r['test_accuracy']:.4f}"
-        )
-
-    air_epochs = 3 if config.quick else None
-    air_threads = config.threads or study.training_threads(
-        study.upscale(x[:1]).shape[1:], config.device
-    )
-    log(
-        "  airbench94 with its own recipe (SGD-Nesterov, label smoothing, Lookahead, "
-        "alternating flips and translations, test-time augmentation)"
-        + (", digits upscaled to 32×32" if config.dataset == "digits" else "")
-        + (f", libtorch threads: {air_threads}" if air_threads else "")
-    )
-    with study.libtorch_threads(air_threads):
-        air = study.fit_airbench94(
-            x,
-            y,
-            xt,
-            yt,
-            epochs=air_epochs,
-            device=config.device,
-            precision=config.precision,
-            seed=config.seed,
-        )
-    figures.save(
-        plotting.plot_history(air["history"], title="airbench94 with its recipe"),
-        "airbench94.png",
-        "airbench94's training curve (its recipe; loss with label smoothing)",
-    )
-    log(
-        f"  airbench94: test accuracy {air['test_accuracy']:.4f} "
-        f"({air['test_accuracy_no_tta']:.4f} without TTA), {air['seconds']:.1f}s"
-    )
-
-    with tempfile.TemporaryDirectory(prefix="cnnrs-demo-") as tmp:
-        if config.photo is not None:
-            path, source = config.photo, f"--photo {config.photo}"
-        else:
-            path, source = study.write_test_image(xt, yt, names, tmp)
-            source += " written to a temporary PNG"
-        guess = model.predict_image(path)
-    log(f"  photo ({source}): {guess['class_name']} ({guess['confidence']:.1%})")
-
-    return {
-        "dataset": {
-            "name": config.dataset,
-            "class_names": names,
-            "train_size": len(x),
-            "train_available": full_train,
-            "test_size": len(xt),
-            "image_shape": shape,
-        },
-        "settings": {
-            "folds": FOLDS,
-            "seed": config.seed,
-            "quick": config.quick,
-            "device": model.device,
-            "precision": model.precision,
-            "epochs": plan.epochs,
-            "batch_size": plan.batch_size,
-            "cv_learning_rate": plan.cv_learning_rate,
-        },
-        "architectures": summaries,
-        "cross_validation": cv,
-        "grid_search": {
-            "param_grid": {
-                k_: v for k_, v in param_grid.items() if k_ not in ("device", "precision")
-            },
-            "results": grid_rows,
-            "best_index": gs["best_index"],
-            "best_params": best_params,
-            "best_score": gs["best_score"],
-            "seconds": grid_seconds,
-        },
-        "test": {"accuracy": test["accuracy"], "loss": test["loss"]},
-        "training_recipe": {
-            **{k: v for k, v in recipe.items() if k not in ("plain", "recipe")},
-            **{
-                name: {k: v for k, v in recipe[name].items() if k != "history"}
-                for name in ("plain", "recipe")
-            },
-        },
-        "airbench94": {k: v for k, v in air.items() if k != "history"},
-        "threads": {"course_networks": course_threads, "airbench94": air_threads},
-        "confusion_matrix": cm,
-        "classification_report": report,
-        "hardest_classes": hardest,
-        "most_confused": study.most_confused(cm, names),
-        "photo": {
-            "source": source,
-            "class_index": guess["class_index"],
-            "class_name": guess["class_name"],
-            "confidence": guess["confidence"],
-        },
-        "model_file": "model.safetensors",
-    }
-
-
 # --- entry point ---------------------------------------------------------------------
 
 
@@ -634,9 +229,11 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     threads = _set_threads(config)
     log(f"cnnrs {__version__} demo: writing to {config.out.resolve()} ({threads} CPU threads)")
     log(f"  machine: {cpu_description()}; {dispatch_description()}")
-    figures = FigureFolder(config.out)
-    s1 = section1(config, figures, log)
-    s2 = section2(config, figures, log)
+    run = steps.Run(config, FigureFolder(config.out), log)
+    s1 = steps.image_operations(run)
+    s2: dict[str, Any] = {}
+    for step in steps.SECTION2:
+        s2.update(step(run))
     report = {
         "cnnrs_version": __version__,
         "torch_version": torch_version(),
@@ -645,7 +242,7 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
         "seconds": log.elapsed(),
         "section1": s1,
         "section2": s2,
-        "figures": figures.saved,
+        "figures": run.figures.saved,
     }
     return write_report(config.out, report)
 

@@ -15,7 +15,7 @@ from typing import Any, Callable, Generic, TypeVar, Union, overload
 
 import numpy as np
 
-from . import _core, schedules
+from . import _core, _pickling, schedules
 from ._arrays import as_images, as_labels, augment_layers, check_count, class_count
 from ._fit_turns import fit_turn
 from ._progress import KerasProgress
@@ -653,47 +653,8 @@ class Model:
         )
 
     # -- pickling and copying ---------------------------------------------
-    # The network travels as the bytes Model.save writes (safetensors: weights plus the
-    # JSON that rebuilds the model), the rest of the instance as it is. The optimiser's
-    # moments are not part of that format, so a copy trains on with fresh ones.
     def __getstate__(self) -> dict[str, Any]:
-        if self._net.normalization is None:
-            raise TypeError(
-                f"cannot pickle or copy {self!r}: an untrained cnnrs.Model has no weights "
-                "to carry yet; fit it first (cnnrs.sklearn.CNNClassifier pickles unfitted)"
-            )
-        import tempfile
-
-        with tempfile.TemporaryDirectory(prefix="cnnrs-pickle-") as tmp:
-            path = os.path.join(tmp, "model.safetensors")
-            self._net.save(path)
-            with open(path, "rb") as f:
-                weights = f.read()
-        state = {k: v for k, v in self.__dict__.items() if k != "_net"}
-        state["_net"] = {"safetensors": weights, "device": self.device}
-        return state
+        return _pickling.model_state(self)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        state = dict(state)
-        saved = state.pop("_net")
-        device = saved["device"]
-        # A model pickled on a GPU opens on the CPU where there is none (or on the
-        # first GPU where its own index is missing), as torch.load's map_location does.
-        index = device.partition(":")[2]
-        if device.startswith("cuda") and not _core.cuda_available():
-            device = "cpu"
-        elif index.isdigit() and int(index) >= _core.cuda_device_count():
-            device = "cuda"
-        import tempfile
-
-        with tempfile.TemporaryDirectory(prefix="cnnrs-pickle-") as tmp:
-            path = os.path.join(tmp, "model.safetensors")
-            with open(path, "wb") as f:
-                f.write(saved["safetensors"])
-            try:
-                self._net = _core.Model.load(path, device)
-            except _core.DataFormatError as exc:  # said of the pickle, not of a temp file
-                raise _core.DataFormatError(
-                    str(exc).replace(path, "the pickled cnnrs.Model")
-                ) from None
-        self.__dict__.update(state)
+        _pickling.restore_model(self, state)

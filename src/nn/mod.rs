@@ -10,6 +10,8 @@
 //! - [`train`]: the training and inference loops and their progress protocol;
 //! - [`recipe`]: training recipes architectures carry (airbench94's);
 //! - [`model`]: `Model`, which owns a model and drives the loops;
+//! - [`inspect`]: what a trained network learned: feature maps, kernels,
+//!   Grad-CAM and saliency;
 //! - [`checkpoint`]: the saved-model file format;
 //! - [`torch_ext`]: what tch lacks (autocast per device and dtype, per-model
 //!   random generators), through our own small C++ shim.
@@ -19,6 +21,7 @@ pub mod augment;
 pub mod checkpoint;
 pub mod device;
 pub mod input;
+pub mod inspect;
 pub mod model;
 pub mod network;
 pub mod optim;

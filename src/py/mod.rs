@@ -5,6 +5,7 @@
 mod args;
 mod data;
 mod fileio;
+mod inspect;
 mod metrics;
 mod nn;
 mod nn_args;

@@ -16,7 +16,8 @@ Section 2
     trained again with augmentation, a cosine schedule and early stopping beside the
     plain one, airbench94 (the 94%-on-CIFAR-10 network) trained with its own recipe
     beside them (digits upscaled to 32×32, its smallest comfortable size), and one
-    photo classified with ``predict_image``. The bundled digits
+    photo classified with ``predict_image``, and what the chosen network and airbench94
+    learned (first-layer kernels beside Section 1's, feature maps, Grad-CAM). The bundled digits
     by default; CIFAR-10 with ``--dataset cifar10`` (read from ``--cifar-path`` or
     Keras's cache, downloaded when absent).
 
@@ -344,6 +345,33 @@ def _load_data(config: DemoConfig, log: StepLog) -> tuple[Any, Any, Any, Any, li
     return x, y, xt, yt, names
 
 
+def _learned(
+    model: Any, x: Any, y: Any, names: list[str], figures: FigureFolder, prefix: str, who: str
+) -> dict[str, Any]:
+    """What ``model`` learned (study.what_the_network_learned), as three figures named
+    ``prefix``_filters/_feature_maps/_gradcam.png; returns the step's report."""
+    learned = study.what_the_network_learned(model, x, y, names)
+    f, maps, cam = learned["filters"], learned["feature_maps"], learned["gradcam"]
+    figures.save(
+        plotting.plot_filters(f["kernels"], compare=f["compared"]),
+        f"{prefix}_filters.png",
+        f"{who}: the learned kernels of {f['layer']}"
+        + (", each beside the nearest of Section 1's kernels" if f["compared"] else ""),
+    )
+    figures.save(
+        plotting.plot_feature_maps(maps["layers"], maps["image"]),
+        f"{prefix}_feature_maps.png",
+        f"{who}: feature maps of test image {maps['image_index']} through the first blocks",
+    )
+    figures.save(
+        plotting.plot_gradcam(cam["images"], cam["heatmaps"], cam["y_true"], cam["y_pred"], names),
+        f"{prefix}_gradcam.png",
+        f"{who}: Grad-CAM at {cam['layer']} for {len(cam['indices'])} test images, "
+        f"{cam['misclassified']} misclassified (red)",
+    )
+    return dict(learned["report"])
+
+
 def section2(config: DemoConfig, figures: FigureFolder, log: StepLog) -> dict[str, Any]:
     """CV of each architecture, the grid search, and the refitted best model on the test set."""
     plan = _plan(config.dataset, config.quick, config.epochs, config.subset)
@@ -547,6 +575,21 @@ def section2(config: DemoConfig, figures: FigureFolder, log: StepLog) -> dict[st
         guess = model.predict_image(path)
     log(f"  photo ({source}): {guess['class_name']} ({guess['confidence']:.1%})")
 
+    log("  what the networks learned: kernels beside Section 1's, feature maps, Grad-CAM")
+    learned = {
+        "chosen": _learned(model, xt, yt, names, figures, "learned", "the chosen network"),
+        "airbench94": _learned(
+            air["model"], study.upscale(xt), yt, names, figures, "airbench94_learned", "airbench94"
+        ),
+    }
+    for who, r in learned.items():
+        f = r["filters"]
+        log(
+            f"  {who}: {f['layer']} kernels {tuple(f['shape'])}"
+            + (f", {f['strong']} close to a study kernel" if f["compared"] else "")
+            + f"; Grad-CAM at {r['gradcam']['layer']}"
+        )
+
     return {
         "dataset": {
             "name": config.dataset,
@@ -586,7 +629,8 @@ def section2(config: DemoConfig, figures: FigureFolder, log: StepLog) -> dict[st
                 for name in ("plain", "recipe")
             },
         },
-        "airbench94": {k: v for k, v in air.items() if k != "history"},
+        "airbench94": {k: v for k, v in air.items() if k not in ("history", "model")},
+        "what_the_network_learned": learned,
         "threads": {"course_networks": course_threads, "airbench94": air_threads},
         "confusion_matrix": cm,
         "classification_report": report,

@@ -196,6 +196,7 @@ def test_what_the_network_learned_of_airbench94_shows_the_first_conv_group():
     filters = learned["filters"]
     assert filters["layer"] == "conv_group" and filters["kernels"].shape == (3, 3, 8, 64)
     assert not filters["compared"] and filters["matches"] == []
+    assert 0 <= filters["identity_like"] <= 8  # its first 8 kernels start as identities
     assert learned["summary"].startswith("airbench94's first layer is its whitening")
     assert list(learned["feature_maps"]["layers"]) == ["whitening", "conv_group", "conv_group_1"]
     assert learned["gradcam"]["layer"] == "conv_group_2"

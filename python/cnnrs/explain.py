@@ -93,6 +93,17 @@ def _filters_step(model: Model) -> tuple[dict[str, Any], str]:
             f"learned); shown instead are the first conv group's {c_out} learned {kh}×{kw} "
             f"kernels, which read the whitening's {c_in} channels, not pixels. "
         )
+        # airbench initialises its first min(in, out) kernels as identities (dirac_).
+        summed = np.abs(learned.sum(axis=2))
+        centre = summed[kh // 2, kw // 2] / np.maximum(summed.sum(axis=(0, 1)), 1e-12)
+        identities = int(np.sum(centre[: min(c_in, c_out)] > 0.8))
+        out["identity_like"] = identities
+        if identities:
+            lead += (
+                f"{identities} of its first {min(c_in, c_out)} kernels, which start as "
+                "identities (airbench's dirac initialisation), still mostly pass their "
+                "channel through (over 80% of the weight at the centre). "
+            )
     if not compared:
         return out, lead + (
             "They are not compared with Section 1's kernels, which act on pixels."
@@ -276,8 +287,8 @@ def what_the_network_learned(
                 "the evidence the network uses sits mostly on the strokes."
                 if ratio > 1.5
                 else "somewhat more on the strokes than their area alone would give, with "
-                "much of it on the background around them (where a stroke is absent says "
-                "as much about a digit as where one is)."
+                "much of it on the background around them (where a stroke is missing also "
+                "tells digits apart)."
                 if ratio > 1.1
                 else "no more on the strokes than off them: the network reads the background "
                 "around the strokes as much as the strokes."

@@ -111,6 +111,22 @@ def test_report_json_holds_every_section_with_sane_values(demo):
     check_report(out, report)
 
 
+def test_demo_shows_what_the_networks_learned(demo):
+    out, report, _ = demo
+    learned = report["section2"]["what_the_network_learned"]
+    chosen, air = learned["chosen"], learned["airbench94"]
+    assert chosen["filters"]["compared"] is True and len(chosen["filters"]["matches"]) == 32
+    assert air["filters"]["layer"] == "conv_group" and air["filters"]["compared"] is False
+    assert "whitening" in air["summary"] and "Section 1" in chosen["summary"]
+    markdown = (out / "report.md").read_text(encoding="utf-8")
+    assert "### What the networks learned" in markdown and chosen["summary"] in markdown
+    for prefix in ("learned", "airbench94_learned"):
+        for part in ("filters", "feature_maps", "gradcam"):
+            name = f"{prefix}_{part}.png"
+            assert (out / name).read_bytes().startswith(PNG_SIGNATURE), name
+            assert name in report["figures"] and f"- [{name}]({name})" in markdown
+
+
 def test_digits_study_learns(demo):
     _, report, _ = demo
     # Even the quick run's few epochs separate the 8×8 digits well.

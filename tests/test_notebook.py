@@ -37,6 +37,15 @@ print({MARKER!r} + _json.dumps({{
     "hardest_classes": [h["class"] for h in hardest],
     "photo_class": guess["class_name"],
     "photo_max": int(shown.max()),
+    "learned": {{
+        who: {{
+            "filters_layer": r["filters"]["layer"],
+            "compared": r["filters"]["compared"],
+            "gradcam_layer": r["gradcam"]["layer"],
+            "gradcam_shape": list(r["gradcam"]["heatmaps"].shape),
+        }}
+        for who, r in (("chosen", learned), ("airbench94", air_learned))
+    }},
 }}))
 """
 
@@ -82,6 +91,7 @@ def test_notebook_shares_the_studys_steps_and_shows_no_test_harness():
         "study.most_confused(",
         "study.write_test_image(",
         "study.compare_training_recipes(",
+        "study.what_the_network_learned(",
     ):
         assert step in code, step
     text = "\n".join(c.source for c in read_notebook().cells)
@@ -154,6 +164,15 @@ def test_notebook_runs_in_quick_mode(executed):
     assert result["photo_max"] >= 200  # a visible digit, not an almost black square
     assert all(a >= 0.8 for a in result["recipe"].values()), result["recipe"]
     assert 1 <= result["recipe_epochs"] <= 6  # early stopping within twice the 3 epochs
+    chosen, air = result["learned"]["chosen"], result["learned"]["airbench94"]
+    assert chosen["compared"] is True and chosen["filters_layer"] == "conv2d"
+    assert chosen["gradcam_shape"][1:] == [8, 8]
+    assert air == {
+        "filters_layer": "conv_group",
+        "compared": False,
+        "gradcam_layer": "conv_group_2",
+        "gradcam_shape": [8, 32, 32],
+    }
 
 
 def test_notebook_shows_its_figures_and_no_errors(executed):
@@ -166,5 +185,6 @@ def test_notebook_shows_its_figures_and_no_errors(executed):
             if output.output_type in ("display_data", "execute_result"):
                 images += "image/png" in output.get("data", {})
     # photo, 6 kernels, training images, 2 training-curve plots, confusion matrix,
-    # class scores, the plain-vs-recipe curves and the classified photo
-    assert images >= 14
+    # class scores, the plain-vs-recipe curves, the classified photo, and what the chosen
+    # network and airbench94 learned (filters, feature maps, Grad-CAM each)
+    assert images >= 20

@@ -145,3 +145,59 @@ def test_training_threads_one_for_tiny_images_every_core_otherwise():
     with study.libtorch_threads(1) as n:
         assert n == 1 and torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
+
+
+def test_what_the_network_learned_ties_the_filters_to_section_1():
+    (x, y), (xt, yt) = cnnrs.datasets.load_digits()
+    model = cnnrs.Model("custom", device="cpu", seed=3, precision="fp32")
+    model.fit(x[:600], y[:600], epochs=2, verbose=0)
+    # Filter 0 set to Sobel Y: the step must match it to that kernel, r = 1.
+    state = model.state_dict()
+    state["conv2d.weight"][0, 0] = kernels.SOBEL_Y
+    model.load_state_dict(state)
+    names = [str(i) for i in range(10)]
+    learned = study.what_the_network_learned(model, xt, yt, names, n_gradcam=6)
+
+    filters = learned["filters"]
+    assert filters["layer"] == "conv2d" and filters["kernels"].shape == (3, 3, 1, 32)
+    assert filters["compared"] and len(filters["matches"]) == 32
+    first = filters["matches"][0]
+    assert first["kernel"].startswith("Kernel 4: Sobel Y") and first["r"] == pytest.approx(1.0)
+    assert 0 < filters["chance_best_r"] < 1 and filters["strong"] >= 1
+
+    maps = learned["feature_maps"]
+    assert list(maps["layers"]) == ["conv2d", "max_pooling2d", "conv2d_1", "max_pooling2d_1"]
+    assert maps["layers"]["conv2d_1"].shape == (4, 4, 64)
+    np.testing.assert_array_equal(maps["image"], xt[0])
+
+    cam = learned["gradcam"]
+    assert cam["layer"] == "conv2d_1" and cam["heatmaps"].shape == (6, 8, 8)
+    y_pred = model.predict(xt, tta="none").argmax(1)
+    wrong = np.flatnonzero(y_pred != yt.ravel())
+    assert cam["misclassified"] == min(len(wrong), 3)
+    assert set(wrong[:3]) <= set(cam["indices"])
+    np.testing.assert_array_equal(cam["y_pred"], y_pred[cam["indices"]])
+    np.testing.assert_allclose(cam["heatmaps"], model.gradcam(xt[cam["indices"]]), atol=1e-6)
+    assert 0 <= cam["ink_share"] <= 1 and 0 < cam["ink_area"] < 1
+
+    assert "Section 1" in learned["summary"] and "Grad-CAM at conv2d_1" in learned["summary"]
+    plain = json.loads(json.dumps(report.jsonable(learned["report"])))
+    assert plain["summary"] == learned["summary"] and "kernels" not in plain["filters"]
+
+
+def test_what_the_network_learned_of_airbench94_shows_the_first_conv_group():
+    (x, y), (xt, yt) = cnnrs.datasets.load_digits()
+    model = cnnrs.Model("airbench94", device="cpu", seed=0, precision="fp32")
+    model.fit(study.upscale(x[:256]), y[:256], epochs=1, batch_size=128, verbose=0)
+    names = [str(i) for i in range(10)]
+    with pytest.raises(ValueError, match=r"study\.upscale\(x_test\)"):
+        study.what_the_network_learned(model, xt, yt, names)
+    learned = study.what_the_network_learned(model, study.upscale(xt[:40]), yt[:40], names)
+    filters = learned["filters"]
+    assert filters["layer"] == "conv_group" and filters["kernels"].shape == (3, 3, 8, 64)
+    assert not filters["compared"] and filters["matches"] == []
+    assert 0 <= filters["identity_like"] <= 8  # its first 8 kernels start as identities
+    assert learned["summary"].startswith("airbench94's first layer is its whitening")
+    assert list(learned["feature_maps"]["layers"]) == ["whitening", "conv_group", "conv_group_1"]
+    assert learned["gradcam"]["layer"] == "conv_group_2"
+    assert learned["gradcam"]["heatmaps"].shape[1:] == (32, 32)

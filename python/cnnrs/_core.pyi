@@ -274,6 +274,43 @@ class Model:
     def predict(
         self, x: npt.NDArray[Any], batch_size: int | None = None, *, tta: str | None = None
     ) -> npt.NDArray[np.float32]: ...
+    @property
+    def layer_names(self) -> list[str]:
+        """The layers ``feature_maps`` and ``gradcam`` accept, in order (augmentation
+        layers, which pass images through at inference, left out)."""
+    def feature_maps(
+        self,
+        x: npt.NDArray[Any],
+        layers: str | Sequence[str] | None = None,
+        *,
+        batch_size: int | None = None,
+    ) -> dict[str, npt.NDArray[np.float32]]:
+        """``{layer: activations}`` after each named layer (None: every one), in Keras's
+        layouts: ``(N, H, W, C)`` maps, ``(N, units)`` vectors."""
+    def filters(self, layer: str | None = None) -> tuple[str, npt.NDArray[np.float32]]:
+        """``(layer, kernels (kh, kw, in, out))`` of a convolution (None: the first
+        learned one; a conv group's first convolution)."""
+    def gradcam(
+        self,
+        x: npt.NDArray[Any],
+        class_index: int | Sequence[int] | npt.NDArray[np.integer[Any]] | None = None,
+        layer: str | None = None,
+        *,
+        normalize: bool = True,
+        batch_size: int | None = None,
+    ) -> tuple[tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]], str]:
+        """``((heatmaps (N, H, W), classes (N,)), layer)``: Grad-CAM at ``layer`` (None:
+        the last convolution) for ``class_index`` (None: each image's predicted class)."""
+    def saliency(
+        self,
+        x: npt.NDArray[Any],
+        class_index: int | Sequence[int] | npt.NDArray[np.integer[Any]] | None = None,
+        *,
+        normalize: bool = True,
+        batch_size: int | None = None,
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """``(saliency (N, H, W), classes (N,))``: the largest absolute input gradient
+        over the channels of the class logit."""
     def save(self, path: str) -> None: ...
     @staticmethod
     def load(path: str, device: str | None = None, *, precision: str | None = None) -> Model: ...

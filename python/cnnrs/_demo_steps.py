@@ -432,8 +432,9 @@ def airbench94(run: Run) -> dict[str, Any]:
         f"  airbench94: test accuracy {air['test_accuracy']:.4f} "
         f"({air['test_accuracy_no_tta']:.4f} without TTA), {air['seconds']:.1f}s"
     )
+    s["airbench94_model"] = air["model"]
     return {
-        "airbench94": _without(air, "history"),
+        "airbench94": _without(air, "history", "model"),
         "threads": {"course_networks": s["course_threads"], "airbench94": threads},
     }
 
@@ -459,6 +460,53 @@ def photo(run: Run) -> dict[str, Any]:
     }
 
 
+def _learned(run: Run, model: Any, x: Any, prefix: str, who: str) -> dict[str, Any]:
+    """What ``model`` learned (study.what_the_network_learned), as three figures named
+    ``prefix``_filters/_feature_maps/_gradcam.png; returns the step's report."""
+    names = run.state["names"]
+    learned = study.what_the_network_learned(model, x, run.state["yt"], names)
+    f, maps, cam = learned["filters"], learned["feature_maps"], learned["gradcam"]
+    run.figures.save(
+        plotting.plot_filters(f["kernels"], compare=f["compared"]),
+        f"{prefix}_filters.png",
+        f"{who}: the learned kernels of {f['layer']}"
+        + (", each beside the nearest of Section 1's kernels" if f["compared"] else ""),
+    )
+    run.figures.save(
+        plotting.plot_feature_maps(maps["layers"], maps["image"]),
+        f"{prefix}_feature_maps.png",
+        f"{who}: feature maps of test image {maps['image_index']} through the first blocks",
+    )
+    run.figures.save(
+        plotting.plot_gradcam(cam["images"], cam["heatmaps"], cam["y_true"], cam["y_pred"], names),
+        f"{prefix}_gradcam.png",
+        f"{who}: Grad-CAM at {cam['layer']} for {len(cam['indices'])} test images, "
+        f"{cam['misclassified']} misclassified (red)",
+    )
+    return dict(learned["report"])
+
+
+def what_the_networks_learned(run: Run) -> dict[str, Any]:
+    """The chosen network's and airbench94's first-layer kernels beside Section 1's,
+    feature maps of one test image, and Grad-CAM on test images (misclassified first)."""
+    s = run.state
+    run.log("  what the networks learned: kernels beside Section 1's, feature maps, Grad-CAM")
+    learned = {
+        "chosen": _learned(run, s["model"], s["xt"], "learned", "the chosen network"),
+        "airbench94": _learned(
+            run, s["airbench94_model"], study.upscale(s["xt"]), "airbench94_learned", "airbench94"
+        ),
+    }
+    for who, r in learned.items():
+        f = r["filters"]
+        run.log(
+            f"  {who}: {f['layer']} kernels {tuple(f['shape'])}"
+            + (f", {f['strong']} close to a study kernel" if f["compared"] else "")
+            + f"; Grad-CAM at {r['gradcam']['layer']}"
+        )
+    return {"what_the_network_learned": learned}
+
+
 #: Section 2, in order.
 SECTION2 = (
     training_data,
@@ -468,4 +516,5 @@ SECTION2 = (
     training_recipe,
     airbench94,
     photo,
+    what_the_networks_learned,
 )

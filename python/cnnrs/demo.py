@@ -16,7 +16,9 @@ Section 2
     trained again with augmentation, a cosine schedule and early stopping beside the
     plain one, airbench94 (the 94%-on-CIFAR-10 network) trained with its own recipe
     beside them (digits upscaled to 32×32, its smallest comfortable size), and one
-    photo classified with ``predict_image``. The bundled digits
+    photo classified with ``predict_image``, and what the chosen network and airbench94
+    learned (first-layer kernels beside Section 1's, feature maps, Grad-CAM). The bundled
+    digits
     by default; CIFAR-10 with ``--dataset cifar10`` (read from ``--cifar-path`` or
     Keras's cache, downloaded when absent).
 

@@ -11,9 +11,15 @@ Each kernel has a one-line description of what it does to an image::
 
 ``STUDY_KERNELS`` maps the course notebook's readable titles ("Kernel 1" …
 "Kernel 5" and the Gaussian blur) to its kernels, in the notebook's order.
+
+:func:`nearest` finds, for a kernel a network learned, the study kernel it is most
+like by normalised correlation (what ``cnnrs.plotting.plot_filters`` shows).
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -29,9 +35,11 @@ __all__ = [
     "SOBEL_X",
     "SOBEL_Y",
     "STUDY_KERNELS",
+    "correlation",
     "describe",
     "get",
     "names",
+    "nearest",
 ]
 
 
@@ -117,3 +125,43 @@ def describe(name: str | None = None) -> str:
         return "\n".join(f"{n:14s} {DESCRIPTIONS[n]}" for n in KERNELS)
     get(name)
     return DESCRIPTIONS[name]
+
+
+def correlation(a: Any, b: Any) -> float:
+    """Normalised correlation of two kernels of the same shape: the Pearson correlation
+    of their values, in [-1, 1]. It ignores scale and offset (a kernel and ``2 * k + 1``
+    correlate 1; a kernel and its negative -1); 0 when either kernel is constant."""
+    x = np.asarray(a, dtype=np.float64).ravel()
+    y = np.asarray(b, dtype=np.float64).ravel()
+    if np.shape(a) != np.shape(b):
+        raise ValueError(f"kernels must have the same shape, got {np.shape(a)} and {np.shape(b)}")
+    x, y = x - x.mean(), y - y.mean()
+    norm = float(np.linalg.norm(x) * np.linalg.norm(y))
+    return float(np.clip(x @ y / norm, -1.0, 1.0)) if norm > 0 else 0.0
+
+
+def nearest(kernel: Any, candidates: Mapping[str, Any] | None = None) -> tuple[str, float]:
+    """The candidate most like ``kernel`` by :func:`correlation`, as ``(name, r)``.
+
+    The absolute correlation decides, since an edge detector and its negative find the
+    same edges (with the opposite sign); ``r`` keeps the sign. ``kernel`` is ``(kh,
+    kw)``, or ``(kh, kw, in)`` as a learned filter of a colour network is, compared
+    through the sum over its input channels (what it does to a gray image).
+    ``candidates`` defaults to :data:`STUDY_KERNELS`; only those of ``kernel``'s size
+    are compared.
+
+    Raises
+    ------
+    ValueError
+        No candidate has ``kernel``'s size.
+    """
+    k = np.asarray(kernel, dtype=np.float64)
+    if k.ndim == 3:
+        k = k.sum(axis=2)
+    if k.ndim != 2:
+        raise ValueError(f"kernel must be (kh, kw) or (kh, kw, in), got shape {np.shape(kernel)}")
+    pool = STUDY_KERNELS if candidates is None else candidates
+    scored = [(name, correlation(k, c)) for name, c in pool.items() if np.shape(c) == k.shape]
+    if not scored:
+        raise ValueError(f"no candidate kernel is {k.shape[0]}×{k.shape[1]}")
+    return max(scored, key=lambda item: abs(item[1]))

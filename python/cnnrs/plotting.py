@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import kernels as study_kernels
 from ._arrays import as_labels
 from ._core import convolution, pooling
 
@@ -21,7 +22,10 @@ if TYPE_CHECKING:
 __all__ = [
     "plot_class_scores",
     "plot_confusion_matrix",
+    "plot_feature_maps",
+    "plot_filters",
     "plot_fold_accuracies",
+    "plot_gradcam",
     "plot_history",
     "plot_image",
     "plot_images",
@@ -367,4 +371,226 @@ def plot_fold_accuracies(
     folds = max(len(a) for a in accuracies)
     ax.set_title(title or f"{folds}-fold cross-validation accuracy per architecture")
     ax.grid(True, axis="y", alpha=0.3)
+    return fig
+
+
+# --- what the network learned (cnnrs.Model.filters / feature_maps / gradcam) -----------
+
+
+def _short(name: str) -> str:
+    """A study kernel's title without its explanation: "Kernel 3", "Gaussian blur"."""
+    return name.split(":")[0].split(" (")[0]
+
+
+def _kernel_axes(ax: Any, kernel: np.ndarray, title: str) -> None:
+    """A kernel as a small image: red positive, blue negative, white 0, with its values."""
+    limit = float(np.abs(kernel).max()) or 1.0
+    ax.imshow(kernel, cmap="RdBu_r", vmin=-limit, vmax=limit)
+    ax.set_title(title, fontsize=7)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def plot_filters(
+    filters: Any,
+    candidates: Mapping[str, Any] | None = None,
+    n: int = 16,
+    compare: bool | None = None,
+    title: str | None = None,
+) -> Figure:
+    """A convolution's learned kernels as small images, each beside the study kernel it is
+    most like (:func:`cnnrs.kernels.nearest`, normalised correlation ``r``).
+
+    Parameters
+    ----------
+    filters : array_like
+        ``(kh, kw, in, out)`` kernels, as ``Model.filters()`` returns them. Each is shown
+        summed over its input channels: what it does to a gray image.
+    candidates : dict of str to array_like, optional
+        Kernels to compare with; default ``cnnrs.kernels.STUDY_KERNELS`` (Section 1's).
+    n : int, default 16
+        How many filters (the first ``n``).
+    compare : bool, optional
+        Whether to show the nearest candidate beside each filter. Default: when the
+        filters read pixels (at most 3 input channels) and a candidate has their size;
+        a deeper layer's kernels read feature maps, where a pixel kernel means little.
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Pairs of images, four pairs a row: the learned kernel (red positive, blue
+        negative) and the study kernel, multiplied by the sign of ``r`` so the two look
+        alike when they match.
+    """
+    f = np.asarray(filters, dtype=np.float64)
+    if f.ndim != 4:
+        raise ValueError(f"filters must be (kh, kw, in, out), got shape {f.shape}")
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    pool = study_kernels.STUDY_KERNELS if candidates is None else candidates
+    summed = f.sum(axis=2)  # (kh, kw, out)
+    if compare is None:
+        compare = f.shape[2] <= 3 and any(np.shape(k) == summed.shape[:2] for k in pool.values())
+    count = min(n, f.shape[3])
+    per_row = 4
+    rows = -(-count // per_row)
+    width = 2 if compare else 1
+    fig = _figure_class()(figsize=(1.5 * per_row * width, 1.6 * rows + 0.6), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(rows, per_row * width, squeeze=False))
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for j in range(count):
+        row, col = divmod(j, per_row)
+        learned = summed[:, :, j]
+        ax = axes[row, col * width]
+        ax.set_axis_on()
+        _kernel_axes(ax, learned, f"filter {j}")
+        if compare:
+            name, r = study_kernels.nearest(learned, pool)
+            twin = axes[row, col * width + 1]
+            twin.set_axis_on()
+            _kernel_axes(
+                twin, np.sign(r or 1.0) * np.asarray(pool[name]), f"{_short(name)} r={r:+.2f}"
+            )
+    channels = f"summed over {f.shape[2]} input channels" if f.shape[2] > 1 else "one channel"
+    fig.suptitle(
+        title
+        or f"{count} of {f.shape[3]} learned {f.shape[0]}×{f.shape[1]} kernels ({channels})"
+        + (", each beside the nearest study kernel" if compare else ""),
+        fontsize=10,
+    )
+    return fig
+
+
+def plot_feature_maps(
+    maps: Mapping[str, Any],
+    image: Any = None,
+    channels: int = 8,
+    title: str | None = None,
+) -> Figure:
+    """One image's activations after each layer: a row per layer, its most active channels.
+
+    Parameters
+    ----------
+    maps : dict of str to array_like
+        ``Model.feature_maps(...)``: ``{layer: (N, H, W, C)}`` (the first image is
+        shown) or ``{layer: (H, W, C)}``; layers without maps (dense, flatten) are
+        skipped.
+    image : array_like, optional
+        The input image, drawn at the start of the first row.
+    channels : int, default 8
+        Channels per layer: those with the largest mean activation, strongest first.
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    if channels < 1:
+        raise ValueError(f"channels must be >= 1, got {channels}")
+    rows = []
+    for name, value in maps.items():
+        a = np.asarray(value)
+        if a.ndim == 4:
+            a = a[0]
+        if a.ndim == 3:
+            rows.append((name, a))
+    if not rows:
+        raise ValueError("maps holds no feature maps (H, W, C); pass convolution or pooling layers")
+    cols = channels + (image is not None)
+    fig = _figure_class()(figsize=(1.3 * cols, 1.45 * len(rows) + 0.5), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(len(rows), cols, squeeze=False))
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for r, (name, a) in enumerate(rows):
+        first = 0
+        if image is not None:
+            if r == 0:
+                pixels, cmap = _displayable(np.asarray(image))
+                axes[0, 0].imshow(pixels, cmap=cmap)
+                axes[0, 0].set_title("input", fontsize=8)
+            first = 1
+        strongest = np.argsort(a.mean(axis=(0, 1)))[::-1][:channels]
+        for k, c in enumerate(strongest):
+            ax = axes[r, first + k]
+            ax.imshow(a[:, :, c], cmap="viridis")
+            ax.set_title(f"{name} [{c}]" if k == 0 else f"[{c}]", fontsize=7)
+        axes[r, first].text(
+            -0.1,
+            0.5,
+            f"{a.shape[0]}×{a.shape[1]}×{a.shape[2]}",
+            fontsize=7,
+            transform=axes[r, first].transAxes,
+            rotation=90,
+            ha="right",
+            va="center",
+        )
+    fig.suptitle(title or "feature maps: the most active channels of each layer", fontsize=10)
+    return fig
+
+
+def plot_gradcam(
+    images: Any,
+    heatmaps: Any,
+    y_true: Any = None,
+    y_pred: Any = None,
+    class_names: Sequence[str] | None = None,
+    alpha: float = 0.5,
+    title: str | None = None,
+) -> Figure:
+    """Grad-CAM heatmaps over their images: a column per image, the image above and the
+    heatmap laid over it below, titled with the predicted and the true class.
+
+    Parameters
+    ----------
+    images : array_like
+        ``(N, H, W, C)`` or ``(N, H, W)`` images.
+    heatmaps : array_like
+        ``(N, H, W)``, e.g. ``Model.gradcam(images)``.
+    y_true, y_pred : array_like, optional
+        True and predicted labels; a wrong prediction is titled in red.
+    class_names : sequence of str, optional
+    alpha : float, default 0.5
+        Opacity of the heatmap over the image.
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    x = np.asarray(images)
+    maps = np.asarray(heatmaps, dtype=np.float64)
+    if x.ndim == 3:
+        x = x[..., np.newaxis]
+    if x.ndim != 4 or maps.ndim != 3 or maps.shape != x.shape[:3]:
+        raise ValueError(
+            f"heatmaps must be (N, H, W) for images (N, H, W[, C]); got {maps.shape} for "
+            f"{np.shape(images)}"
+        )
+    n = len(x)
+    if n == 0:
+        raise ValueError("images is empty")
+    true = None if y_true is None else as_labels(y_true, n, "y_true")[0]
+    pred = None if y_pred is None else as_labels(y_pred, n, "y_pred")[0]
+
+    def name(label: Any) -> str:
+        return class_names[int(label)] if class_names is not None else str(int(label))
+
+    fig = _figure_class()(figsize=(1.6 * n + 0.4, 3.7), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(2, n, squeeze=False))
+    for i in range(n):
+        pixels, cmap = _displayable(x[i])
+        for ax in axes[:, i]:
+            ax.imshow(pixels, cmap=cmap)
+            ax.set_axis_off()
+        axes[1, i].imshow(maps[i], cmap="jet", alpha=alpha, vmin=0, vmax=max(maps[i].max(), 1e-12))
+        parts = []
+        if pred is not None:
+            parts.append(f"pred {name(pred[i])}")
+        if true is not None:
+            parts.append(f"true {name(true[i])}")
+        wrong = pred is not None and true is not None and pred[i] != true[i]
+        axes[0, i].set_title("\n".join(parts), fontsize=8, color="red" if wrong else "black")
+    fig.suptitle(title or "Grad-CAM: where the evidence for the predicted class lies", fontsize=10)
     return fig

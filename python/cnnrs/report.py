@@ -238,6 +238,31 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             "",
             "![airbench94](airbench94.png)",
         ]
+    learned = s2.get("what_the_network_learned")
+    if learned is not None:
+        out += [
+            "",
+            "### What the networks learned",
+            "",
+            "Section 1 convolved a photo with hand-made kernels; here are the kernels the "
+            "networks learned, each (where they read pixels) beside the nearest of Section "
+            "1's by normalised correlation, one test image's feature maps through the first "
+            "blocks, and Grad-CAM heatmaps (Selvaraju et al., 2017) of test images, "
+            "misclassified ones titled in red.",
+        ]
+        for who, prefix in (("chosen", "learned"), ("airbench94", "airbench94_learned")):
+            r = learned.get(who)
+            if r is None:
+                continue
+            out += [
+                "",
+                f"**{'The chosen network' if who == 'chosen' else 'airbench94'}** "
+                f"({r['architecture']}): {r['summary']}",
+                "",
+                f"![{who} filters]({prefix}_filters.png) "
+                f"![{who} feature maps]({prefix}_feature_maps.png) "
+                f"![{who} Grad-CAM]({prefix}_gradcam.png)",
+            ]
     hardest = ", ".join(f"{h['class']} (F1 {h['f1-score']:.3f})" for h in s2["hardest_classes"])
     confused = ", ".join(
         f"{p['true']} → {p['predicted']} ({p['count']})" for p in s2["most_confused"]

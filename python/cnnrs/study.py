@@ -8,7 +8,8 @@ trained plainly and with augmentation, a schedule and early stopping),
 :func:`evaluate_on_test`, :func:`hardest_classes`, :func:`most_confused`,
 :func:`write_test_image` (a test image as a PNG file for ``Model.predict_image``) and
 :func:`fit_airbench94` (the 94%-on-CIFAR-10 network with its own recipe, beside the
-course's networks).
+course's networks) and :func:`what_the_network_learned` (learned kernels beside Section
+1's, feature maps and Grad-CAM; in :mod:`cnnrs.explain`).
 
 Threads: :func:`training_threads` says how many libtorch threads a step's training
 should run on (measured by ``benchmarks/bench_threads.py``); the demo and the notebook
@@ -37,6 +38,7 @@ from ._arrays import as_images, augment_layers, check_count
 from ._threads import all_cores, libtorch_threads
 from ._trial import split_params
 from .callbacks import EarlyStopping
+from .explain import what_the_network_learned
 from .models import Model
 from .selection import cross_validate
 
@@ -58,6 +60,7 @@ __all__ = [
     "most_confused",
     "subset",
     "training_threads",
+    "what_the_network_learned",
     "worked_examples",
     "write_test_image",
 ]
@@ -526,7 +529,8 @@ def fit_airbench94(
 
     Returns ``{"history", "test_accuracy", "test_accuracy_no_tta", "test_loss",
     "seconds", "epochs", "batch_size", "image_shape", "upscaled", "precision",
-    "summary"}``.
+    "summary", "model"}`` (``model``: the trained network, for
+    :func:`what_the_network_learned` on ``upscale(x_test)``).
     """
     xa, xt = upscale(x), upscale(x_test)
     model = Model("airbench94", device=device, seed=seed, precision=precision)
@@ -561,4 +565,5 @@ def fit_airbench94(
         "upscaled": bool(upscaled),
         "precision": model.precision,
         "summary": summary,
+        "model": model,
     }

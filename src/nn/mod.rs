@@ -18,6 +18,8 @@
 //! - [`built`]: a built model's parts and its weights;
 //! - [`fit`]: a fit in progress (the one training loop);
 //! - [`model`]: `Model`, which owns all of the above for one model;
+//! - [`inspect`]: what a trained network learned: feature maps, kernels,
+//!   Grad-CAM and saliency;
 //! - [`checkpoint`]: the saved-model file format.
 
 pub mod arch;
@@ -28,6 +30,7 @@ pub mod config;
 pub mod device;
 pub mod fit;
 pub mod input;
+pub mod inspect;
 pub mod model;
 pub mod network;
 pub mod optim;

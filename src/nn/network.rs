@@ -82,6 +82,20 @@ enum Op {
 /// The layers of one network, ready to run forward.
 pub struct Network {
     ops: Vec<Op>,
+    /// The plan's name of each op (`conv2d`, `dense_1`, ...), for inspection.
+    names: Vec<String>,
+}
+
+/// What [`super::inspect`] needs to know of one layer.
+pub(crate) enum LayerRole<'a> {
+    /// Training-time augmentation: passes images through unchanged at inference.
+    Augmentation,
+    /// A convolution: its weight `(out, in, kh, kw)` (a conv group's first
+    /// one), and whether training learns it (the whitening layer's is fitted
+    /// once and frozen).
+    Convolution { weight: &'a Tensor, learned: bool },
+    /// Anything else (pooling, batch norm, dropout, flatten, dense).
+    Other,
 }
 
 /// A weight of `shape` under `p`, drawn from `U(-l, l)` by the model's own
@@ -158,6 +172,21 @@ fn airbench_norm(p: &Path, n: i64) -> Result<Norm> {
 }
 
 impl Network {
+    /// The network of `ops` made from `layers`, each op named as the plan
+    /// names its layer: every layer but the alternating flip (applied where
+    /// batches are gathered), then the default head when the plan has one.
+    fn named(ops: Vec<Op>, layers: &[Layer], plan: &Plan) -> Self {
+        let hidden = layers
+            .iter()
+            .zip(&plan.layers)
+            .filter(|(l, _)| !matches!(l, Layer::AlternatingFlip))
+            .map(|(_, lp)| lp.name.clone());
+        let head = plan.layers[layers.len()..].iter().map(|lp| lp.name.clone());
+        let names: Vec<String> = hidden.chain(head).collect();
+        debug_assert_eq!(names.len(), ops.len());
+        Network { ops, names }
+    }
+
     /// Creates the parameters of `layers` (planned for an input with
     /// `in_channels` channels) under `root`, initialised as Keras would, with
     /// draws from `gen`.
@@ -230,7 +259,7 @@ impl Network {
                     let classes = i(lp.output_shape[0]);
                     let w = torch_default(&p, &[classes, i(features)], true, false, gen)?;
                     ops.push(Op::Classifier { w, scale });
-                    return Ok(Network { ops });
+                    return Ok(Network::named(ops, layers, plan));
                 }
                 Layer::MaxPool { size } => Op::MaxPool(i(size)),
                 Layer::AvgPool { size } => Op::AvgPool(i(size)),
@@ -270,7 +299,7 @@ impl Network {
         )?;
         let b = p.f_zeros("bias", &[i(classes)])?;
         ops.push(Op::Dense { w, b, relu: false });
-        Ok(Network { ops })
+        Ok(Network::named(ops, layers, plan))
     }
 
     /// Lays the convolution weights out as `layout` (the values do not
@@ -340,49 +369,87 @@ impl Network {
     }
 
     fn run(&self, x: &Tensor, mut gen: Option<&mut Generator>) -> Result<Tensor> {
-        let train = gen.is_some();
         let mut x = x.shallow_clone();
         for op in &self.ops {
-            x = match op {
-                Op::Conv { w, b } => x
-                    .f_conv2d_padding(w, Some(b), [1, 1], "same", [1, 1], 1)?
-                    .f_relu()?,
-                Op::MaxPool(k) => x.f_max_pool2d([*k, *k], [*k, *k], [0, 0], [1, 1], false)?,
-                Op::AvgPool(k) => x.f_avg_pool2d([*k, *k], [*k, *k], [0, 0], false, true, None)?,
-                Op::Augment(a) => match gen.as_deref_mut() {
-                    Some(g) => a.apply(&x, g)?,
-                    None => x,
-                },
-                Op::Dropout(rate) => match gen.as_deref_mut() {
-                    Some(g) => g.dropout(&x, *rate, true)?,
-                    None => x,
-                },
-                Op::BatchNorm(norm) => norm.run(&x, train)?,
-                Op::Whitening { w, b } => x
-                    .f_conv2d(w, Some(b), [1, 1], [0, 0], [1, 1], 1)?
-                    .f_gelu("none")?,
-                Op::ConvGroup { w1, n1, w2, n2 } => {
-                    let y = x
-                        .f_conv2d_padding::<Tensor>(w1, None, [1, 1], "same", [1, 1], 1)?
-                        .f_max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false)?;
-                    let y = n1.run(&y, train)?.f_gelu("none")?;
-                    let y = y.f_conv2d_padding::<Tensor>(w2, None, [1, 1], "same", [1, 1], 1)?;
-                    n2.run(&y, train)?.f_gelu("none")?
-                }
-                Op::Classifier { w, scale } => {
-                    x.f_linear::<Tensor>(w, None)?.f_mul_scalar(*scale)?
-                }
-                Op::Flatten => x.f_flatten(1, -1)?,
-                Op::Dense { w, b, relu } => {
-                    let y = x.f_linear(w, Some(b))?;
-                    if *relu {
-                        y.f_relu()?
-                    } else {
-                        y
-                    }
-                }
-            };
+            x = op.run(x, gen.as_deref_mut())?;
         }
         Ok(x)
+    }
+
+    /// The plan's names of the layers that run, in order (the head included;
+    /// airbench's alternating flip, applied where batches are gathered, is not
+    /// one of them).
+    pub(crate) fn layer_names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Layer `i` alone in inference mode (no dropout, batch norm with its
+    /// running averages, augmentation passing `x` through).
+    ///
+    /// # Errors
+    /// A libtorch failure.
+    pub(crate) fn run_layer(&self, i: usize, x: &Tensor) -> Result<Tensor> {
+        self.ops[i].run(x.shallow_clone(), None)
+    }
+
+    /// What layer `i` is, as inspection needs to know it.
+    pub(crate) fn layer_role(&self, i: usize) -> LayerRole<'_> {
+        match &self.ops[i] {
+            Op::Augment(_) => LayerRole::Augmentation,
+            Op::Conv { w, .. } | Op::ConvGroup { w1: w, .. } => LayerRole::Convolution {
+                weight: w,
+                learned: true,
+            },
+            Op::Whitening { w, .. } => LayerRole::Convolution {
+                weight: w,
+                learned: false,
+            },
+            _ => LayerRole::Other,
+        }
+    }
+}
+
+impl Op {
+    /// The op on `x`: training mode (dropout, batch statistics, augmentation)
+    /// with a generator, inference mode without.
+    fn run(&self, x: Tensor, gen: Option<&mut Generator>) -> Result<Tensor> {
+        let train = gen.is_some();
+        Ok(match self {
+            Op::Conv { w, b } => x
+                .f_conv2d_padding(w, Some(b), [1, 1], "same", [1, 1], 1)?
+                .f_relu()?,
+            Op::MaxPool(k) => x.f_max_pool2d([*k, *k], [*k, *k], [0, 0], [1, 1], false)?,
+            Op::AvgPool(k) => x.f_avg_pool2d([*k, *k], [*k, *k], [0, 0], false, true, None)?,
+            Op::Augment(a) => match gen {
+                Some(g) => a.apply(&x, g)?,
+                None => x,
+            },
+            Op::Dropout(rate) => match gen {
+                Some(g) => g.dropout(&x, *rate, true)?,
+                None => x,
+            },
+            Op::BatchNorm(norm) => norm.run(&x, train)?,
+            Op::Whitening { w, b } => x
+                .f_conv2d(w, Some(b), [1, 1], [0, 0], [1, 1], 1)?
+                .f_gelu("none")?,
+            Op::ConvGroup { w1, n1, w2, n2 } => {
+                let y = x
+                    .f_conv2d_padding::<Tensor>(w1, None, [1, 1], "same", [1, 1], 1)?
+                    .f_max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false)?;
+                let y = n1.run(&y, train)?.f_gelu("none")?;
+                let y = y.f_conv2d_padding::<Tensor>(w2, None, [1, 1], "same", [1, 1], 1)?;
+                n2.run(&y, train)?.f_gelu("none")?
+            }
+            Op::Classifier { w, scale } => x.f_linear::<Tensor>(w, None)?.f_mul_scalar(*scale)?,
+            Op::Flatten => x.f_flatten(1, -1)?,
+            Op::Dense { w, b, relu } => {
+                let y = x.f_linear(w, Some(b))?;
+                if *relu {
+                    y.f_relu()?
+                } else {
+                    y
+                }
+            }
+        })
     }
 }

@@ -6,6 +6,7 @@ mod args;
 mod data;
 mod detached;
 mod fileio;
+mod inspect;
 mod metrics;
 mod nn;
 mod nn_args;

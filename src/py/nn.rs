@@ -88,7 +88,7 @@ impl PyModel {
 
     /// The one way to the model: [`Detached::with`], then publishes what
     /// became known.
-    fn with_model<T: Send>(
+    pub(super) fn with_model<T: Send>(
         &self,
         py: Python<'_>,
         what: &str,
@@ -426,6 +426,69 @@ impl PyModel {
         let arr = Array2::from_shape_vec((shape[0], k), probs)
             .map_err(|e| Error::format(e.to_string()))?;
         Ok(arr.into_pyarray(py))
+    }
+
+    // -- inspection: crate::nn::inspect, its argument handling in inspect.rs --
+
+    /// The layers `feature_maps` and `gradcam` accept, in order (the
+    /// augmentation layers, which pass images through at inference, left out).
+    #[getter]
+    fn layer_names(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        super::inspect::layer_names(self, py)
+    }
+
+    /// {layer name: activations} after each named layer (None: every one),
+    /// float32 in Keras's layouts: (N, H, W, C) maps, (N, units) vectors.
+    #[pyo3(signature = (x, layers=None, *, batch_size=None))]
+    fn feature_maps<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+        layers: Option<&Bound<'py, PyAny>>,
+        batch_size: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        super::inspect::feature_maps(self, py, x, layers, batch_size)
+    }
+
+    /// (layer name, kernels (kh, kw, in, out) float32) of a convolution
+    /// (None: the first learned one).
+    #[pyo3(signature = (layer=None))]
+    fn filters<'py>(
+        &self,
+        py: Python<'py>,
+        layer: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<(String, Bound<'py, numpy::PyArrayDyn<f32>>)> {
+        super::inspect::filters(self, py, layer)
+    }
+
+    /// ((heatmaps (N, H, W) float32, classes (N,) int64), layer name): Grad-CAM
+    /// at `layer` (None: the last convolution) for `class_index` (None: each
+    /// image's predicted class).
+    #[pyo3(signature = (x, class_index=None, layer=None, *, normalize=true, batch_size=None))]
+    fn gradcam<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+        class_index: Option<&Bound<'py, PyAny>>,
+        layer: Option<&Bound<'py, PyAny>>,
+        normalize: bool,
+        batch_size: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<(super::inspect::HeatmapArrays<'py>, String)> {
+        super::inspect::gradcam(self, py, x, class_index, layer, normalize, batch_size)
+    }
+
+    /// (saliency (N, H, W) float32, classes (N,) int64): the largest absolute
+    /// input gradient over the channels of the `class_index` logit.
+    #[pyo3(signature = (x, class_index=None, *, normalize=true, batch_size=None))]
+    fn saliency<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+        class_index: Option<&Bound<'py, PyAny>>,
+        normalize: bool,
+        batch_size: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<super::inspect::HeatmapArrays<'py>> {
+        super::inspect::saliency(self, py, x, class_index, normalize, batch_size)
     }
 
     /// Writes the model to `path` atomically.

@@ -210,3 +210,23 @@ def test_nothing_is_public_by_accident():
     assert stray == []
     assert not hasattr(cnnrs, "torch")
     assert sorted(cnnrs.__all__) == sorted(set(cnnrs.__all__))
+
+
+def test_model_keywords_exist_once():
+    """The settings cnnrs.Model passes on are named once, by the core that resolves them
+    (``_core.MODEL_SETTINGS``); the Python signature documents them, and nothing else
+    lists them, so a new setting cannot reach one side only."""
+    import inspect
+
+    params = inspect.signature(cnnrs.Model.__init__).parameters
+    assert set(cnnrs._core.MODEL_SETTINGS) <= set(params)
+    assert "settings" not in params
+    with pytest.raises(TypeError, match='unexpected setting "colour".*learning_rate'):
+        cnnrs._core.Model("baseline", "cpu", 0, {"colour": "red"})
+    with pytest.raises(TypeError, match="settings keys must be str"):
+        cnnrs._core.Model("baseline", "cpu", 0, {1: 2})
+    # What the user did not give comes from the recipe (airbench94's) or Keras's.
+    air = cnnrs.Model("airbench94", device="cpu", seed=0, momentum=0.5)
+    assert (air.learning_rate, air.momentum, air.optimizer) == (11.5, 0.5, "sgd")
+    plain = cnnrs.Model("baseline", device="cpu", seed=0)
+    assert (plain.learning_rate, plain.optimizer) == (5e-4, "adam")

@@ -441,62 +441,53 @@ pub fn gradcam(
                 ))
             })?,
     };
-    let n = x.len();
-    check_target(target, n, b.num_classes, what)?;
     let [h, w, _] = b.input_shape;
     let device = m.device();
-    let norm = b.normalization.as_ref().expect("trained").on(device)?;
     let autocast = m.precision().autocast();
-    let mut values = Vec::with_capacity(n * h * w);
-    let mut used = Vec::with_capacity(n);
-    let parts = chunks(n, batch_size);
-    for (k, &(start, len)) in parts.iter().enumerate() {
-        let xb = network_input(&rows(&x, start, len), &norm, device)?;
-        let (acts, logits) = autocast.run(device, || -> Result<(Tensor, Tensor)> {
-            let mut a = tch::no_grad(|| -> Result<Tensor> {
-                let mut t = xb;
-                for i in 0..=li {
+    let layer = net.layer_names()[li].clone();
+    heatmaps(
+        m,
+        b,
+        &x,
+        target,
+        (normalize, batch_size),
+        monitor,
+        (what, Some(layer)),
+        |rows, norm, start, len| {
+            let xb = network_input(rows, norm, device)?;
+            let (acts, logits) = autocast.run(device, || -> Result<(Tensor, Tensor)> {
+                let mut a = tch::no_grad(|| -> Result<Tensor> {
+                    let mut t = xb;
+                    for i in 0..=li {
+                        t = net.run_layer(i, &t)?;
+                    }
+                    Ok(t)
+                })?;
+                a = a.f_detach()?.f_set_requires_grad(true)?;
+                let mut t = a.shallow_clone();
+                for i in li + 1..net.layer_names().len() {
                     t = net.run_layer(i, &t)?;
                 }
-                Ok(t)
+                Ok((a, t))
+            })??;
+            let (grads, cls) = score_gradient(&logits, &acts, target, start, len)?;
+            let cam = tch::no_grad(|| -> Result<Tensor> {
+                let acts = acts.f_detach()?.f_to_kind(Kind::Float)?;
+                let weights = grads.f_to_kind(Kind::Float)?.f_mean_dim(
+                    [2i64, 3].as_slice(),
+                    true,
+                    Kind::Float,
+                )?;
+                Ok(acts
+                    .f_mul(&weights)?
+                    .f_sum_dim_intlist([1i64].as_slice(), true, Kind::Float)?
+                    .f_relu()?
+                    .f_upsample_bilinear2d([h as i64, w as i64], false, None, None)?
+                    .f_squeeze_dim(1)?)
             })?;
-            a = a.f_detach()?.f_set_requires_grad(true)?;
-            let mut t = a.shallow_clone();
-            for i in li + 1..net.layer_names().len() {
-                t = net.run_layer(i, &t)?;
-            }
-            Ok((a, t))
-        })??;
-        let (grads, cls) = score_gradient(&logits, &acts, target, start, len)?;
-        let maps = tch::no_grad(|| -> Result<Tensor> {
-            let acts = acts.f_detach()?.f_to_kind(Kind::Float)?;
-            let weights = grads.f_to_kind(Kind::Float)?.f_mean_dim(
-                [2i64, 3].as_slice(),
-                true,
-                Kind::Float,
-            )?;
-            let cam = acts
-                .f_mul(&weights)?
-                .f_sum_dim_intlist([1i64].as_slice(), true, Kind::Float)?
-                .f_relu()?
-                .f_upsample_bilinear2d([h as i64, w as i64], false, None, None)?
-                .f_squeeze_dim(1)?;
-            if normalize {
-                scaled(&cam)
-            } else {
-                Ok(cam)
-            }
-        })?;
-        values.extend(keras_values(&maps)?);
-        used.extend(Vec::<i64>::try_from(cls.f_to_device(Device::Cpu)?)?);
-        monitor.batch(&BatchProgress::inference(k, parts.len()))?;
-    }
-    Ok(Heatmaps {
-        shape: [n, h, w],
-        values,
-        classes: used,
-        layer: Some(net.layer_names()[li].clone()),
-    })
+            Ok((cam, cls))
+        },
+    )
 }
 
 /// Input-gradient saliency (Simonyan et al., 2014): the largest absolute
@@ -516,32 +507,60 @@ pub fn saliency(
 ) -> Result<Heatmaps> {
     let what = "saliency";
     let b = trained(m, &x, batch_size, what)?;
+    let device = m.device();
+    let autocast = m.precision().autocast();
+    heatmaps(
+        m,
+        b,
+        &x,
+        target,
+        (normalize, batch_size),
+        monitor,
+        (what, None),
+        |rows, norm, start, len| {
+            let raw = rows
+                .to_device(device)?
+                .f_to_kind(Kind::Float)?
+                .f_set_requires_grad(true)?;
+            let logits = autocast.run(device, || -> Result<Tensor> {
+                b.net.forward(&norm.batch(&raw, PREFERRED_LAYOUT)?)
+            })??;
+            let (grads, cls) = score_gradient(&logits, &raw, target, start, len)?;
+            let s = tch::no_grad(|| grads.f_abs()?.f_amax([3i64].as_slice(), false))?;
+            Ok((s, cls))
+        },
+    )
+}
+
+/// The chunk loop Grad-CAM and saliency share: checks the targets, runs
+/// `map` on each chunk of `x` (its rows, the normalisation on the device, the
+/// chunk's start and length) for its (N, H, W) maps and explained classes,
+/// scales each map to a peak of 1 with `normalize`, and collects the results.
+#[allow(clippy::too_many_arguments)]
+fn heatmaps(
+    m: &Model,
+    b: &Built,
+    x: &Images,
+    target: &Target,
+    (normalize, batch_size): (bool, usize),
+    monitor: &mut dyn Monitor,
+    (what, layer): (&str, Option<String>),
+    mut map: impl FnMut(&Images, &DeviceNormalization, usize, usize) -> Result<(Tensor, Tensor)>,
+) -> Result<Heatmaps> {
     let n = x.len();
     check_target(target, n, b.num_classes, what)?;
     let [h, w, _] = b.input_shape;
-    let device = m.device();
-    let norm = b.normalization.as_ref().expect("trained").on(device)?;
-    let autocast = m.precision().autocast();
+    let norm = b.normalization.as_ref().expect("trained").on(m.device())?;
     let mut values = Vec::with_capacity(n * h * w);
     let mut used = Vec::with_capacity(n);
     let parts = chunks(n, batch_size);
     for (k, &(start, len)) in parts.iter().enumerate() {
-        let raw = rows(&x, start, len)
-            .to_device(device)?
-            .f_to_kind(Kind::Float)?
-            .f_set_requires_grad(true)?;
-        let logits = autocast.run(device, || -> Result<Tensor> {
-            b.net.forward(&norm.batch(&raw, PREFERRED_LAYOUT)?)
-        })??;
-        let (grads, cls) = score_gradient(&logits, &raw, target, start, len)?;
-        let maps = tch::no_grad(|| -> Result<Tensor> {
-            let s = grads.f_abs()?.f_amax([3i64].as_slice(), false)?;
-            if normalize {
-                scaled(&s)
-            } else {
-                Ok(s)
-            }
-        })?;
+        let (maps, cls) = map(&rows(x, start, len), &norm, start, len)?;
+        let maps = if normalize {
+            tch::no_grad(|| scaled(&maps))?
+        } else {
+            maps
+        };
         values.extend(keras_values(&maps)?);
         used.extend(Vec::<i64>::try_from(cls.f_to_device(Device::Cpu)?)?);
         monitor.batch(&BatchProgress::inference(k, parts.len()))?;
@@ -550,7 +569,7 @@ pub fn saliency(
         shape: [n, h, w],
         values,
         classes: used,
-        layer: None,
+        layer,
     })
 }
 

@@ -14,6 +14,7 @@ import threading
 import numpy as np
 import pytest
 
+import cnnrs
 from cnnrs import schedules
 from cnnrs.callbacks import (
     Callback,
@@ -21,6 +22,7 @@ from cnnrs.callbacks import (
     EarlyStopping,
     LearningRateScheduler,
     ModelCheckpoint,
+    MonitorCallback,
     ReduceLROnPlateau,
 )
 from cnnrs.models import Model
@@ -358,3 +360,112 @@ def test_fit_from_inside_its_own_fit_is_refused():
         fit(model, callbacks=[FitsAgain()])
     assert model._net.calls == ["begin_fit", "end_fit"]
     assert len(fit(model)["loss"]) == 2  # and fits again afterwards
+
+
+# --- MonitorCallback: the one "did it improve" rule ----------------------------------
+
+
+def test_the_three_metric_watchers_share_monitor_callback():
+    for cls in (EarlyStopping, ModelCheckpoint, ReduceLROnPlateau):
+        assert issubclass(cls, MonitorCallback)
+        # None of them carries its own copy of the rule.
+        for name in ("_is_improvement", "_set_monitor_op", "get_monitor_value"):
+            assert name not in vars(cls), (cls.__name__, name)
+
+
+# (mode, min_delta, current, reference, improved), worked by hand in binary fractions so
+# no rounding decides: "min" improves when current + min_delta < reference, "max" when
+# current - min_delta > reference.
+RULE_CASES = [
+    ("min", 0.0, 0.25, 0.5, True),
+    ("min", 0.0, 0.5, 0.5, False),
+    ("min", 0.0, 0.75, 0.5, False),
+    ("min", 0.125, 0.375, 0.5, False),  # 0.5 is not < 0.5
+    ("min", 0.125, 0.25, 0.5, True),  # 0.375 < 0.5
+    ("max", 0.0, 0.75, 0.5, True),
+    ("max", 0.0, 0.5, 0.5, False),
+    ("max", 0.0, 0.25, 0.5, False),
+    ("max", 0.25, 0.75, 0.5, False),  # 0.5 is not > 0.5
+    ("max", 0.25, 1.0, 0.5, True),  # 0.75 > 0.5
+    ("min", 0.125, 123.0, None, True),  # anything beats no reference
+    ("max", 0.125, -123.0, None, True),
+]
+WATCHERS = {
+    "MonitorCallback": lambda mode, d: MonitorCallback(mode=mode, min_delta=d),
+    "EarlyStopping": lambda mode, d: EarlyStopping(mode=mode, min_delta=d),
+    "ReduceLROnPlateau": lambda mode, d: ReduceLROnPlateau(mode=mode, min_delta=d),
+    "ModelCheckpoint": lambda mode, d: ModelCheckpoint("m", mode=mode),  # min_delta is 0
+}
+
+
+@pytest.mark.parametrize(
+    "watcher,mode,min_delta,current,reference,improved",
+    [
+        (name, *case)
+        for name in WATCHERS
+        for case in RULE_CASES
+        if name != "ModelCheckpoint" or case[1] == 0.0
+    ],
+)
+def test_improvement_rule(watcher, mode, min_delta, current, reference, improved):
+    cb = WATCHERS[watcher](mode, min_delta)
+    assert cb.min_delta == min_delta
+    cb._set_monitor_op()
+    assert cb.monitor_op == mode
+    assert cb._is_improvement(current, reference) is improved
+
+
+@pytest.mark.parametrize(
+    "monitor,direction",
+    [("loss", "min"), ("val_loss", "min"), ("accuracy", "max"), ("val_acc", "max")],
+)
+def test_auto_mode_reads_cnnrs_metric_names(monitor, direction):
+    for cls in (MonitorCallback, EarlyStopping, ReduceLROnPlateau):
+        cb = cls(monitor=monitor)
+        cb._set_monitor_op()
+        assert cb.monitor_op == direction, cls.__name__
+    with pytest.raises(ValueError, match="MonitorCallback callback received monitor=f1"):
+        MonitorCallback(monitor="f1")._set_monitor_op()
+    # ReduceLROnPlateau keeps Keras's own rule: "acc" in the name maximises, else minimise.
+    for monitor, direction in (("f1", "min"), ("val_top5_acc", "max")):
+        plateau = ReduceLROnPlateau(monitor=monitor)
+        assert plateau.monitor_op == direction
+
+
+def test_monitor_callback_checks_its_arguments():
+    with pytest.raises(TypeError, match="monitor must be a metric name"):
+        MonitorCallback(monitor=3)
+    with pytest.raises(ValueError, match="min_delta must be a finite number"):
+        MonitorCallback(min_delta=np.nan)
+    with pytest.warns(UserWarning, match="MonitorCallback mode up is unknown"):
+        assert MonitorCallback(mode="up").mode == "auto"
+    assert MonitorCallback(baseline=0.25).best == 0.25
+
+
+class BestSoFar(MonitorCallback):
+    """A user's own watcher: records the epochs where the monitored metric improved."""
+
+    def on_train_begin(self, logs=None):
+        self._set_monitor_op()
+        self.best = None
+        self.improved_at = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        current = self.get_monitor_value(logs)
+        if current is not None and self._is_improvement(current, self.best):
+            self.best = current
+            self.improved_at.append(epoch)
+
+
+def test_a_user_subclass_of_monitor_callback_watches_a_real_fit():
+    (x, y), _ = cnnrs.datasets.load_digits()
+    model = cnnrs.Model("custom", device="cpu", seed=0)
+    watcher = BestSoFar(monitor="accuracy")
+    history = model.fit(x[:256], y[:256], epochs=4, batch_size=32, verbose=0, callbacks=[watcher])
+    acc = history["accuracy"]
+    # Worked from the history: an epoch improves when it beats every earlier one.
+    expected = [e for e in range(len(acc)) if all(acc[e] > a for a in acc[:e])]
+    assert watcher.improved_at == expected and watcher.best == max(acc)
+    assert watcher.monitor_op == "max"
+    with pytest.warns(UserWarning, match="BestSoFar conditioned on metric `val_loss`"):
+        model.fit(x[:64], y[:64], epochs=1, verbose=0, callbacks=[BestSoFar()])

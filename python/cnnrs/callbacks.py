@@ -2,7 +2,9 @@
 
 The same names, arguments, defaults and behaviour as ``keras.callbacks`` in Keras 3:
 :class:`EarlyStopping`, :class:`ModelCheckpoint`, :class:`ReduceLROnPlateau`,
-:class:`LearningRateScheduler`, and the :class:`Callback` base class for your own.
+:class:`LearningRateScheduler`, the :class:`Callback` base class for your own, and
+:class:`MonitorCallback`, the base of the three that watch a metric: it holds the one
+"did it improve" rule they share (Keras 3's ``keras/src/callbacks/monitor_callback.py``).
 ``fit`` calls ``on_train_begin``, then ``on_epoch_begin``/``on_epoch_end`` around
 every epoch and ``on_train_end``; the per-batch loop runs in Rust, so batch hooks
 (``on_train_batch_end`` ...) are not called, and a callback that defines one is
@@ -35,6 +37,7 @@ __all__ = [
     "EarlyStopping",
     "LearningRateScheduler",
     "ModelCheckpoint",
+    "MonitorCallback",
     "ReduceLROnPlateau",
 ]
 
@@ -175,31 +178,6 @@ class CallbackList:
             cb.on_epoch_end(epoch, logs)
 
 
-def _check_mode(mode: str, name: str) -> str:
-    if mode not in ("auto", "min", "max"):
-        warnings.warn(f"{name} mode {mode} is unknown, fallback to auto mode.", stacklevel=3)
-        return "auto"
-    return mode
-
-
-def _direction(monitor: str, mode: str, name: str) -> str:
-    """Returns "min" or "max": the mode, or for "auto" the direction of cnnrs's metric (Keras reads
-    it from the compiled metric; the loss falls, accuracy rises)."""
-    if mode != "auto":
-        return mode
-    metric = monitor.removeprefix("val_")
-    if metric == "loss":
-        return "min"
-    if metric in ("accuracy", "acc"):
-        return "max"
-    raise ValueError(
-        f"{name} callback received monitor={monitor} but cnnrs isn't able to automatically "
-        "determine whether that metric should be maximized or minimized. Pass `mode='max'` "
-        "in order to use the highest metric value, or pass `mode='min'` in order to use the "
-        "lowest value."
-    )
-
-
 def _monitor(value: Any) -> str:
     if not isinstance(value, str):
         raise TypeError(f"monitor must be a metric name (str) such as 'val_loss', got {value!r}")
@@ -222,7 +200,116 @@ def _non_negative(value: Any, name: str) -> Any:
     return value
 
 
-class EarlyStopping(Callback):
+class MonitorCallback(Callback):
+    """Base of the callbacks that watch one metric: the "did it improve" rule they share.
+
+    It holds the metric's name, the direction it should move (``mode``), the smallest
+    change that counts (``min_delta``) and the best value so far (``best``), and
+    decides with :meth:`_is_improvement`. :class:`EarlyStopping`,
+    :class:`ModelCheckpoint` and :class:`ReduceLROnPlateau` derive from it; so can a
+    callback of your own.
+
+    Parameters
+    ----------
+    monitor : str, default "val_loss"
+        The ``logs`` key to watch.
+    mode : {"auto", "min", "max"}, default "auto"
+        "min": lower is better, "max": higher is better, "auto": read from the
+        metric's name (:meth:`_auto_mode`). An unknown mode warns and falls back
+        to "auto", as in Keras.
+    min_delta : float, default 0
+        A change smaller than this does not count as an improvement. Kept with its
+        sign (a subclass that wants Keras's ``abs`` passes ``abs(min_delta)``).
+    baseline : float, optional
+        The first value of ``best`` (``None``: the first value seen improves).
+
+    Attributes
+    ----------
+    best : float or None
+        The best value seen so far (or ``baseline``).
+    monitor_op : {"min", "max"} or None
+        The resolved direction, set by :meth:`_set_monitor_op` (``None`` before).
+    """
+
+    #: How the unknown-``mode`` warning names the callback.
+    _mode_name = "MonitorCallback"
+    #: The warning when ``monitor`` is not in the epoch's logs (``{monitor}`` and
+    #: ``{available}`` are filled in).
+    _missing_message = (
+        "{cls} conditioned on metric `{monitor}` which is not available. "
+        "Available metrics are: {available}"
+    )
+
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        mode: str = "auto",
+        min_delta: float = 0,
+        baseline: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.monitor = _monitor(monitor)
+        self.min_delta = _finite(min_delta, "min_delta")
+        self.mode = self._check_mode(mode)
+        self.best: float | None = baseline
+        self.monitor_op: str | None = None
+
+    def _check_mode(self, mode: str) -> str:
+        if mode not in ("auto", "min", "max"):
+            # stacklevel: this, MonitorCallback.__init__, the subclass's __init__, its caller.
+            warnings.warn(
+                f"{self._mode_name} mode {mode} is unknown, fallback to auto mode.", stacklevel=4
+            )
+            return "auto"
+        return mode
+
+    def _auto_mode(self) -> str:
+        """The direction for ``mode="auto"``: cnnrs's metrics' own (Keras reads it from
+        the compiled metric; the loss falls, accuracy rises); an unknown name raises."""
+        metric = self.monitor.removeprefix("val_")
+        if metric == "loss":
+            return "min"
+        if metric in ("accuracy", "acc"):
+            return "max"
+        raise ValueError(
+            f"{type(self).__name__} callback received monitor={self.monitor} but cnnrs "
+            "isn't able to automatically determine whether that metric should be "
+            "maximized or minimized. Pass `mode='max'` in order to use the highest metric "
+            "value, or pass `mode='min'` in order to use the lowest value."
+        )
+
+    def _set_monitor_op(self) -> None:
+        """Resolves the direction ("min" or "max") from ``mode`` and ``monitor``."""
+        self.monitor_op = self.mode if self.mode != "auto" else self._auto_mode()
+
+    def _is_improvement(self, current: float, reference: float | None) -> bool:
+        """Whether ``current`` beats ``reference`` by more than ``min_delta`` in the
+        monitored direction; anything beats ``None``."""
+        if reference is None:
+            return True
+        if self.monitor_op is None:
+            self._set_monitor_op()
+        if self.monitor_op == "min":
+            return bool(current + self.min_delta < reference)
+        return bool(current - self.min_delta > reference)
+
+    def get_monitor_value(self, logs: dict[str, Any] | None) -> Any:
+        """The monitored value from ``logs``, or ``None`` with a warning when it is not
+        there (the callback then skips the epoch, as in Keras)."""
+        logs = logs or {}
+        value = logs.get(self.monitor)
+        if value is None:
+            # stacklevel: this, the subclass's on_epoch_end, whoever called it.
+            warnings.warn(
+                self._missing_message.format(
+                    cls=type(self).__name__, monitor=self.monitor, available=",".join(logs)
+                ),
+                stacklevel=3,
+            )
+        return value
+
+
+class EarlyStopping(MonitorCallback):
     """Stops training when a monitored metric has stopped improving (Keras 3's rule).
 
     Parameters
@@ -254,6 +341,11 @@ class EarlyStopping(Callback):
     """
 
     _fit_state = ("best_weights",)
+    _mode_name = "EarlyStopping"
+    _missing_message = (
+        "Early stopping conditioned on metric `{monitor}` which is not "
+        "available. Available metrics are: {available}"
+    )
 
     def __init__(
         self,
@@ -266,21 +358,17 @@ class EarlyStopping(Callback):
         restore_best_weights: bool = False,
         start_from_epoch: int = 0,
     ) -> None:
-        super().__init__()
-        self.monitor = _monitor(monitor)
+        _monitor(monitor)
         self.patience = _non_negative(patience, "patience")
         self.verbose = verbose
         self.baseline = baseline if baseline is None else _finite(baseline, "baseline")
-        self.min_delta = abs(_finite(min_delta, "min_delta"))
+        super().__init__(monitor, mode, abs(_finite(min_delta, "min_delta")))
         self.wait = 0
         self.stopped_epoch = 0
         self.restore_best_weights = restore_best_weights
         self.best_weights: Any = None
         self.start_from_epoch = _non_negative(start_from_epoch, "start_from_epoch")
-        self.mode = _check_mode(mode, "EarlyStopping")
-        self.best: float | None = None
         self.best_epoch = 0
-        self._sign = 0  # -1: lower is better, +1: higher is better; set on first use
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         # Allow instances to be re-used.
@@ -291,8 +379,8 @@ class EarlyStopping(Callback):
         self.best_epoch = 0
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if self._sign == 0:
-            self._sign = -1 if _direction(self.monitor, self.mode, "EarlyStopping") == "min" else 1
+        if self.monitor_op is None:
+            self._set_monitor_op()
         current = self.get_monitor_value(logs)
         if current is None or epoch < self.start_from_epoch:
             return
@@ -325,26 +413,8 @@ class EarlyStopping(Callback):
                 )
             self.model.restore(self.best_weights)
 
-    def get_monitor_value(self, logs: dict[str, Any] | None) -> float | None:
-        logs = logs or {}
-        value = logs.get(self.monitor)
-        if value is None:
-            warnings.warn(
-                f"Early stopping conditioned on metric `{self.monitor}` which is not "
-                f"available. Available metrics are: {','.join(logs)}",
-                stacklevel=2,
-            )
-        return value
 
-    def _is_improvement(self, value: float, reference: float | None) -> bool:
-        if reference is None:
-            return True
-        if self._sign < 0:
-            return bool(value + self.min_delta < reference)
-        return bool(value - self.min_delta > reference)
-
-
-class ModelCheckpoint(Callback):
+class ModelCheckpoint(MonitorCallback):
     """Saves the model after every epoch, or only when the monitored metric improves.
 
     Parameters
@@ -362,6 +432,9 @@ class ModelCheckpoint(Callback):
     mode : {"auto", "min", "max"}, default "auto"
     """
 
+    _mode_name = "ModelCheckpoint"
+    _missing_message = "Can save best model only with {monitor} available, skipping."
+
     def __init__(
         self,
         filepath: Any,
@@ -370,7 +443,6 @@ class ModelCheckpoint(Callback):
         save_best_only: bool = False,
         mode: str = "auto",
     ) -> None:
-        super().__init__()
         try:
             self.filepath = os.fspath(filepath)
         except TypeError:
@@ -379,18 +451,15 @@ class ModelCheckpoint(Callback):
             ) from None
         if not isinstance(self.filepath, str):
             self.filepath = os.fsdecode(self.filepath)
-        self.monitor = _monitor(monitor)
+        super().__init__(monitor, mode)  # min_delta 0: any strict gain saves
         self.verbose = verbose
         self.save_best_only = save_best_only
-        self.mode = _check_mode(mode, "ModelCheckpoint")
-        self.best: float | None = None
-        self._lower_is_better: bool | None = None
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        if self._lower_is_better is None:
-            self._lower_is_better = _direction(self.monitor, self.mode, "ModelCheckpoint") == "min"
+        if self.monitor_op is None:
+            self._set_monitor_op()
         if self.best is None:
-            self.best = np.inf if self._lower_is_better else -np.inf
+            self.best = np.inf if self.monitor_op == "min" else -np.inf
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = logs or {}
@@ -400,16 +469,11 @@ class ModelCheckpoint(Callback):
                 print(f"\nEpoch {epoch + 1}: saving model to {path}")
             self.model.save(path)
             return
-        current = logs.get(self.monitor)
+        current = self.get_monitor_value(logs)
         if current is None:
-            warnings.warn(
-                f"Can save best model only with {self.monitor} available, skipping.",
-                stacklevel=2,
-            )
             return
         assert self.best is not None
-        improved = current < self.best if self._lower_is_better else current > self.best
-        if improved:
+        if self._is_improvement(current, self.best):
             if self.verbose > 0:
                 print(
                     f"\nEpoch {epoch + 1}: {self.monitor} improved from {self.best:.5f} to "
@@ -421,7 +485,7 @@ class ModelCheckpoint(Callback):
             print(f"\nEpoch {epoch + 1}: {self.monitor} did not improve from {self.best:.5f}")
 
 
-class ReduceLROnPlateau(Callback):
+class ReduceLROnPlateau(MonitorCallback):
     """Lowers ``model.learning_rate`` when a metric has stopped improving (Keras 3's rule).
 
     Parameters
@@ -442,6 +506,12 @@ class ReduceLROnPlateau(Callback):
         The rate is never lowered below this.
     """
 
+    _mode_name = "Learning rate reduction"
+    _missing_message = (
+        "Learning rate reduction is conditioned on metric `{monitor}` which is not "
+        "available. Available metrics are: {available}."
+    )
+
     def __init__(
         self,
         monitor: str = "val_loss",
@@ -453,7 +523,6 @@ class ReduceLROnPlateau(Callback):
         cooldown: int = 0,
         min_lr: float = 0.0,
     ) -> None:
-        super().__init__()
         # Checked here, not when the first plateau comes mid-fit: a NaN or 0 factor
         # would make the rate NaN or 0 only then.
         if _non_negative(factor, "factor") >= 1.0 or factor == 0:
@@ -461,31 +530,27 @@ class ReduceLROnPlateau(Callback):
                 "ReduceLROnPlateau does not support a factor >= 1.0 or <= 0 (the new rate "
                 f"is rate * factor). Received factor={factor}"
             )
-        self.monitor = _monitor(monitor)
+        _monitor(monitor)
         self.factor = float(factor)
         self.min_lr = _non_negative(min_lr, "min_lr")
-        self.min_delta = _finite(min_delta, "min_delta")
+        super().__init__(monitor, mode, min_delta)
         self.patience = _non_negative(patience, "patience")
         self.verbose = verbose
         self.cooldown = _non_negative(cooldown, "cooldown")
         self.cooldown_counter = 0
         self.wait = 0
-        self.mode = _check_mode(mode, "Learning rate reduction")
-        self.best = 0.0
         self._reset()
 
+    def _auto_mode(self) -> str:
+        """Keras's rule for this callback: maximise a monitor whose name holds "acc",
+        minimise anything else (never raises)."""
+        return "max" if "acc" in self.monitor else "min"
+
     def _reset(self) -> None:
-        self._higher_is_better = self.mode == "max" or (
-            self.mode == "auto" and "acc" in self.monitor
-        )
-        self.best = -np.inf if self._higher_is_better else np.inf
+        self._set_monitor_op()
+        self.best = -np.inf if self.monitor_op == "max" else np.inf
         self.cooldown_counter = 0
         self.wait = 0
-
-    def _improved(self, current: float) -> bool:
-        if self._higher_is_better:
-            return bool(current > self.best + self.min_delta)
-        return bool(current < self.best - self.min_delta)
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._reset()
@@ -494,20 +559,13 @@ class ReduceLROnPlateau(Callback):
         return self.cooldown_counter > 0
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        logs = logs if logs is not None else {}
-        current = logs.get(self.monitor)
+        current = self.get_monitor_value(logs)
         if current is None:
-            warnings.warn(
-                "Learning rate reduction is conditioned on metric "
-                f"`{self.monitor}` which is not available. Available metrics "
-                f"are: {','.join(logs)}.",
-                stacklevel=2,
-            )
             return
         if self.in_cooldown():
             self.cooldown_counter -= 1
             self.wait = 0
-        if self._improved(current):
+        if self._is_improvement(current, self.best):
             self.best = current
             self.wait = 0
         elif not self.in_cooldown():

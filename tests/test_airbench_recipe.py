@@ -14,11 +14,6 @@ import cnnrs
 from cnnrs import schedules
 
 
-def _upscale(x: np.ndarray) -> np.ndarray:
-    """8×8 digits to 32×32 by repeating each pixel 4×4 (airbench94 needs >= 25×25)."""
-    return np.kron(x, np.ones((1, 4, 4, 1), dtype=x.dtype))
-
-
 def test_listed_and_summarised():
     assert "airbench94" in cnnrs.ARCHITECTURES
     m = cnnrs.Model("airbench94", device="cpu", seed=0, input_shape=(32, 32, 3), num_classes=10)
@@ -156,15 +151,15 @@ def test_save_load_keeps_the_recipe_and_state_dict_round_trips(tmp_path):
         m.predict(x, tta="mirror")
 
 
-def test_the_recipe_learns_digits():
+def test_the_recipe_learns_digits(digits_upscaled):
     """Sanity check that the recipe learns: digits upscaled to 32×32 (each pixel
     repeated 4×4), batch 128 (the recipe's learning rate and weight decay are per
     1024 examples, so smaller batches keep their meaning), its 9.9 epochs."""
-    (x, y), (xt, yt) = cnnrs.datasets.load_digits()
+    (x, y), (xt, yt) = digits_upscaled
     m = cnnrs.Model("airbench94", device="cpu", seed=0)
-    h = m.fit(_upscale(x), y, batch_size=128, verbose=0)
+    h = m.fit(x, y, batch_size=128, verbose=0)
     assert len(h["loss"]) == math.ceil(9.9)
-    assert m.evaluate(_upscale(xt), yt)["accuracy"] >= 0.97
+    assert m.evaluate(xt, yt)["accuracy"] >= 0.97
 
 
 def test_upscale_takes_what_fit_takes():

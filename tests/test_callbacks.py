@@ -457,8 +457,8 @@ class BestSoFar(MonitorCallback):
             self.improved_at.append(epoch)
 
 
-def test_a_user_subclass_of_monitor_callback_watches_a_real_fit():
-    (x, y), _ = cnnrs.datasets.load_digits()
+def test_a_user_subclass_of_monitor_callback_watches_a_real_fit(digits_split):
+    (x, y), _ = digits_split
     model = cnnrs.Model("custom", device="cpu", seed=0)
     watcher = BestSoFar(monitor="accuracy")
     history = model.fit(x[:256], y[:256], epochs=4, batch_size=32, verbose=0, callbacks=[watcher])

@@ -15,7 +15,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-from sklearn.datasets import load_digits
 
 import cnnrs
 
@@ -28,9 +27,10 @@ GRID = {
 
 
 @pytest.fixture(scope="module")
-def digits():
-    d = load_digits()
-    return d.images[:300].astype(np.uint8)[..., np.newaxis], d.target[:300].astype(np.int64)
+def digits(digits_all):
+    """The first 300 of all the digits (conftest's ``digits_all``)."""
+    x, y = digits_all
+    return x[:300], y[:300]
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,6 @@ import cnnrs
 from cnnrs import schedules, study
 from cnnrs.callbacks import ReduceLROnPlateau
 
-
-@pytest.fixture(scope="module")
-def small():
-    (x, y), _ = cnnrs.datasets.load_digits()
-    return x[:64], y[:64]
-
-
 # --- silent corruption: weights -------------------------------------------------------
 
 
@@ -54,8 +47,8 @@ def test_a_refused_load_names_the_tensor_and_changes_nothing(poison, error, frag
         np.testing.assert_array_equal(v, before[k], err_msg=k)
 
 
-def test_a_model_file_with_a_nan_weight_is_refused(tmp_path, small):
-    x, y = small
+def test_a_model_file_with_a_nan_weight_is_refused(tmp_path, digits_small):
+    x, y = digits_small
     m = cnnrs.Model("custom", device="cpu", seed=0)
     m.fit(x, y, epochs=1, verbose=0)
     path = tmp_path / "m.safetensors"
@@ -101,8 +94,8 @@ def test_a_fit_of_two_to_the_31_epochs_with_a_schedule_allocates_no_plan():
 
 
 @pytest.mark.parametrize("epochs", [2**31 + 1, 2**40, 0, -3])
-def test_absurd_integer_epochs_are_refused_in_terms_of_epochs(small, epochs):
-    x, y = small
+def test_absurd_integer_epochs_are_refused_in_terms_of_epochs(digits_small, epochs):
+    x, y = digits_small
     with pytest.raises(ValueError, match=r"epochs must be a number in \(0, 2\*\*31\]"):
         cnnrs.Model("custom", device="cpu").fit(x, y, epochs=epochs, verbose=0)
 
@@ -158,8 +151,8 @@ def test_onecycle_on_few_steps_equals_pytorchs(steps):
     np.testing.assert_allclose(ours, ref, rtol=1e-12)
 
 
-def test_onecycle_whose_warm_up_has_no_step_says_so(small):
-    x, y = small
+def test_onecycle_whose_warm_up_has_no_step_says_so(digits_small):
+    x, y = digits_small
     with pytest.raises(ValueError, match="pct_start=0.5 over 2 steps gives the warm-up a single"):
         cnnrs.Model("custom", device="cpu").fit(
             x[:64],
@@ -190,8 +183,8 @@ def test_upscale_validates_side(side, error):
 
 
 @pytest.mark.parametrize("split", [0, 0.0, 1, -0.2, "0.2", None])
-def test_compare_training_recipes_needs_a_held_out_part(small, split):
-    x, y = small
+def test_compare_training_recipes_needs_a_held_out_part(digits_small, split):
+    x, y = digits_small
     with pytest.raises(ValueError, match=r"validation_split must be a number in \(0, 1\)"):
         study.compare_training_recipes(
             {"architecture": "custom", "epochs": 1}, x, y, x, y, augment=[], validation_split=split
@@ -201,10 +194,10 @@ def test_compare_training_recipes_needs_a_held_out_part(small, split):
 # --- callbacks copied for every fold --------------------------------------------------
 
 
-def test_a_callback_that_has_run_can_be_copied_into_cross_validate(small):
+def test_a_callback_that_has_run_can_be_copied_into_cross_validate(digits_small):
     from cnnrs.callbacks import EarlyStopping
 
-    x, y = small
+    x, y = digits_small
     stopper = EarlyStopping(monitor="loss", patience=1, restore_best_weights=True)
     cnnrs.Model("custom", device="cpu", seed=0).fit(x, y, epochs=2, verbose=0, callbacks=[stopper])
     assert stopper.best_weights is not None  # holds a snapshot of that model's weights
@@ -212,7 +205,7 @@ def test_a_callback_that_has_run_can_be_copied_into_cross_validate(small):
     assert len(cv["fold_accuracies"]) == 2
 
 
-def test_an_uncopyable_callback_is_named(small):
+def test_an_uncopyable_callback_is_named(digits_small):
     import threading
 
     from cnnrs.callbacks import Callback
@@ -222,7 +215,7 @@ def test_an_uncopyable_callback_is_named(small):
             super().__init__()
             self.lock = threading.Lock()  # locks cannot be deep-copied
 
-    x, y = small
+    x, y = digits_small
     with pytest.raises(TypeError, match=r"callbacks\[1\] \(Holds\) cannot be deep-copied"):
         cnnrs.cross_validate(
             "custom", x, y, cv=2, epochs=1, verbose=0, callbacks=[ReduceLROnPlateau(), Holds()]

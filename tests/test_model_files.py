@@ -19,8 +19,8 @@ import cnnrs
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    (x, y), _ = cnnrs.datasets.load_digits()
+def trained(tmp_path_factory, digits_split):
+    (x, y), _ = digits_split
     model = cnnrs.Model("custom", seed=0, device="cpu")
     model.fit(x[:256], y[:256], epochs=1, verbose=0)
     path = tmp_path_factory.mktemp("model") / "m.safetensors"

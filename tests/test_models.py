@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from sklearn.datasets import load_digits
 
 import cnnrs
 
@@ -48,14 +47,6 @@ EXPECTED_PARAMS = {
     "custom": conv(3, 3, 32) + conv(3, 32, 64) + dense(8 * 8 * 64, 128) + dense(128, 10),
     "with_batch_norm": VGG + dense(4 * 4 * 128, 128) + dense(128, 10) + 4 * BN,
 }
-
-
-@pytest.fixture(scope="module")
-def digits():
-    d = load_digits()
-    x = d.images.astype(np.uint8)[..., np.newaxis]  # (1797, 8, 8, 1), values 0..16
-    y = d.target.astype(np.int64)
-    return x, y
 
 
 def test_builtin_names():
@@ -142,8 +133,8 @@ def test_unknown_architecture_lists_known_ones():
         cnnrs.Model("resnet50")
 
 
-def test_learns_digits_and_keras_history(digits):
-    x, y = digits
+def test_learns_digits_and_keras_history(digits_all):
+    x, y = digits_all
     m = cnnrs.Model("baseline", learning_rate=1e-3, device="cpu", seed=3)
     h = m.fit(
         x[:1500], y[:1500], epochs=4, batch_size=32, validation_data=(x[1500:], y[1500:]), verbose=0
@@ -161,8 +152,8 @@ def test_learns_digits_and_keras_history(digits):
     np.testing.assert_allclose(stats["std"], [x[:1500].std()], rtol=1e-4)
 
 
-def test_label_encodings_are_equivalent(digits):
-    x, y = digits
+def test_label_encodings_are_equivalent(digits_all):
+    x, y = digits_all
     x, y = x[:200], y[:200]
     onehot = np.eye(10)[y]
     runs = []
@@ -173,17 +164,17 @@ def test_label_encodings_are_equivalent(digits):
         assert r == runs[0]
 
 
-def test_bool_labels_are_classes_0_and_1(digits):
+def test_bool_labels_are_classes_0_and_1(digits_all):
     """The package's one label rule (cnnrs._arrays): False is class 0, True class 1."""
-    x = digits[0][:80]
+    x = digits_all[0][:80]
     flags = np.arange(80) % 2 == 0
     a = cnnrs.Model("custom", device="cpu", seed=1).fit(x, flags, epochs=1, verbose=0)
     b = cnnrs.Model("custom", device="cpu", seed=1).fit(x, flags.astype(int), epochs=1, verbose=0)
     assert a == b
 
 
-def test_same_seed_same_history_on_cpu(digits):
-    x, y = digits
+def test_same_seed_same_history_on_cpu(digits_all):
+    x, y = digits_all
     a = cnnrs.Model("with_batch_norm", device="cpu", seed=11).fit(
         x[:300], y[:300], epochs=2, verbose=0
     )
@@ -258,8 +249,8 @@ def _torch_forward(tensors, layers, x, mean, std):
 
 @pytest.mark.parametrize("arch", ["baseline", "with_batch_norm"])
 @pytest.mark.numerics
-def test_save_load_round_trip_and_pytorch_reference(tmp_path, digits, arch):
-    x, y = digits
+def test_save_load_round_trip_and_pytorch_reference(tmp_path, digits_all, arch):
+    x, y = digits_all
     m = cnnrs.Model(arch, device="cpu", seed=2, class_names=[str(i) for i in range(10)])
     m.fit(x[:400], y[:400], epochs=2, batch_size=64, verbose=0)
     path = tmp_path / "model.safetensors"
@@ -281,8 +272,8 @@ def test_save_load_round_trip_and_pytorch_reference(tmp_path, digits, arch):
     np.testing.assert_allclose(m.predict(x[400:600]), ref, rtol=1e-4, atol=1e-6)
 
 
-def test_save_is_atomic_and_load_rejects_bad_files(tmp_path, digits):
-    x, y = digits
+def test_save_is_atomic_and_load_rejects_bad_files(tmp_path, digits_all):
+    x, y = digits_all
     m = cnnrs.Model("custom", device="cpu", seed=0)
     with pytest.raises(ValueError, match="fit"):
         m.save(tmp_path / "untrained.safetensors")
@@ -306,8 +297,8 @@ def test_save_is_atomic_and_load_rejects_bad_files(tmp_path, digits):
         cnnrs.Model.load(tmp_path / "nope.safetensors")
 
 
-def test_predict_image_from_array_and_file(tmp_path, digits):
-    x, y = digits
+def test_predict_image_from_array_and_file(tmp_path, digits_all):
+    x, y = digits_all
     m = cnnrs.Model("baseline", device="cpu", seed=0, class_names=list("abcdefghij"))
     m.fit(x[:300], y[:300], epochs=2, verbose=0)
     out = m.predict_image(x[7, :, :, 0])
@@ -360,8 +351,8 @@ def test_bad_device_and_learning_rate():
             cnnrs.Model("custom", device="cuda")
 
 
-def test_progress_output_is_keras_like(capsys, digits):
-    x, y = digits
+def test_progress_output_is_keras_like(capsys, digits_all):
+    x, y = digits_all
     cnnrs.Model("custom", device="cpu", seed=0).fit(
         x[:128],
         y[:128],
@@ -377,8 +368,8 @@ def test_progress_output_is_keras_like(capsys, digits):
     assert capsys.readouterr().out == ""
 
 
-def test_printer_exception_stops_training_and_model_stays_usable(digits):
-    x, y = digits
+def test_printer_exception_stops_training_and_model_stays_usable(digits_all):
+    x, y = digits_all
 
     class Boom:
         def __init__(self):
@@ -403,8 +394,8 @@ def test_printer_exception_stops_training_and_model_stays_usable(digits):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not cnnrs.cuda_available(), reason="needs CUDA")
-def test_cuda_training_matches_cpu_quality(digits):
-    x, y = digits
+def test_cuda_training_matches_cpu_quality(digits_all):
+    x, y = digits_all
     m = cnnrs.Model("with_batch_norm", device="cuda", seed=0)
     assert m.device == "cuda:0"
     m.fit(x[:1500], y[:1500], epochs=5, verbose=0)

@@ -137,14 +137,14 @@ def study_result(nb) -> dict:
     return json.loads(lines[0][len(MARKER) :])
 
 
-def test_notebook_runs_in_quick_mode(executed):
+def test_notebook_runs_in_quick_mode(executed, digits_split):
     result = study_result(executed)
     assert result["quick"] is True and result["dataset"] == "digits"
     assert result["prefix"] == sys.prefix  # the kernel ran this environment's Python
 
     import cnnrs.datasets
 
-    (_, _), (_, y_test) = cnnrs.datasets.load_digits()
+    (_, _), (_, y_test) = digits_split
     names = result["class_names"]
     assert names == cnnrs.datasets.DIGITS_CLASSES
     assert 0.0 <= result["test_accuracy"] <= 1.0

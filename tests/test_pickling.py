@@ -16,13 +16,8 @@ from cnnrs.callbacks import EarlyStopping, ReduceLROnPlateau
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return cnnrs.datasets.load_digits()
-
-
-@pytest.fixture(scope="module")
-def trained(digits):
-    (x, y), _ = digits
+def trained(digits_split):
+    (x, y), _ = digits_split
     model = cnnrs.Model(
         "custom", learning_rate=1e-3, device="cpu", seed=3, class_names="0123456789"
     )
@@ -31,8 +26,8 @@ def trained(digits):
 
 
 @pytest.mark.parametrize("how", ["pickle", "deepcopy"])
-def test_a_trained_model_round_trips_with_the_same_predictions(trained, digits, how):
-    _, (x_test, _) = digits
+def test_a_trained_model_round_trips_with_the_same_predictions(trained, digits_split, how):
+    _, (x_test, _) = digits_split
     if how == "pickle":
         copied = pickle.loads(pickle.dumps(trained))
     else:
@@ -48,8 +43,8 @@ def test_a_trained_model_round_trips_with_the_same_predictions(trained, digits, 
     assert copied.learning_rate == trained.learning_rate
 
 
-def test_a_copy_trains_on_independently(trained, digits):
-    (x, y), (x_test, _) = digits
+def test_a_copy_trains_on_independently(trained, digits_split):
+    (x, y), (x_test, _) = digits_split
     before = trained.predict(x_test)
     copied = copy.deepcopy(trained)
     copied.fit(x[400:600], y[400:600], epochs=1, verbose=0)
@@ -57,8 +52,8 @@ def test_a_copy_trains_on_independently(trained, digits):
     np.testing.assert_array_equal(trained.predict(x_test), before)
 
 
-def test_the_learning_rate_a_callback_set_survives(digits):
-    (x, y), _ = digits
+def test_the_learning_rate_a_callback_set_survives(digits_split):
+    (x, y), _ = digits_split
     model = cnnrs.Model("custom", learning_rate=1e-3, device="cpu", seed=0)
     model.fit(x[:200], y[:200], epochs=1, verbose=0)
     model.learning_rate = 2.5e-4  # as ReduceLROnPlateau sets it
@@ -73,9 +68,9 @@ def test_an_untrained_model_is_refused_by_name():
         copy.deepcopy(model)
 
 
-def test_a_pickled_model_loads_in_a_fresh_interpreter(trained, digits, tmp_path):
+def test_a_pickled_model_loads_in_a_fresh_interpreter(trained, digits_split, tmp_path):
     """What a joblib or Ray worker does: unpickle in another process."""
-    _, (x_test, _) = digits
+    _, (x_test, _) = digits_split
     (tmp_path / "model.pkl").write_bytes(pickle.dumps(trained))
     np.save(tmp_path / "x.npy", x_test)
     script = (
@@ -87,11 +82,11 @@ def test_a_pickled_model_loads_in_a_fresh_interpreter(trained, digits, tmp_path)
     np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), trained.predict(x_test))
 
 
-def test_callbacks_that_ran_pickle_and_copy_as_fresh_ones(digits):
+def test_callbacks_that_ran_pickle_and_copy_as_fresh_ones(digits_split):
     """An EarlyStopping that kept a weight snapshot used to fail with "cannot pickle
     'cnnrs._core.WeightsSnapshot'"; a copy drops the snapshot and the model, as the copy
     every cross-validation fold gets does."""
-    (x, y), _ = digits
+    (x, y), _ = digits_split
     stop = EarlyStopping(monitor="loss", patience=3, restore_best_weights=True)
     plateau = ReduceLROnPlateau(monitor="loss", patience=5)
     model = cnnrs.Model("custom", device="cpu", seed=0)
@@ -114,10 +109,10 @@ def test_an_object_that_cannot_be_pickled_is_named():
 
 @pytest.mark.skipif(cnnrs.cuda_available(), reason="maps a CUDA model where there is no GPU")
 @pytest.mark.parametrize("device", ["cuda", "cuda:0", "cuda:3"])
-def test_a_cuda_model_opens_on_the_cpu_without_a_gpu(trained, digits, device):
+def test_a_cuda_model_opens_on_the_cpu_without_a_gpu(trained, digits_split, device):
     """The state a GPU machine would pickle (its device named "cuda:N") opens here on
     the CPU, as torch.load's map_location would put it."""
-    _, (x_test, _) = digits
+    _, (x_test, _) = digits_split
     state = trained.__getstate__()
     state["_net"]["device"] = device
     model = cnnrs.Model.__new__(cnnrs.Model)

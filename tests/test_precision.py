@@ -32,14 +32,9 @@ def cpu_has_bf16() -> bool:
         return False
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return cnnrs.datasets.load_digits()
-
-
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_each_cpu_precision_trains_with_a_finite_history(digits, precision):
-    (x, y), (xt, yt) = digits
+def test_each_cpu_precision_trains_with_a_finite_history(digits_split, precision):
+    (x, y), (xt, yt) = digits_split
     model = cnnrs.Model("with_batch_norm", seed=1, device="cpu", precision=precision)
     assert model.precision == precision
     history = model.fit(x, y, epochs=3, validation_data=(xt, yt), verbose=0)
@@ -67,8 +62,8 @@ def test_auto_picks_bf16_exactly_when_the_cpu_has_it():
     assert model.precision == ("bf16" if cpu_has_bf16() else "fp32")
 
 
-def test_bf16_predictions_agree_with_fp32_of_the_same_weights(digits, tmp_path):
-    (x, y), (xt, yt) = digits
+def test_bf16_predictions_agree_with_fp32_of_the_same_weights(digits_split, tmp_path):
+    (x, y), (xt, yt) = digits_split
     model = cnnrs.Model("with_batch_norm", seed=0, device="cpu")
     model.fit(x, y, epochs=4, verbose=0)
     path = tmp_path / "m.safetensors"
@@ -86,8 +81,8 @@ def test_bf16_predictions_agree_with_fp32_of_the_same_weights(digits, tmp_path):
     assert abs(acc32 - acc16) <= 0.01
 
 
-def test_save_and_load_keep_the_precision(digits, tmp_path):
-    (x, y), (xt, _) = digits
+def test_save_and_load_keep_the_precision(digits_split, tmp_path):
+    (x, y), (xt, _) = digits_split
     model = cnnrs.Model("custom", seed=0, device="cpu", precision="bf16")
     model.fit(x[:256], y[:256], epochs=1, verbose=0)
     path = tmp_path / "bf16.safetensors"
@@ -98,10 +93,10 @@ def test_save_and_load_keep_the_precision(digits, tmp_path):
     assert cnnrs.Model.load(path, device="cpu", precision="fp32").precision == "fp32"
 
 
-def test_bf16_cross_validation_is_as_accurate_as_fp32(digits):
+def test_bf16_cross_validation_is_as_accurate_as_fp32(digits_split):
     """Digits 5-fold CV: bf16's mean accuracy within 0.01 of fp32's (and precision is
     accepted by cross_validate like any Model argument)."""
-    (x, y), _ = digits
+    (x, y), _ = digits_split
     means = {}
     for precision in ("fp32", "bf16"):
         cv = cnnrs.cross_validate(
@@ -112,11 +107,11 @@ def test_bf16_cross_validation_is_as_accurate_as_fp32(digits):
     assert abs(means["bf16"] - means["fp32"]) <= 0.01, means
 
 
-def test_a_callers_autocast_does_not_leak_into_a_float32_model(digits):
+def test_a_callers_autocast_does_not_leak_into_a_float32_model(digits_split):
     """torch.autocast is per thread, and cnnrs runs on the caller's thread: a float32
     model predicts and trains in float32 even inside the caller's autocast block."""
     torch = pytest.importorskip("torch")
-    (x, y), _ = digits
+    (x, y), _ = digits_split
     m = cnnrs.Model("custom", device="cpu", seed=0, precision="fp32")
     m.fit(x[:256], y[:256], epochs=1, verbose=0)
     plain = m.predict(x[:64])

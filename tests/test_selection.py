@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.datasets import load_digits
 from sklearn.model_selection import KFold, ParameterGrid, StratifiedKFold
 
 import cnnrs
@@ -13,14 +12,8 @@ from cnnrs import selection
 
 
 @pytest.fixture(scope="module")
-def digits():
-    d = load_digits()
-    return d.images.astype(np.uint8)[..., np.newaxis], d.target.astype(np.int64)
-
-
-@pytest.fixture(scope="module")
-def cv_result(digits):
-    x, y = digits
+def cv_result(digits_all):
+    x, y = digits_all
     return cnnrs.cross_validate(
         "custom", x, y, cv=5, epochs=8, batch_size=32, learning_rate=1e-3, verbose=0, device="cpu"
     )
@@ -38,8 +31,8 @@ def test_cross_validation_on_digits_is_accurate(cv_result):
         assert h["val_accuracy"][-1] == pytest.approx(acc)
 
 
-def test_folds_equal_sklearn_and_partition_the_data(cv_result, digits):
-    x, _ = digits
+def test_folds_equal_sklearn_and_partition_the_data(cv_result, digits_all):
+    x, _ = digits_all
     folds = cv_result["folds"]
     expected = list(KFold(5, shuffle=True, random_state=42).split(x))
     for (tr, va), (etr, eva) in zip(folds, expected):
@@ -52,10 +45,10 @@ def test_folds_equal_sklearn_and_partition_the_data(cv_result, digits):
     )
 
 
-def test_folds_validate_on_held_out_data_only(digits):
+def test_folds_validate_on_held_out_data_only(digits_all):
     """Training accuracy on the fold's training part is not what is reported:
     a model that memorises its training part scores lower on the held-out part."""
-    x, y = digits
+    x, y = digits_all
     x, y = x[:150], y[:150]
     r = cnnrs.cross_validate(
         "baseline",
@@ -73,8 +66,8 @@ def test_folds_validate_on_held_out_data_only(digits):
     assert np.mean(r["fold_accuracies"]) < np.mean(train_acc)
 
 
-def test_cv_accepts_sklearn_splitters_and_stratified(digits):
-    x, y = digits
+def test_cv_accepts_sklearn_splitters_and_stratified(digits_all):
+    x, y = digits_all
     x, y = x[:200], y[:200]
     splits = list(StratifiedKFold(4, shuffle=True, random_state=0).split(x, y))
     r = cnnrs.cross_validate("custom", x, y, cv=iter(splits), epochs=1, verbose=0, device="cpu")
@@ -94,8 +87,8 @@ def test_parameter_grid_order_equals_sklearn():
     assert selection.parameter_grid(grids) == list(ParameterGrid(grids))
 
 
-def test_grid_search_refits_the_best_on_all_data(digits):
-    x, y = digits
+def test_grid_search_refits_the_best_on_all_data(digits_all):
+    x, y = digits_all
     x, y = x[:400], y[:400]
     grid = {"architecture": ["custom", "baseline"], "epochs": [1, 4], "learning_rate": [1e-3]}
     r = cnnrs.grid_search(grid, x, y, cv=3, verbose=0, device="cpu")
@@ -152,15 +145,15 @@ def test_grid_search_refits_the_best_on_all_data(digits):
         ),
     ],
 )
-def test_bad_input(call, exc, message, digits):
-    x, y = digits
+def test_bad_input(call, exc, message, digits_all):
+    x, y = digits_all
     with pytest.raises(exc, match=message):
         call(x[:20], y[:20])
 
 
-def test_fold_score_is_the_last_epochs_validation_and_equals_evaluate(digits):
+def test_fold_score_is_the_last_epochs_validation_and_equals_evaluate(digits_all):
     """The score is read from the history, not recomputed; it is what evaluate gives."""
-    x, y = digits
+    x, y = digits_all
     x, y = x[:300], y[:300]
     train, val = selection.make_folds(x, y, 3, seed=0)[0]
     params = {"architecture": "custom", "epochs": 2, "batch_size": 32, "device": "cpu"}
@@ -176,9 +169,9 @@ def test_fold_score_is_the_last_epochs_validation_and_equals_evaluate(digits):
     assert scores["loss"] == pytest.approx(run["loss"], rel=1e-6)
 
 
-def test_data_is_converted_once_and_not_copied_again(digits, monkeypatch):
+def test_data_is_converted_once_and_not_copied_again(digits_all, monkeypatch):
     """cross_validate converts x and y once; Model.fit passes typed arrays on as they are."""
-    x, y = digits
+    x, y = digits_all
     x, y = np.ascontiguousarray(x[:60]), y[:60]
     calls = []
 

@@ -63,10 +63,10 @@ def test_the_checks_train_the_documented_fallback_network():
 
 
 @pytest.fixture(scope="module")
-def digits():
-    """The bundled digits, labels as scikit-learn takes them: (n,), not Keras's (n, 1)
-    column (which gives scikit-learn's DataConversionWarning, an error here)."""
-    (x, y), (x_test, y_test) = cnnrs.datasets.load_digits()
+def digits(digits_split):
+    """conftest's ``digits_split``, labels as scikit-learn takes them: (n,), not Keras's
+    (n, 1) column (which gives scikit-learn's DataConversionWarning, an error here)."""
+    (x, y), (x_test, y_test) = digits_split
     return (x, y.ravel()), (x_test, y_test.ravel())
 
 

@@ -147,8 +147,8 @@ def test_training_threads_one_for_tiny_images_every_core_otherwise():
     assert torch.get_num_threads() == before
 
 
-def test_what_the_network_learned_ties_the_filters_to_section_1():
-    (x, y), (xt, yt) = cnnrs.datasets.load_digits()
+def test_what_the_network_learned_ties_the_filters_to_section_1(digits_split):
+    (x, y), (xt, yt) = digits_split
     model = cnnrs.Model("custom", device="cpu", seed=3, precision="fp32")
     model.fit(x[:600], y[:600], epochs=2, verbose=0)
     # Filter 0 set to Sobel Y: the step must match it to that kernel, r = 1.
@@ -185,14 +185,17 @@ def test_what_the_network_learned_ties_the_filters_to_section_1():
     assert plain["summary"] == learned["summary"] and "kernels" not in plain["filters"]
 
 
-def test_what_the_network_learned_of_airbench94_shows_the_first_conv_group():
-    (x, y), (xt, yt) = cnnrs.datasets.load_digits()
+def test_what_the_network_learned_of_airbench94_shows_the_first_conv_group(
+    digits_split, digits_upscaled
+):
+    _, (xt, yt) = digits_split
+    (x_up, y), (xt_up, _) = digits_upscaled
     model = cnnrs.Model("airbench94", device="cpu", seed=0, precision="fp32")
-    model.fit(study.upscale(x[:256]), y[:256], epochs=1, batch_size=128, verbose=0)
+    model.fit(x_up[:256], y[:256], epochs=1, batch_size=128, verbose=0)
     names = [str(i) for i in range(10)]
     with pytest.raises(ValueError, match=r"study\.upscale\(x_test\)"):
         study.what_the_network_learned(model, xt, yt, names)
-    learned = study.what_the_network_learned(model, study.upscale(xt[:40]), yt[:40], names)
+    learned = study.what_the_network_learned(model, xt_up[:40], yt[:40], names)
     filters = learned["filters"]
     assert filters["layer"] == "conv_group" and filters["kernels"].shape == (3, 3, 8, 64)
     assert not filters["compared"] and filters["matches"] == []

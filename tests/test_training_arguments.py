@@ -9,14 +9,8 @@ import pytest
 import cnnrs
 
 
-@pytest.fixture(scope="module")
-def digits():
-    (x, y), _ = cnnrs.datasets.load_digits()
-    return x[:64], y[:64]
-
-
-def test_a_huge_label_is_refused_before_a_huge_output_layer(digits):
-    x, _ = digits
+def test_a_huge_label_is_refused_before_a_huge_output_layer(digits_small):
+    x, _ = digits_small
     y = np.zeros(len(x), dtype=np.int64)
     y[-1] = 10**9
     with pytest.raises(ValueError, match=r"y has a label of 1000000000.*at most 100000"):
@@ -32,8 +26,8 @@ def test_a_huge_label_is_refused_before_a_huge_output_layer(digits):
         ([("maxpool", 10**6), ("flatten",)], "pool size"),
     ],
 )
-def test_absurd_layers_are_refused_by_name(digits, spec, words):
-    x, y = digits
+def test_absurd_layers_are_refused_by_name(digits_small, spec, words):
+    x, y = digits_small
     with pytest.raises(ValueError, match=words):
         model = cnnrs.Model(spec, device="cpu")
         model.fit(x.repeat(8, 1).repeat(8, 2), y, epochs=1, verbose=0)
@@ -63,8 +57,8 @@ def test_model_arguments_name_themselves(kwargs, error, words):
         ({"batch_size": "64"}, TypeError, "batch_size"),
     ],
 )
-def test_fit_arguments_name_themselves(digits, kwargs, error, words):
-    x, y = digits
+def test_fit_arguments_name_themselves(digits_small, kwargs, error, words):
+    x, y = digits_small
     model = cnnrs.Model("custom", device="cpu", seed=0)
     with pytest.raises(error, match=words):
         model.fit(x, y, verbose=0, **({"epochs": 1} | kwargs))
@@ -72,8 +66,8 @@ def test_fit_arguments_name_themselves(digits, kwargs, error, words):
     assert len(model.fit(x, y, epochs=1, verbose=0)["loss"]) == 1
 
 
-def test_numpy_scalars_work_like_python_numbers(digits):
-    x, y = digits
+def test_numpy_scalars_work_like_python_numbers(digits_small):
+    x, y = digits_small
     model = cnnrs.Model("custom", learning_rate=np.float32(1e-3), device="cpu", seed=np.int64(3))
     assert model.learning_rate == pytest.approx(1e-3)
     history = model.fit(x, y, epochs=np.int32(2), batch_size=np.int64(16), verbose=0)
@@ -81,8 +75,8 @@ def test_numpy_scalars_work_like_python_numbers(digits):
     assert model.predict(x, batch_size=np.int16(8)).shape == (64, 10)
 
 
-def test_label_smoothing_changes_training_itself(digits):
-    x, y = digits
+def test_label_smoothing_changes_training_itself(digits_small):
+    x, y = digits_small
     plain = cnnrs.Model("custom", device="cpu", seed=5)
     smooth = cnnrs.Model("custom", device="cpu", seed=5, label_smoothing=0.2)
     plain.fit(x, y, epochs=2, verbose=0, shuffle=False)
@@ -91,10 +85,10 @@ def test_label_smoothing_changes_training_itself(digits):
     assert not np.allclose(plain.predict(x), smooth.predict(x))
 
 
-def test_fit_inside_torch_no_grad_still_trains(digits):
+def test_fit_inside_torch_no_grad_still_trains(digits_small):
     import torch
 
-    x, y = digits
+    x, y = digits_small
     model = cnnrs.Model("custom", device="cpu", seed=0)
     with torch.no_grad():
         history = model.fit(x, y, epochs=2, verbose=0)
@@ -110,8 +104,8 @@ def test_loading_a_fifo_is_refused_at_once(tmp_path):
         cnnrs.Model.load(fifo, device="cpu")
 
 
-def test_load_keeps_the_seed(digits, tmp_path):
-    x, y = digits
+def test_load_keeps_the_seed(digits_small, tmp_path):
+    x, y = digits_small
     model = cnnrs.Model("custom", device="cpu", seed=1234)
     model.fit(x, y, epochs=1, verbose=0)
     model.save(tmp_path / "m.safetensors")

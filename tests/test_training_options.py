@@ -11,17 +11,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from sklearn.datasets import load_digits
 
 import cnnrs
 from cnnrs import schedules
 from cnnrs.callbacks import Callback, EarlyStopping, ModelCheckpoint, ReduceLROnPlateau
-
-
-@pytest.fixture(scope="module")
-def digits():
-    d = load_digits()
-    return d.images.astype(np.uint8)[..., np.newaxis], d.target.astype(np.int64)
 
 
 def model(**kwargs):
@@ -47,8 +40,8 @@ def weights_norm(path):
 # --- schedules and learning rates ---------------------------------------------------
 
 
-def test_history_learning_rate_follows_the_schedule(digits):
-    x, y = digits[0][:300], digits[1][:300]
+def test_history_learning_rate_follows_the_schedule(digits_all):
+    x, y = digits_all[0][:300], digits_all[1][:300]
     m = model(learning_rate=1e-3)
     h = m.fit(x, y, epochs=3, batch_size=64, verbose=0, lr_schedule="cosine")
     steps = -(-300 // 64)
@@ -64,16 +57,16 @@ def test_history_learning_rate_follows_the_schedule(digits):
     assert h3["learning_rate"] == pytest.approx([1e-3, 5e-4, 2.5e-4], rel=1e-12)
 
 
-def test_early_stopping_stops_on_a_plateau(digits):
-    x, y = digits[0][:300], digits[1][:300]
+def test_early_stopping_stops_on_a_plateau(digits_all):
+    x, y = digits_all[0][:300], digits_all[1][:300]
     m = model(learning_rate=1e-9)  # the weights barely move: val_loss is flat
     stop = EarlyStopping(min_delta=1e-3, patience=2)
     h = m.fit(x, y, epochs=10, validation_split=0.2, verbose=0, callbacks=[stop])
     assert len(h["loss"]) == 3 and stop.stopped_epoch == 2
 
 
-def test_restore_best_weights_gives_back_the_best_epoch_exactly(digits):
-    x, y = digits
+def test_restore_best_weights_gives_back_the_best_epoch_exactly(digits_all):
+    x, y = digits_all
     xv, yv = x[1500:], y[1500:]
     m = model(learning_rate=2e-2)  # a high rate: val_loss goes up and down
     stop = EarlyStopping(patience=100, restore_best_weights=True)
@@ -85,8 +78,8 @@ def test_restore_best_weights_gives_back_the_best_epoch_exactly(digits):
     assert scores["accuracy"] == pytest.approx(h["val_accuracy"][best], abs=1e-9)
 
 
-def test_reduce_lr_on_plateau_lowers_the_rate_the_network_uses(digits):
-    x, y = digits[0][:300], digits[1][:300]
+def test_reduce_lr_on_plateau_lowers_the_rate_the_network_uses(digits_all):
+    x, y = digits_all[0][:300], digits_all[1][:300]
     m = model(learning_rate=1e-9)
     h = m.fit(
         x, y, epochs=4, validation_split=0.2, verbose=0,
@@ -99,8 +92,8 @@ def test_reduce_lr_on_plateau_lowers_the_rate_the_network_uses(digits):
 # --- the loop ---------------------------------------------------------------------------
 
 
-def test_validation_split_scores_exactly_the_last_rows(digits):
-    x, y = digits[0][:500], digits[1][:500]
+def test_validation_split_scores_exactly_the_last_rows(digits_all):
+    x, y = digits_all[0][:500], digits_all[1][:500]
     m = model()
     h = m.fit(x, y, epochs=2, validation_split=0.25, verbose=0)
     split = 375  # floor(500 * 0.75)
@@ -127,8 +120,8 @@ class Boom(Callback):
         raise RuntimeError("callback failed")
 
 
-def test_stop_training_and_a_failing_callback_leave_the_model_usable(digits):
-    x, y = digits[0][:200], digits[1][:200]
+def test_stop_training_and_a_failing_callback_leave_the_model_usable(digits_all):
+    x, y = digits_all[0][:200], digits_all[1][:200]
     m = model()
     assert len(m.fit(x, y, epochs=5, verbose=0, callbacks=[StopAt(1)])["loss"]) == 2
     with pytest.raises(RuntimeError, match="callback failed"):
@@ -138,8 +131,8 @@ def test_stop_training_and_a_failing_callback_leave_the_model_usable(digits):
     assert len(m.fit(x, y, epochs=1, verbose=0)["loss"]) == 1  # fits again
 
 
-def test_model_checkpoint_writes_the_best_model(tmp_path, digits):
-    x, y = digits
+def test_model_checkpoint_writes_the_best_model(tmp_path, digits_all):
+    x, y = digits_all
     xv, yv = x[1500:], y[1500:]
     path = tmp_path / "best.safetensors"
     m = model(learning_rate=2e-2)
@@ -156,8 +149,8 @@ def test_model_checkpoint_writes_the_best_model(tmp_path, digits):
 # --- optimisers, weight decay, label smoothing ---------------------------------------
 
 
-def test_optimizers_and_weight_decay_reach_the_training(tmp_path, digits):
-    x, y = digits[0][:400], digits[1][:400]
+def test_optimizers_and_weight_decay_reach_the_training(tmp_path, digits_all):
+    x, y = digits_all[0][:400], digits_all[1][:400]
     histories, norms = {}, {}
     for name, kwargs in {
         "adam": {},
@@ -182,8 +175,8 @@ def test_optimizers_and_weight_decay_reach_the_training(tmp_path, digits):
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
 @pytest.mark.numerics
-def test_label_smoothing_is_torchs_cross_entropy(digits, smoothing):
-    x, y = digits[0][:300], digits[1][:300]
+def test_label_smoothing_is_torchs_cross_entropy(digits_all, smoothing):
+    x, y = digits_all[0][:300], digits_all[1][:300]
     m = model(label_smoothing=smoothing)
     m.fit(x, y, epochs=2, verbose=0)
     assert m.label_smoothing == smoothing
@@ -221,8 +214,8 @@ def test_random_flip_runs_in_training_only_and_in_its_direction():
 
 
 @pytest.mark.numerics
-def test_inference_ignores_the_augmentation(digits):
-    x, y = digits[0][:300], digits[1][:300]
+def test_inference_ignores_the_augmentation(digits_all):
+    x, y = digits_all[0][:300], digits_all[1][:300]
     augment = [("random_crop", 1, "reflect"), ("random_translation", 0.1), ("cutout", 2)]
     a = model(augment=augment)
     a.fit(x, y, epochs=2, verbose=0)
@@ -237,8 +230,8 @@ def test_inference_ignores_the_augmentation(digits):
 
 
 @pytest.mark.numerics
-def test_tta_flip_is_the_mean_of_the_image_and_its_mirror(digits):
-    x, y = digits[0][:300], digits[1][:300]
+def test_tta_flip_is_the_mean_of_the_image_and_its_mirror(digits_all):
+    x, y = digits_all[0][:300], digits_all[1][:300]
     m = model()
     m.fit(x, y, epochs=1, verbose=0)
     mean = (m.predict(x) + m.predict(x[:, :, ::-1])) / 2
@@ -270,8 +263,8 @@ def test_bad_options_are_refused_with_their_name(kwargs, message):
         model(**kwargs)
 
 
-def test_bad_fit_options_leave_the_model_usable(digits):
-    x, y = digits[0][:200], digits[1][:200]
+def test_bad_fit_options_leave_the_model_usable(digits_all):
+    x, y = digits_all[0][:200], digits_all[1][:200]
     m = model()
     m.fit(x, y, epochs=1, verbose=0)
     for kwargs in (
@@ -302,8 +295,8 @@ class CountEpochs(Callback):
             self.model.stop_training = True
 
 
-def test_cross_validation_gives_each_fold_fresh_callbacks(digits):
-    x, y = digits[0][:300], digits[1][:300]
+def test_cross_validation_gives_each_fold_fresh_callbacks(digits_all):
+    x, y = digits_all[0][:300], digits_all[1][:300]
     counter, stop = CountEpochs(), EarlyStopping(patience=0, min_delta=10.0)
     r = cnnrs.cross_validate(
         "custom", x, y, cv=3, epochs=4, verbose=0, device="cpu", callbacks=[counter, stop]
@@ -314,8 +307,8 @@ def test_cross_validation_gives_each_fold_fresh_callbacks(digits):
     assert stop.model is None and stop.stopped_epoch == 0
 
 
-def test_grid_search_takes_training_options(digits):
-    x, y = digits[0][:200], digits[1][:200]
+def test_grid_search_takes_training_options(digits_all):
+    x, y = digits_all[0][:200], digits_all[1][:200]
     r = cnnrs.grid_search(
         {"augment": [None, [("random_translation", 0.1)]], "lr_schedule": [None, "cosine"]},
         x, y, cv=2, verbose=0, device="cpu", epochs=1, validation_split=0.2,
@@ -327,10 +320,10 @@ def test_grid_search_takes_training_options(digits):
     assert r["best_model"].history["learning_rate"]
 
 
-def test_augmentation_does_not_hurt_digits_cross_validation(digits):
+def test_augmentation_does_not_hurt_digits_cross_validation(digits_all):
     """3-fold CV on the digits with and without the study's digits augmentation (a 2×2
     cutout): equal within noise (measured 0.9652 against 0.9673, fold std 0.01)."""
-    x, y = digits
+    x, y = digits_all
     scores = {}
     for name, augment in {"plain": None, "augmented": [("cutout", 2)]}.items():
         r = cnnrs.cross_validate(

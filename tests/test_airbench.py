@@ -1,4 +1,6 @@
-"""airbench94 against its reference, airbench 0.1.8 (Keller Jordan), on CPU in float32.
+"""airbench94 (and its siblings airbench93 and airbench95, the same recipe at other
+widths, epochs and rates) against the reference, airbench 0.1.8 (Keller Jordan), on
+CPU in float32.
 
 No machine here can download CIFAR-10, so equivalence to the reference is the proof:
 the reference network is built from airbench's own modules (its ``make_net94`` calls
@@ -34,11 +36,18 @@ from torch import nn  # noqa: E402
 pytestmark = pytest.mark.numerics
 
 HYP = ab.hyp
+#: The family cnnrs ships, each against its own reference module.
+FAMILY = {
+    name: pytest.importorskip(f"airbench.lib_{name}")
+    for name in ("airbench93", "airbench94", "airbench95")
+}
 
 
-def reference_net() -> nn.Sequential:
-    """``make_net94`` in float32 on the CPU, from airbench's own modules."""
-    widths, momentum = HYP["net"]["widths"], HYP["net"]["batchnorm_momentum"]
+def reference_net(lib=ab) -> nn.Sequential:
+    """``make_net94`` (or ``lib``'s sibling) in float32 on the CPU, from airbench's own
+    modules."""
+    hyp = lib.hyp
+    widths, momentum = hyp["net"]["widths"], hyp["net"]["batchnorm_momentum"]
     net = nn.Sequential(
         ab.Conv(3, 24, 2, padding=0, bias=True),
         nn.GELU(),
@@ -48,7 +57,7 @@ def reference_net() -> nn.Sequential:
         nn.MaxPool2d(3),
         ab.Flatten(),
         nn.Linear(widths["block3"], 10, bias=False),
-        ab.Mul(HYP["net"]["scaling_factor"]),
+        ab.Mul(hyp["net"]["scaling_factor"]),
     )
     net[0].weight.requires_grad = False
     # channels_last, as make_net94 lays it out (and as cnnrs runs it).
@@ -97,11 +106,12 @@ def triangle(steps: int, start: float = 0.0, end: float = 0.0, peak: float = 0.5
     return m[indices] * x + b[indices]
 
 
-def reference_train(model, images, labels, batch_size, epochs, whitening_images):
-    """airbench 0.1.8 ``utils.train``'s loop (the parts that compute), on the batches
-    ``images[i * batch_size:(i + 1) * batch_size]`` in order, every epoch. Returns the
-    per-epoch mean training loss, as cnnrs's history reports it."""
-    opt = HYP["opt"]
+def reference_train(model, images, labels, batch_size, epochs, whitening_images, lib=ab):
+    """airbench 0.1.8 ``utils.train``'s loop (the parts that compute), with ``lib``'s
+    hyperparameters, on the batches ``images[i * batch_size:(i + 1) * batch_size]`` in
+    order, every epoch. Returns the per-epoch mean training loss, as cnnrs's history
+    reports it."""
+    opt = lib.hyp["opt"]
     momentum, learning_rate = opt["momentum"], opt["lr"]
     kilostep_scale = 1024 * (1 + 1 / (1 - momentum))
     lr = learning_rate / kilostep_scale
@@ -179,10 +189,28 @@ def test_whitening_initialisation_matches(cifar_shaped):
     np.testing.assert_allclose(cov, np.eye(12), atol=0.05)
 
 
-def test_forward_pass_matches(cifar_shaped):
+@pytest.mark.parametrize("arch", FAMILY)
+def test_recipe_and_size_are_the_references(arch):
+    lib = FAMILY[arch]
+    model = cnnrs.Model(arch, device="cpu", seed=0, input_shape=(32, 32, 3), num_classes=10)
+    opt = lib.hyp["opt"]
+    assert model.learning_rate == opt["lr"]
+    assert (model.momentum, model.weight_decay) == (opt["momentum"], opt["weight_decay"])
+    assert model.label_smoothing == opt["label_smoothing"]
+    assert model.recipe["epochs"] == opt["train_epochs"]
+    assert model.recipe["batch_size"] == opt["batch_size"]
+    # summary()'s count equals the reference's state_dict (batch-norm statistics too;
+    # the reference's num_batches_tracked counters are not weights).
+    ref = reference_net(lib)
+    count = sum(v.numel() for k, v in ref.state_dict().items() if "num_batches" not in k)
+    assert model.count_params() == count
+
+
+@pytest.mark.parametrize("arch", FAMILY)
+def test_forward_pass_matches(cifar_shaped, arch):
     x, _ = cifar_shaped
     torch.manual_seed(1)
-    ref = reference_net().eval()
+    ref = reference_net(FAMILY[arch]).eval()
     # Non-trivial batch-norm statistics, so inference mode is exercised too.
     with torch.no_grad():
         for name, buf in ref.named_buffers():
@@ -190,7 +218,7 @@ def test_forward_pass_matches(cifar_shaped):
                 buf.normal_(0, 0.1)
             elif "running_var" in name:
                 buf.uniform_(0.5, 2.0)
-    model = cnnrs.Model("airbench94", device="cpu", seed=0, precision="fp32", augment=[])
+    model = cnnrs.Model(arch, device="cpu", seed=0, precision="fp32", augment=[])
     model.build((32, 32, 3), 10)
     copy_into_cnnrs(ref, model)
     # Train zero steps so the model has its normalisation; then put the weights back.
@@ -236,20 +264,22 @@ def weight_tolerance(name: str) -> float:
     return 1e-5
 
 
-def test_training_matches_the_reference_step_for_step(cifar_shaped):
+@pytest.mark.parametrize("arch", FAMILY)
+def test_training_matches_the_reference_step_for_step(cifar_shaped, arch):
     """14 steps (4.4 epochs of 3 batches of 64): the triangle schedule, Lookahead at
     steps 5 and 10 and the final copy at 14, the whitening bias frozen from epoch 3."""
     x, y = cifar_shaped
     epochs, batch = 4.4, 64
+    lib = FAMILY[arch]
     torch.manual_seed(2)
-    ref = reference_net()
-    model = cnnrs.Model("airbench94", device="cpu", seed=0, precision="fp32", augment=[])
+    ref = reference_net(lib)
+    model = cnnrs.Model(arch, device="cpu", seed=0, precision="fp32", augment=[])
     model.build((32, 32, 3), 10)
     copy_into_cnnrs(ref, model)
     history = model.fit(x, y, epochs=epochs, batch_size=batch, shuffle=False, verbose=0)
     assert len(history["loss"]) == 5
     ref_losses = reference_train(
-        ref, normalized(x, model), torch.from_numpy(y), batch, epochs, whitening_images=5000
+        ref, normalized(x, model), torch.from_numpy(y), batch, epochs, 5000, lib
     )
     # Tolerances measured on an AMD EPYC (AVX-512 BF16, no AMX) at every dispatch level
     # libtorch and oneDNN offer (AVX-512, AVX2 and the default, each with 1 and 2
@@ -266,5 +296,5 @@ def test_training_matches_the_reference_step_for_step(cifar_shaped):
             ours[name], expected, atol=weight_tolerance(name) * scale, err_msg=name
         )
     # The schedule the history reports is the triangle's, last step of each epoch.
-    lrs = 11.5 * triangle(14, start=0.2, end=0.07, peak=0.23).numpy()
+    lrs = lib.hyp["opt"]["lr"] * triangle(14, start=0.2, end=0.07, peak=0.23).numpy()
     np.testing.assert_allclose(history["learning_rate"], lrs[[2, 5, 8, 11, 13]], rtol=1e-6)

@@ -221,6 +221,10 @@ def test_model_keywords_exist_once():
     params = inspect.signature(cnnrs.Model.__init__).parameters
     assert set(cnnrs._core.MODEL_SETTINGS) <= set(params)
     assert "settings" not in params
+    # The scikit-learn estimator passes the same settings by the same list.
+    sklearn = pytest.importorskip("cnnrs.sklearn")
+    estimator = inspect.signature(sklearn.CNNClassifier.__init__).parameters
+    assert set(cnnrs._core.MODEL_SETTINGS) <= set(estimator)
     with pytest.raises(TypeError, match='unexpected setting "colour".*learning_rate'):
         cnnrs._core.Model("baseline", "cpu", 0, {"colour": "red"})
     with pytest.raises(TypeError, match="settings keys must be str"):

@@ -208,6 +208,7 @@ def classification_scores(
     """The numbers of scikit-learn's ``classification_report(zero_division=0)``."""
 
 def architectures() -> list[str]: ...
+def course_architectures() -> list[str]: ...
 
 MODEL_SETTINGS: list[str]
 """The keywords of ``cnnrs.Model`` that ``Model(settings=...)`` takes: the one list

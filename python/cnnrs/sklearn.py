@@ -29,6 +29,7 @@ from sklearn.utils.validation import (
 )
 
 from ._arrays import check_count
+from ._core import MODEL_SETTINGS
 from ._threads import MAX_THREADS, libtorch_threads
 from ._trial import copy_callbacks
 from .models import Model
@@ -57,17 +58,6 @@ FALLBACK_ARCHITECTURE: list[tuple[Any, ...]] = [("flatten",), ("dense", 100)]
 #: fail, with the reason: pass it to ``parametrize_with_checks(...,
 #: expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS)``.
 EXPECTED_FAILED_CHECKS: dict[str, str] = {}
-
-_MODEL_OPTIONS = (
-    "learning_rate",
-    "optimizer",
-    "momentum",
-    "nesterov",
-    "weight_decay",
-    "label_smoothing",
-    "precision",
-    "augment",
-)
 
 
 class CNNClassifier(ClassifierMixin, BaseEstimator):
@@ -299,7 +289,8 @@ precision, augment : optional
         return index.astype(np.int64)
 
     def _new_model(self, num_classes: int) -> tuple[Model, Any]:
-        options = {k: getattr(self, k) for k in _MODEL_OPTIONS if getattr(self, k) is not None}
+        # The Model's settings by the one list of their names (the core's).
+        options = {k: getattr(self, k) for k in MODEL_SETTINGS if getattr(self, k) is not None}
         common = {"device": self.device, "seed": self.seed, **options}
         shape = self.image_shape_
         if not (isinstance(self.architecture, str) and self.architecture == "auto"):

@@ -82,7 +82,7 @@ impl ModelConfig {
             Architecture::Layers(layers) => ("custom_layers".to_string(), layers, None),
             Architecture::Named(name) => {
                 if let Some(r) = recipe::named(&name) {
-                    let layers = (r.layers)();
+                    let layers = r.layers.clone();
                     (name, layers, Some(r))
                 } else if let Some(layers) = arch::course(&name) {
                     (name, layers, None)

@@ -599,14 +599,12 @@ mod tests {
     fn tiny() -> Recipe {
         Recipe {
             name: "tiny",
-            layers: || {
-                vec![
-                    Layer::ConvGroup { filters: 4 },
-                    Layer::Flatten,
-                    Layer::Classifier { scale: 1.0 },
-                ]
-            },
-            input_hint: "tiny needs 4×4 images or larger",
+            layers: vec![
+                Layer::ConvGroup { filters: 4 },
+                Layer::Flatten,
+                Layer::Classifier { scale: 1.0 },
+            ],
+            input_hint: "tiny needs 4×4 images or larger".into(),
             defaults: Defaults {
                 learning_rate: 2.0,
                 optimizer: OptimizerSpec {
@@ -643,7 +641,7 @@ mod tests {
     fn a_recipe_is_one_value_of_data_and_hooks() {
         let r = tiny();
         let mut config = ModelConfig::resolve(
-            Architecture::Layers((r.layers)()),
+            Architecture::Layers(r.layers.clone()),
             Device::Cpu,
             Given::default(),
         )

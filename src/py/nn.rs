@@ -637,8 +637,15 @@ fn architectures() -> Vec<&'static str> {
     config::architectures()
 }
 
+/// Names of the course's architectures (the built-in ones without a recipe).
+#[pyfunction]
+fn course_architectures() -> Vec<&'static str> {
+    arch::COURSE.to_vec()
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyModel>()?;
+    m.add_function(wrap_pyfunction!(course_architectures, m)?)?;
     m.add_class::<PyWeightsSnapshot>()?;
     m.add_function(wrap_pyfunction!(architectures, m)?)?;
     m.add("MODEL_SETTINGS", MODEL_SETTINGS.to_vec())?;

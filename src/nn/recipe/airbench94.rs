@@ -32,13 +32,22 @@ use crate::nn::tta::Tta;
 
 /// airbench94 and its recipe.
 pub fn recipe() -> Recipe {
+    family("airbench94", [64, 256, 256], 9.9, 11.5)
+}
+
+/// A network of airbench's 93/94/95 family, which differ only in the conv
+/// groups' `widths`, the `epochs` and the learning rate `lr` (per 1024
+/// examples); everything else, hooks included, is airbench94's.
+pub(super) fn family(name: &'static str, widths: [usize; 3], epochs: f64, lr: f64) -> Recipe {
     Recipe {
-        name: "airbench94",
-        layers,
-        input_hint: "airbench94 needs images of at least 25×25 pixels (CIFAR's 32×32): \
-                     upscale smaller ones, e.g. np.kron(x, np.ones((1, 4, 4, 1), x.dtype))",
+        name,
+        layers: layers(widths),
+        input_hint: format!(
+            "{name} needs images of at least 25×25 pixels (CIFAR's 32×32): upscale smaller \
+             ones, e.g. np.kron(x, np.ones((1, 4, 4, 1), x.dtype))"
+        ),
         defaults: Defaults {
-            learning_rate: 11.5,
+            learning_rate: lr,
             optimizer: OptimizerSpec {
                 kind: OptimizerKind::Sgd,
                 momentum: 0.85,
@@ -56,7 +65,7 @@ pub fn recipe() -> Recipe {
             ],
             tta: Tta::FlipTranslate,
             batch_size: 1024,
-            epochs: 9.9,
+            epochs,
             triangle: (0.2, 0.23, 0.07),
         },
         settings: Settings {
@@ -73,12 +82,12 @@ pub fn recipe() -> Recipe {
 }
 
 /// The hidden layers (`make_net94`), for 32×32 images.
-fn layers() -> Vec<Layer> {
+fn layers([a, b, c]: [usize; 3]) -> Vec<Layer> {
     vec![
         Layer::Whitening { kernel_size: 2 },
-        Layer::ConvGroup { filters: 64 },
-        Layer::ConvGroup { filters: 256 },
-        Layer::ConvGroup { filters: 256 },
+        Layer::ConvGroup { filters: a },
+        Layer::ConvGroup { filters: b },
+        Layer::ConvGroup { filters: c },
         Layer::MaxPool { size: 3 },
         Layer::Flatten,
         Layer::Classifier { scale: 1.0 / 9.0 },

@@ -4,11 +4,15 @@
 //! at each epoch's start, after each step). Adding one means adding a file
 //! and naming it in [`RECIPES`].
 //!
-//! Today: [`airbench94`] (Keller Jordan's 94%-on-CIFAR-10 record, PyPI
-//! `airbench` 0.1.8). Its building blocks are shared: the data-fitted
-//! [`whitening`] layer and [`lookahead`] weight averaging.
+//! Today: airbench94 (Keller Jordan's 94%-on-CIFAR-10 record, PyPI
+//! `airbench` 0.1.8) and its siblings airbench93 and airbench95 (the same
+//! recipe at other widths, epochs and rates). Their building blocks are
+//! shared: the data-fitted [`whitening`] layer and [`lookahead`] weight
+//! averaging.
 
+mod airbench93;
 mod airbench94;
+mod airbench95;
 pub mod lookahead;
 pub mod whitening;
 
@@ -26,7 +30,8 @@ use super::tta::Tta;
 use crate::error::{Error, Result};
 
 /// The recipes cnnrs ships, each an architecture users name.
-pub const RECIPES: [fn() -> Recipe; 1] = [airbench94::recipe];
+pub const RECIPES: [fn() -> Recipe; 3] =
+    [airbench93::recipe, airbench94::recipe, airbench95::recipe];
 
 /// The settings of a recipe that a fit reads and a model file saves: the
 /// optimiser's decoupled parametrisation and what the hooks are told.
@@ -113,9 +118,9 @@ pub struct Recipe {
     /// The architecture's name.
     pub name: &'static str,
     /// The network's hidden layers (augmentation not included).
-    pub layers: fn() -> Vec<Layer>,
+    pub layers: Vec<Layer>,
     /// Added to a shape error: what input the network needs.
-    pub input_hint: &'static str,
+    pub input_hint: String,
     pub defaults: Defaults,
     pub settings: Settings,
     pub hooks: Hooks,

@@ -340,4 +340,23 @@ int cnnrs_cpu_supports_bf16() noexcept {
   }
 }
 
+// beta * input + alpha * (m1 @ m2) in one kernel, as torch.addmm(input, m1, m2,
+// beta=beta, alpha=alpha) (tch's addmm has no beta/alpha): Muon's
+// Newton–Schulz iteration, rounded as torch.optim.Muon's is.
+int cnnrs_addmm(const at::Tensor* input, const at::Tensor* m1, const at::Tensor* m2, double beta,
+                double alpha, at::Tensor** out) noexcept {
+  return guarded([&] {
+    TORCH_CHECK(input != nullptr && m1 != nullptr && m2 != nullptr, "null tensor");
+    *out = new at::Tensor(input->addmm(*m1, *m2, beta, alpha));
+  });
+}
+
+// self += alpha * other in place, as torch's self.add_(other, alpha=alpha).
+int cnnrs_add_scaled_(at::Tensor* self, const at::Tensor* other, double alpha) noexcept {
+  return guarded([&] {
+    TORCH_CHECK(self != nullptr && other != nullptr, "null tensor");
+    self->add_(*other, alpha);
+  });
+}
+
 } // extern "C"

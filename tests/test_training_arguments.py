@@ -39,7 +39,7 @@ def test_absurd_layers_are_refused_by_name(digits_small, spec, words):
         ({"device": "gpu"}, ValueError, "device must be"),
         ({"device": 3}, TypeError, "device must be"),
         ({"precision": 16}, TypeError, "precision"),
-        ({"momentum": 0.5}, ValueError, 'momentum applies to optimizer="sgd" only'),
+        ({"momentum": 0.5}, ValueError, 'momentum applies to optimizer="sgd" or "muon" only'),
     ],
 )
 def test_model_arguments_name_themselves(kwargs, error, words):

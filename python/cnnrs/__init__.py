@@ -8,7 +8,7 @@ scratch in Rust; CNN training runs in Rust on libtorch. numpy in, numpy out.
 # the name is deleted again below, so `cnnrs.torch` is not part of the API by accident.
 import torch  # isort: skip
 
-from . import datasets, kernels, metrics
+from . import datasets, kernels, metrics, optimizers
 from ._core import (
     CnnrsError,
     DataFormatError,
@@ -46,6 +46,7 @@ __all__ = [
     "kernels",
     "load_image",
     "metrics",
+    "optimizers",
     "parameter_grid",
     "pooling",
     "sample_image",

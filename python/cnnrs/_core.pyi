@@ -214,6 +214,9 @@ MODEL_SETTINGS: list[str]
 """The keywords of ``cnnrs.Model`` that ``Model(settings=...)`` takes: the one list
 the core resolves against the architecture's recipe."""
 
+MUON_SETTINGS: list[str]
+"""The settings ``cnnrs.optimizers.Muon`` takes (passed as ``optimizer``'s dict)."""
+
 class WeightsSnapshot:
     """An opaque copy of every weight and batch-norm statistic of a ``Model``, kept
     on its device; ``Model.restore`` puts it back."""
@@ -331,6 +334,8 @@ class Model:
     def nesterov(self) -> bool: ...
     @property
     def weight_decay(self) -> float: ...
+    @property
+    def muon(self) -> dict[str, Any] | None: ...
     @property
     def label_smoothing(self) -> float: ...
     @property

@@ -21,6 +21,7 @@ from ._fit_turns import fit_turn
 from ._look_inside import LookInside
 from ._progress import KerasProgress
 from .callbacks import Callback, CallbackList, LearningRateScheduler
+from .optimizers import Muon
 
 Architecture = Union[str, Sequence[Sequence[Any]]]
 
@@ -87,7 +88,7 @@ class Model(LookInside):
         ``"airbench95"`` are its siblings from the same package: the same recipe with
         conv groups of 64/128/128 and 11 epochs (93.0% on CIFAR-10 in about 1/4 of
         the FLOPs), or 128/384/384, 15 epochs and ``learning_rate=10.0`` (95.0%).
-    learning_rate : float, default 5e-4
+    learning_rate : float, default 5e-4 (Muon: 1e-3)
         The optimiser's learning rate. ``model.learning_rate`` is the current one
         and may be set between epochs (``ReduceLROnPlateau`` does).
     device : str
@@ -104,17 +105,21 @@ class Model(LookInside):
         device: bf16 on CUDA GPUs with native bfloat16 (compute capability >= 8)
         and on CPUs with AVX-512 BF16 (every AMX CPU has it), fp16 on older
         GPUs, fp32 otherwise. ``model.precision`` tells what was picked.
-    optimizer : {"adam", "adamw", "sgd"}, default "adam"
+    optimizer : {"adam", "adamw", "sgd", "muon"} or cnnrs.optimizers.Muon, default "adam"
         "adam" with Keras's defaults (beta_1 0.9, beta_2 0.999, epsilon 1e-7);
         "adamw": Adam with decoupled weight decay (``keras.optimizers.AdamW``,
-        ``torch.optim.AdamW``); "sgd": stochastic gradient descent with momentum.
-    momentum : float, default 0.9
-        SGD's momentum (only with ``optimizer="sgd"``; Keras's ``SGD`` defaults to 0).
-    nesterov : bool, default False
-        Nesterov momentum (only with ``optimizer="sgd"``).
+        ``torch.optim.AdamW``); "sgd": stochastic gradient descent with momentum;
+        "muon": Muon (``torch.optim.Muon``) on the convolutions' filters and AdamW
+        on the rest; ``cnnrs.optimizers.Muon(...)`` sets its other knobs.
+    momentum : float, default 0.9 (Muon: 0.95)
+        SGD's or Muon's momentum (only with "sgd" or "muon"; Keras's ``SGD``
+        defaults to 0).
+    nesterov : bool, default False (Muon: True)
+        Nesterov momentum (only with "sgd" or "muon").
     weight_decay : float, default 0.0
         "adam" and "sgd": an L2 penalty added to the gradient, as
-        ``torch.optim.Adam``/``SGD(weight_decay=...)``; "adamw": decoupled decay.
+        ``torch.optim.Adam``/``SGD(weight_decay=...)``; "adamw" and "muon":
+        decoupled decay.
     label_smoothing : float, default 0.0
         In [0, 1): the targets become ``(1 - s) * one_hot + s / num_classes``, as
         ``keras.losses.CategoricalCrossentropy(label_smoothing=s)``.
@@ -146,7 +151,7 @@ class Model(LookInside):
         seed: int | None = None,
         *,
         precision: str | None = None,
-        optimizer: str | None = None,
+        optimizer: str | Muon | None = None,
         momentum: float | None = None,
         nesterov: bool | None = None,
         weight_decay: float | None = None,
@@ -175,6 +180,15 @@ class Model(LookInside):
         # refused there, not ignored.
         given = locals()
         settings = {k: given[k] for k in _core.MODEL_SETTINGS if given[k] is not None}
+        if isinstance(optimizer, Muon):
+            muon = optimizer.settings()
+            twice = sorted(set(muon) & set(settings))
+            if twice:
+                raise ValueError(
+                    f"{', '.join(twice)} was given both to Model() and to "
+                    "cnnrs.optimizers.Muon(); give it once"
+                )
+            settings["optimizer"] = muon
         self._attach(_core.Model(architecture, device, int(seed), settings))
         if class_names is not None:
             self._net.class_names = [str(c) for c in class_names]
@@ -213,10 +227,13 @@ class Model(LookInside):
 
     # Settings, fixed at construction, read from the core (where they live once).
     architecture = _FromCore[str]()
-    optimizer = _FromCore[str]('The optimiser\'s name: "adam", "adamw" or "sgd".')
+    optimizer = _FromCore[str]('The optimiser\'s name: "adam", "adamw", "sgd" or "muon".')
     momentum = _FromCore[float]()
     nesterov = _FromCore[bool]()
     weight_decay = _FromCore[float]()
+    muon = _FromCore["dict[str, Any] | None"](
+        "Muon's other settings (``cnnrs.optimizers.Muon``'s names), or None without Muon."
+    )
     label_smoothing = _FromCore[float]()
     tta = _FromCore[str](
         "The test-time augmentation ``evaluate``/``predict`` use when the call names "

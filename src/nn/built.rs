@@ -4,12 +4,13 @@
 //! PyTorch's `state_dict` / strict `load_state_dict` (the one weight loader:
 //! model files go through it too).
 
-use tch::nn::{self, VarStore};
+use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
 use super::arch::Plan;
 use super::input::Normalization;
 use super::network::Network;
+use super::optim::Optimiser;
 use super::precision::GradScaler;
 use super::torch_ext::deep_copy;
 use crate::error::{Error, Result};
@@ -18,7 +19,7 @@ use crate::error::{Error, Result};
 pub struct Built {
     pub vs: VarStore,
     pub net: Network,
-    pub opt: nn::Optimizer,
+    pub opt: Optimiser,
     pub plan: Plan,
     pub input_shape: [usize; 3],
     pub num_classes: usize,

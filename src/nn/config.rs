@@ -6,7 +6,8 @@
 use tch::Device;
 
 use super::arch::{self, Layer};
-use super::optim::{OptimizerKind, OptimizerSpec};
+use super::muon::{AdjustLr, Variant};
+use super::optim::{MuonOptions, OptimizerKind, OptimizerSpec};
 use super::precision::Precision;
 use super::recipe::{self, Recipe};
 use super::tta::Tta;
@@ -53,13 +54,53 @@ pub struct Given {
     pub momentum: Option<f64>,
     pub nesterov: Option<bool>,
     pub weight_decay: Option<f64>,
+    /// Muon's other settings (with `optimizer="muon"`).
+    pub muon: Option<MuonGiven>,
     pub label_smoothing: Option<f64>,
     /// Augmentation layers (`Some(vec![])` turns a recipe's off).
     pub augment: Option<Vec<Layer>>,
 }
 
+/// Muon's settings the user gave; None takes the recipe's, else the default.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MuonGiven {
+    pub variant: Option<Variant>,
+    pub ns_steps: Option<usize>,
+    pub adjust_lr: Option<AdjustLr>,
+    pub renormalize: Option<bool>,
+    pub dense: Option<bool>,
+    pub fallback: Option<OptimizerKind>,
+    pub fallback_lr_ratio: Option<f64>,
+    pub fallback_momentum: Option<f64>,
+    pub fallback_nesterov: Option<bool>,
+    pub fallback_weight_decay: Option<f64>,
+}
+
+impl MuonGiven {
+    /// `base` with what the user gave put over it.
+    #[must_use]
+    pub fn over(&self, base: MuonOptions) -> MuonOptions {
+        MuonOptions {
+            variant: self.variant.unwrap_or(base.variant),
+            ns_steps: self.ns_steps.unwrap_or(base.ns_steps),
+            adjust_lr: self.adjust_lr.unwrap_or(base.adjust_lr),
+            renormalize: self.renormalize.unwrap_or(base.renormalize),
+            dense: self.dense.unwrap_or(base.dense),
+            fallback: self.fallback.unwrap_or(base.fallback),
+            fallback_lr_ratio: self.fallback_lr_ratio.unwrap_or(base.fallback_lr_ratio),
+            fallback_momentum: self.fallback_momentum.unwrap_or(base.fallback_momentum),
+            fallback_nesterov: self.fallback_nesterov.unwrap_or(base.fallback_nesterov),
+            fallback_weight_decay: self
+                .fallback_weight_decay
+                .unwrap_or(base.fallback_weight_decay),
+        }
+    }
+}
+
 /// Keras's default learning rate for the course's networks (Adam).
 pub const DEFAULT_LEARNING_RATE: f64 = 5e-4;
+/// Muon's default rate (`torch.optim.Muon`'s and `keras.optimizers.Muon`'s).
+pub const MUON_LEARNING_RATE: f64 = 1e-3;
 
 /// The names of every built-in architecture: the course's, then the recipes'.
 #[must_use]
@@ -107,18 +148,39 @@ impl ModelConfig {
         layers.extend(hidden);
         let base = defaults.map_or_else(OptimizerSpec::default, |d| d.optimizer);
         let kind = given.optimizer.unwrap_or(base.kind);
-        if kind != OptimizerKind::Sgd && given.momentum.is_some() {
+        if !kind.has_momentum() && given.momentum.is_some() {
             return Err(Error::invalid(format!(
-                "momentum applies to optimizer=\"sgd\" only, not {:?}",
+                "momentum applies to optimizer=\"sgd\" or \"muon\" only, not {:?}",
                 kind.name()
             )));
         }
+        if kind != OptimizerKind::Muon && given.muon.is_some() {
+            return Err(Error::invalid(format!(
+                "Muon's settings apply to optimizer=\"muon\" only, not {:?}",
+                kind.name()
+            )));
+        }
+        // Muon's momentum and Nesterov are torch.optim.Muon's defaults unless a
+        // recipe that trains with Muon sets them.
+        let base = if kind == OptimizerKind::Muon && base.kind != OptimizerKind::Muon {
+            OptimizerSpec {
+                kind,
+                momentum: 0.95,
+                nesterov: true,
+                weight_decay: 0.0,
+                muon: MuonOptions::default(),
+            }
+        } else {
+            base
+        };
         let config = ModelConfig {
             architecture: name,
             layers,
-            learning_rate: given
-                .learning_rate
-                .unwrap_or(defaults.map_or(DEFAULT_LEARNING_RATE, |d| d.learning_rate)),
+            learning_rate: given.learning_rate.unwrap_or(match defaults {
+                Some(d) => d.learning_rate,
+                None if kind == OptimizerKind::Muon => MUON_LEARNING_RATE,
+                None => DEFAULT_LEARNING_RATE,
+            }),
             device,
             precision: given
                 .precision
@@ -129,6 +191,7 @@ impl ModelConfig {
                 momentum: given.momentum.unwrap_or(base.momentum),
                 nesterov: given.nesterov.unwrap_or(base.nesterov),
                 weight_decay: given.weight_decay.unwrap_or(base.weight_decay),
+                muon: given.muon.map_or(base.muon, |m| m.over(base.muon)),
             },
             label_smoothing: given
                 .label_smoothing
@@ -175,12 +238,23 @@ impl ModelConfig {
                  biases are its second parameter group)",
             ));
         }
-        if self.optimizer.kind != OptimizerKind::Sgd {
+        let theirs = r.defaults.optimizer.kind;
+        if self.optimizer.kind != theirs {
             return Err(Error::invalid(format!(
-                "{}'s recipe trains with SGD (its learning_rate and weight_decay are per 1024 \
-                 examples); optimizer must be \"sgd\", got {:?}",
+                "{}'s recipe trains with {} (its learning_rate and weight_decay are its \
+                 parametrisation's); optimizer must be {:?}, got {:?}",
                 self.architecture,
+                theirs.name().to_uppercase(),
+                theirs.name(),
                 self.optimizer.kind.name()
+            )));
+        }
+        if theirs == OptimizerKind::Muon && self.optimizer.muon.fallback != OptimizerKind::Sgd {
+            return Err(Error::invalid(format!(
+                "{}'s recipe steps the weights Muon does not with SGD; fallback must be \
+                 \"sgd\", got {:?}",
+                self.architecture,
+                self.optimizer.muon.fallback.name()
             )));
         }
         // After the demand for SGD: what a user replacing a recipe's optimiser hears first.

@@ -13,7 +13,7 @@ use super::arch::Layer;
 use super::built::Built;
 use super::config::ModelConfig;
 use super::device::PREFERRED_LAYOUT;
-use super::network::BN_BIAS_GROUP;
+use super::network::{BN_BIAS_GROUP, WHITENING_BIAS_GROUP};
 use super::torch_ext::Generator;
 use super::train::{
     self, DeviceData, EpochLogs, Inference, LearningRates, Monitor, Parametrisation, StepHook,
@@ -63,6 +63,9 @@ pub struct Session {
     shuffle: bool,
     batches: usize,
     step_hook: Option<Box<dyn StepHook>>,
+    /// The steps taken so far, and the fit's base rate.
+    steps: usize,
+    base_rate: f64,
 }
 
 impl Session {
@@ -92,13 +95,19 @@ impl Session {
             if let Some(make) = r.hooks.step {
                 step_hook = make(&r.settings, &built.vs, options.total_steps)?;
             }
-            let (wd, wd_biases) = r.sgd(config.optimizer.momentum).torch_weight_decays(
-                config.optimizer.weight_decay,
+            let (momentum, weight_decay) = config.optimizer.sgd_part();
+            let wd = r.sgd(momentum).torch_weight_decays(
+                weight_decay,
                 options.base_rate,
                 options.batch_size,
             );
-            built.opt.set_weight_decay_group(0, wd);
-            built.opt.set_weight_decay_group(BN_BIAS_GROUP, wd_biases);
+            built.opt.set_weight_decay_group(0, wd.other)?;
+            built.opt.set_weight_decay_group(BN_BIAS_GROUP, wd.biases)?;
+            if built.net.whitening().is_some() {
+                built
+                    .opt
+                    .set_weight_decay_group(WHITENING_BIAS_GROUP, wd.whitening)?;
+            }
             if let (true, Some(setup)) = (first_fit, r.hooks.setup) {
                 setup(&built.net, &raw, &norm)?;
             }
@@ -134,6 +143,8 @@ impl Session {
             batch_size: options.batch_size,
             shuffle: options.shuffle,
             step_hook,
+            steps: 0,
+            base_rate: options.base_rate,
         })
     }
 
@@ -176,7 +187,11 @@ impl Session {
                 if let Some(hook) = r.hooks.epoch_begin {
                     hook(&r.settings, &built.net, epoch)?;
                 }
-                Parametrisation::Decoupled(r.sgd(config.optimizer.momentum))
+                Parametrisation::Decoupled {
+                    sgd: r.sgd(config.optimizer.sgd_part().0),
+                    base_rate: self.base_rate,
+                    whitening_steps: r.settings.whiten_bias_epochs * self.batches,
+                }
             }
             None => Parametrisation::Plain,
         };
@@ -193,6 +208,7 @@ impl Session {
                 .step_hook
                 .as_deref_mut()
                 .map(|h| h as &mut dyn StepHook),
+            step: self.steps,
         };
         let n = self.data.len() as i64;
         let order = if self.shuffle {
@@ -210,6 +226,7 @@ impl Session {
             (self.batch_size, batches),
             monitor,
         )?;
+        self.steps = trainer.step;
         let how = Inference {
             autocast: config.precision.autocast(),
             tta: Tta::None,

@@ -3,8 +3,10 @@
 //! - [`torch_ext`]: what tch lacks (autocast per device and dtype, per-model
 //!   random generators), through our own small C++ shim;
 //! - [`device`]: device names and the memory layout per device;
-//! - [`optim`]: Adam, AdamW and SGD with Keras's names and defaults, and the
-//!   decoupled SGD parametrisation recipes use;
+//! - [`muon`]: the Muon update (Newton–Schulz orthogonalised momentum);
+//! - [`optim`]: Adam, AdamW, SGD and Muon with Keras's names and defaults,
+//!   stepped as one [`optim::Optimiser`], and the decoupled SGD
+//!   parametrisation recipes use;
 //! - [`precision`]: fp32 / bf16 / fp16 (autocast) and loss scaling;
 //! - [`tta`]: test-time augmentation as users name it;
 //! - [`arch`]: layers and the course's architectures as data, their limits
@@ -32,6 +34,7 @@ pub mod fit;
 pub mod input;
 pub mod inspect;
 pub mod model;
+pub mod muon;
 pub mod network;
 pub mod optim;
 pub mod precision;

@@ -102,7 +102,10 @@ impl Model {
             &mut self.gen,
         )?;
         net.set_layout(PREFERRED_LAYOUT)?;
-        let opt = config.optimizer.build(&vs, config.learning_rate)?;
+        let muon_weights = net.muon_weights(config.optimizer.muon.dense);
+        let opt = config
+            .optimizer
+            .build(&vs, muon_weights, config.learning_rate)?;
         let scaler = (config.precision == Precision::Fp16).then(GradScaler::default);
         self.built = Some(Built {
             vs,
@@ -482,7 +485,7 @@ mod tests {
     use super::*;
     use crate::nn::config::{Architecture, Given};
     use crate::nn::input::Pixels;
-    use crate::nn::optim::{OptimizerKind, OptimizerSpec};
+    use crate::nn::optim::{MuonOptions, OptimizerKind, OptimizerSpec};
     use crate::nn::recipe::{Defaults, Hooks, Recipe, Settings};
     use crate::nn::train::{Silent, StepHook};
 
@@ -612,6 +615,7 @@ mod tests {
                     momentum: 0.9,
                     nesterov: true,
                     weight_decay: 0.0,
+                    muon: MuonOptions::default(),
                 },
                 label_smoothing: 0.0,
                 precision: Precision::Fp32,
@@ -625,6 +629,9 @@ mod tests {
                 bias_scaler: 2.0,
                 whiten_bias_epochs: 0,
                 lookahead_every: 0,
+                other_scaler: 1.0,
+                per_kilostep: true,
+                whitening_decays: false,
             },
             hooks: Hooks {
                 setup: None,

@@ -20,6 +20,9 @@ const AIRBENCH_BN_MOMENTUM: f64 = 0.4;
 const AIRBENCH_BN_EPS: f64 = 1e-12;
 /// The optimiser group of airbench's batch-norm biases (a larger learning rate).
 pub const BN_BIAS_GROUP: usize = 1;
+/// The optimiser group of the whitening layer's bias (airbench94_muon gives
+/// it a schedule of its own; the others step it with group 0).
+pub const WHITENING_BIAS_GROUP: usize = 2;
 
 /// A batch norm's tensors and constants.
 struct Norm {
@@ -241,7 +244,9 @@ impl Network {
                     let width = 2 * channels * k * k;
                     let w =
                         torch_default(&p, &[i(width), i(channels), i(k), i(k)], false, true, gen)?;
-                    let b = p.f_zeros("bias", &[i(width)])?;
+                    let b = p
+                        .set_group(WHITENING_BIAS_GROUP)
+                        .f_zeros("bias", &[i(width)])?;
                     channels = width;
                     Op::Whitening { w, b }
                 }
@@ -327,6 +332,36 @@ impl Network {
             }
         }
         Ok(())
+    }
+
+    /// The weights Muon steps: every learned convolution's filters (the
+    /// frozen whitening excluded) and, with `dense`, the hidden dense layers'
+    /// weights; never the output layer's (as airbench's record script and
+    /// PyTorch's advice: the head goes to the fallback optimiser).
+    #[must_use]
+    pub fn muon_weights(&self, dense: bool) -> Vec<Tensor> {
+        let mut out = Vec::new();
+        for op in &self.ops {
+            match op {
+                Op::Conv { w, .. } => out.push(w),
+                Op::ConvGroup { w1, w2, .. } => out.extend([w1, w2]),
+                Op::Dense { w, relu: true, .. } if dense => out.push(w),
+                _ => {}
+            }
+        }
+        out.into_iter()
+            .filter(|w| w.requires_grad())
+            .map(Tensor::shallow_clone)
+            .collect()
+    }
+
+    /// airbench's classifier weight, if the network ends in one.
+    #[must_use]
+    pub fn classifier(&self) -> Option<&Tensor> {
+        self.ops.iter().find_map(|op| match op {
+            Op::Classifier { w, .. } => Some(w),
+            _ => None,
+        })
     }
 
     /// The whitening layer's (weight, bias), if the network has one.

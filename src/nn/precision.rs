@@ -4,8 +4,9 @@
 //! scaling float16 needs.
 
 use serde::{Deserialize, Serialize};
-use tch::nn::Optimizer;
 use tch::{Device, Kind, Tensor};
+
+use super::optim::Optimiser;
 
 use crate::error::{Error, Result};
 
@@ -149,10 +150,10 @@ impl GradScaler {
     ///
     /// # Errors
     /// `Torch` on libtorch failures.
-    pub fn step(&mut self, opt: &mut Optimizer, loss: &Tensor) -> Result<bool> {
-        opt.zero_grad();
+    pub fn step(&mut self, opt: &mut Optimiser, loss: &Tensor) -> Result<bool> {
+        opt.zero_grad()?;
         loss.f_mul_scalar(self.scale)?.f_backward()?;
-        let params = opt.trainable_variables();
+        let params = opt.variables();
         let inv = 1.0 / self.scale;
         let mut non_finite: Option<Tensor> = None;
         tch::no_grad(|| -> Result<()> {
@@ -176,7 +177,7 @@ impl GradScaler {
             None => true,
         };
         if finite {
-            opt.step();
+            opt.step()?;
             self.good_steps += 1;
             if self.good_steps >= self.growth_interval {
                 self.scale *= self.growth_factor;
@@ -194,7 +195,8 @@ impl GradScaler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::nn::{OptimizerConfig, VarStore};
+    use crate::nn::optim::{OptimizerKind, OptimizerSpec};
+    use tch::nn::VarStore;
 
     #[test]
     fn names_round_trip_and_fp16_needs_cuda() {
@@ -212,10 +214,15 @@ mod tests {
         assert_eq!(auto == Precision::Bf16, cpu_has_bf16());
     }
 
-    fn one_weight() -> (VarStore, Optimizer, Tensor) {
+    fn one_weight() -> (VarStore, Optimiser, Tensor) {
         let vs = VarStore::new(Device::Cpu);
         let w = vs.root().zeros("w", &[3]);
-        let opt = tch::nn::Sgd::default().build(&vs, 0.1).unwrap();
+        let sgd = OptimizerSpec {
+            kind: OptimizerKind::Sgd,
+            momentum: 0.0,
+            ..OptimizerSpec::default()
+        };
+        let opt = sgd.build(&vs, vec![], 0.1).unwrap();
         (vs, opt, w)
     }
 

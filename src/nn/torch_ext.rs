@@ -97,6 +97,15 @@ mod ffi {
             p: f64,
             out: *mut *mut C_tensor,
         ) -> c_int;
+        pub fn cnnrs_addmm(
+            input: *const C_tensor,
+            m1: *const C_tensor,
+            m2: *const C_tensor,
+            beta: f64,
+            alpha: f64,
+            out: *mut *mut C_tensor,
+        ) -> c_int;
+        pub fn cnnrs_add_scaled_(t: *mut C_tensor, other: *const C_tensor, alpha: f64) -> c_int;
     }
 }
 
@@ -467,6 +476,29 @@ impl Drop for Generator {
         // here.
         unsafe { ffi::cnnrs_generator_free(self.ptr.as_ptr()) }
     }
+}
+
+/// `beta · input + alpha · (m1 @ m2)` as one kernel, as `torch.addmm` with
+/// `beta` and `alpha` (tch's `addmm` has neither).
+///
+/// # Errors
+/// [`Error::Torch`] for shapes or dtypes `torch.addmm` refuses.
+pub fn addmm(input: &Tensor, m1: &Tensor, m2: &Tensor, beta: f64, alpha: f64) -> Result<Tensor> {
+    // SAFETY: the three tensors are live and borrowed for the call; `out` is a
+    // live pointer slot.
+    tensor_from(|out| unsafe {
+        ffi::cnnrs_addmm(input.as_ptr(), m1.as_ptr(), m2.as_ptr(), beta, alpha, out)
+    })
+}
+
+/// `t += alpha · other` in place, as `t.add_(other, alpha=alpha)` (one
+/// rounding, where a multiply then an add would round twice).
+///
+/// # Errors
+/// [`Error::Torch`] for shapes or dtypes `add_` refuses.
+pub fn add_scaled_(t: &mut Tensor, other: &Tensor, alpha: f64) -> Result<()> {
+    // SAFETY: both tensors are live for the call; `t` is borrowed mutably.
+    check(unsafe { ffi::cnnrs_add_scaled_(t.as_mut_ptr(), other.as_ptr(), alpha) })
 }
 
 /// Whether the current CUDA device computes bfloat16 natively (compute

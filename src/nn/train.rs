@@ -3,13 +3,12 @@
 //! optimiser, the precision's loss scaler, a recipe's step hook), not the
 //! whole model; [`super::fit`] drives them.
 
-use tch::nn::Optimizer;
 use tch::{Device, Kind, Reduction, Tensor};
 
 use super::device::Layout;
 use super::input::DeviceNormalization;
-use super::network::{Network, BN_BIAS_GROUP};
-use super::optim::DecoupledSgd;
+use super::network::{Network, BN_BIAS_GROUP, WHITENING_BIAS_GROUP};
+use super::optim::{DecoupledSgd, Optimiser};
 use super::precision::{Autocast, GradScaler};
 use super::torch_ext::{with_autocast, Generator};
 use super::tta::Tta;
@@ -263,9 +262,15 @@ fn hits(scores: &Tensor, y: &Tensor) -> Result<Tensor> {
 pub enum Parametrisation {
     /// The rate as given, for every parameter; the loss is the batch mean.
     Plain,
-    /// A recipe's decoupled rate (per 1024 examples, batch-norm biases
-    /// scaled), with the loss summed over the batch.
-    Decoupled(DecoupledSgd),
+    /// A recipe's decoupled rates (each group at its multiple of the
+    /// schedule's rate), with the loss summed over the batch.
+    Decoupled {
+        sgd: DecoupledSgd,
+        /// The fit's base rate (the whitening bias's own schedule starts there).
+        base_rate: f64,
+        /// The steps the whitening bias trains (its schedule's length).
+        whitening_steps: usize,
+    },
 }
 
 /// Runs after every optimiser step of a fit (a recipe's, e.g. Lookahead).
@@ -278,7 +283,7 @@ pub trait StepHook: Send {
 /// What one optimisation step needs.
 pub struct Trainer<'a> {
     pub net: &'a Network,
-    pub opt: &'a mut Optimizer,
+    pub opt: &'a mut Optimiser,
     /// The model's own generator: dropout masks (and shuffling, by the caller).
     pub gen: &'a mut Generator,
     pub autocast: Autocast,
@@ -286,16 +291,28 @@ pub struct Trainer<'a> {
     pub label_smoothing: f64,
     pub parametrisation: Parametrisation,
     pub step_hook: Option<&'a mut dyn StepHook>,
+    /// Steps the fit has taken before this one (its schedule's position).
+    pub step: usize,
 }
 
 impl Trainer<'_> {
-    fn set_rate(&mut self, rate: f64) {
+    fn set_rate(&mut self, rate: f64) -> Result<()> {
         match self.parametrisation {
             Parametrisation::Plain => self.opt.set_lr(rate),
-            Parametrisation::Decoupled(sgd) => {
-                let (lr, lr_biases) = sgd.torch_rates(rate);
-                self.opt.set_lr_group(0, lr);
-                self.opt.set_lr_group(BN_BIAS_GROUP, lr_biases);
+            Parametrisation::Decoupled {
+                sgd,
+                base_rate,
+                whitening_steps,
+            } => {
+                let progress = self.step as f64 / whitening_steps.max(1) as f64;
+                let r = sgd.torch_rates(rate, base_rate, progress);
+                self.opt.set_lr_group(0, r.other)?;
+                self.opt.set_lr_group(BN_BIAS_GROUP, r.biases)?;
+                if self.net.whitening().is_some() {
+                    self.opt.set_lr_group(WHITENING_BIAS_GROUP, r.whitening)?;
+                }
+                self.opt.set_muon_lr(r.muon);
+                Ok(())
             }
         }
     }
@@ -318,7 +335,7 @@ impl Trainer<'_> {
         // The loss is computed in float32 whatever precision the logits have.
         let reduction = match self.parametrisation {
             Parametrisation::Plain => Reduction::Mean,
-            Parametrisation::Decoupled(_) => Reduction::Sum,
+            Parametrisation::Decoupled { .. } => Reduction::Sum,
         };
         let loss = logits
             .f_to_kind(Kind::Float)?
@@ -326,10 +343,11 @@ impl Trainer<'_> {
         if let Some(scaler) = self.scaler.as_deref_mut() {
             scaler.step(self.opt, &loss)?;
         } else {
-            self.opt.zero_grad();
+            self.opt.zero_grad()?;
             loss.f_backward()?;
-            self.opt.step();
+            self.opt.step()?;
         }
+        self.step += 1;
         if let Some(hook) = self.step_hook.as_deref_mut() {
             hook.after_step()?;
         }
@@ -367,15 +385,11 @@ pub fn train_epoch(
     let mut correct = Tensor::f_zeros([], (Kind::Int64, device))?;
     let mut seen = 0usize;
     let mut metrics = (0.0, 0.0);
-    let mut rate = f64::NAN;
     for b in 0..batches {
         let len = batch_size.min(n - b * batch_size);
         let idx = order.f_narrow(0, (b * batch_size) as i64, len as i64)?;
         let (xb, yb) = data.gather(&idx, epoch)?;
-        if rates.at(b) != rate {
-            rate = rates.at(b);
-            trainer.set_rate(rate);
-        }
+        trainer.set_rate(rates.at(b))?;
         let (logits, loss) = trainer.step(&xb, &yb)?;
         seen += len;
         tch::no_grad(|| -> Result<()> {

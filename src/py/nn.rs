@@ -21,7 +21,7 @@ use super::args;
 use super::detached::{panic_message, Access, Detached};
 use super::nn_args::{
     architecture_arg, extract_images, given_arg, images, labels, DeviceArg, ImageArg, PrecisionArg,
-    TtaArg, MODEL_SETTINGS,
+    TtaArg, MODEL_SETTINGS, MUON_SETTINGS,
 };
 use super::progress::{logs_dict, PyMonitor};
 use crate::error::Error;
@@ -31,6 +31,7 @@ use crate::nn::config::{self, ModelConfig};
 use crate::nn::fit::FitOptions;
 use crate::nn::input::Normalization;
 use crate::nn::model::Model;
+use crate::nn::optim::OptimizerKind;
 use crate::nn::train::LearningRates;
 use crate::nn::{checkpoint, device};
 
@@ -342,6 +343,29 @@ impl PyModel {
         self.config.optimizer.weight_decay
     }
 
+    /// Muon's settings beyond momentum, Nesterov and weight decay (None
+    /// unless the optimiser is Muon), by `cnnrs.optimizers.Muon`'s names.
+    #[getter]
+    fn muon<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let o = &self.config.optimizer;
+        if o.kind != OptimizerKind::Muon {
+            return Ok(None);
+        }
+        let m = &o.muon;
+        let d = PyDict::new(py);
+        d.set_item("variant", m.variant.name())?;
+        d.set_item("ns_steps", m.ns_steps)?;
+        d.set_item("adjust_lr", m.adjust_lr.name())?;
+        d.set_item("renormalize", m.renormalize)?;
+        d.set_item("dense", m.dense)?;
+        d.set_item("fallback", m.fallback.name())?;
+        d.set_item("fallback_lr_ratio", m.fallback_lr_ratio)?;
+        d.set_item("fallback_momentum", m.fallback_momentum)?;
+        d.set_item("fallback_nesterov", m.fallback_nesterov)?;
+        d.set_item("fallback_weight_decay", m.fallback_weight_decay)?;
+        Ok(Some(d))
+    }
+
     #[getter]
     fn label_smoothing(&self) -> f64 {
         self.config.label_smoothing
@@ -649,5 +673,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyWeightsSnapshot>()?;
     m.add_function(wrap_pyfunction!(architectures, m)?)?;
     m.add("MODEL_SETTINGS", MODEL_SETTINGS.to_vec())?;
+    m.add("MUON_SETTINGS", MUON_SETTINGS.to_vec())?;
     Ok(())
 }

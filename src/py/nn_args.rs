@@ -5,16 +5,17 @@
 use std::borrow::Cow;
 
 use numpy::{PyReadonlyArray1, PyReadonlyArray4, PyUntypedArrayMethods};
-use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
 use super::args;
 use crate::error::Error;
 use crate::nn::arch::Layer;
-use crate::nn::config::{Architecture, Given};
+use crate::nn::config::{Architecture, Given, MuonGiven};
 use crate::nn::device;
 use crate::nn::input::{Images, Pixels};
+use crate::nn::muon::{AdjustLr, Variant, ADJUST_LR, MAX_NS_STEPS, VARIANTS};
 use crate::nn::optim::{OptimizerKind, OPTIMIZERS};
 use crate::nn::precision::{Precision, PRECISIONS};
 use crate::nn::spec::{parse_specs, SpecArg};
@@ -152,7 +153,14 @@ pub(super) fn given_arg(settings: Option<&Bound<'_, PyDict>>, seed: u64) -> PyRe
             "learning_rate" => given.learning_rate = Some(args::positive_number(&v, &key)?),
             "precision" => given.precision = Some(v.extract::<PrecisionArg>()?.0),
             "optimizer" => {
-                given.optimizer = Some(OptimizerKind::parse(args::choice(&v, &key, &OPTIMIZERS)?)?);
+                if let Ok(muon) = v.cast::<PyDict>() {
+                    // cnnrs.optimizers.Muon(...): its settings.
+                    given.optimizer = Some(OptimizerKind::Muon);
+                    given.muon = Some(muon_arg(muon, &mut given)?);
+                } else {
+                    given.optimizer =
+                        Some(OptimizerKind::parse(args::choice(&v, &key, &OPTIMIZERS)?)?);
+                }
             }
             "momentum" => given.momentum = Some(args::number(&v, &key, true)?),
             "nesterov" => given.nesterov = Some(args::flag(&v, &key)?),
@@ -169,6 +177,90 @@ pub(super) fn given_arg(settings: Option<&Bound<'_, PyDict>>, seed: u64) -> PyRe
     }
     Ok(given)
 }
+
+/// Muon's settings as `cnnrs.optimizers.Muon` passes them: its momentum,
+/// Nesterov and weight decay go where the keywords of the same names do (a
+/// setting given both ways is refused), the rest into [`MuonGiven`].
+fn muon_arg(d: &Bound<'_, PyDict>, given: &mut Given) -> PyResult<MuonGiven> {
+    let mut m = MuonGiven::default();
+    for (key, v) in d.iter() {
+        let key: String = key.extract()?;
+        if v.is_none() {
+            continue;
+        }
+        let name = format!("Muon's {key}");
+        let twice = |set: bool| -> PyResult<()> {
+            if set {
+                return Err(PyValueError::new_err(format!(
+                    "{key} was given both to Model() and to cnnrs.optimizers.Muon(); give it once"
+                )));
+            }
+            Ok(())
+        };
+        match key.as_str() {
+            "momentum" => {
+                twice(given.momentum.is_some())?;
+                given.momentum = Some(args::number(&v, &name, true)?);
+            }
+            "nesterov" => {
+                twice(given.nesterov.is_some())?;
+                given.nesterov = Some(args::flag(&v, &name)?);
+            }
+            "weight_decay" => {
+                twice(given.weight_decay.is_some())?;
+                given.weight_decay = Some(args::number(&v, &name, true)?);
+            }
+            "variant" => {
+                m.variant = Some(Variant::parse(args::choice(&v, &name, &VARIANTS)?)?);
+            }
+            "ns_steps" => {
+                m.ns_steps = Some(args::int_in(&v, &name, 1, MAX_NS_STEPS as i64)? as usize);
+            }
+            "adjust_lr" => {
+                m.adjust_lr = Some(AdjustLr::parse(args::choice(&v, &name, &ADJUST_LR)?)?);
+            }
+            "renormalize" => m.renormalize = Some(args::flag(&v, &name)?),
+            "dense" => m.dense = Some(args::flag(&v, &name)?),
+            "fallback" => {
+                m.fallback = Some(OptimizerKind::parse(args::choice(
+                    &v,
+                    &name,
+                    &OPTIMIZERS[..3],
+                )?)?);
+            }
+            "fallback_lr_ratio" => m.fallback_lr_ratio = Some(args::number(&v, &name, true)?),
+            "fallback_momentum" => m.fallback_momentum = Some(args::number(&v, &name, true)?),
+            "fallback_nesterov" => m.fallback_nesterov = Some(args::flag(&v, &name)?),
+            "fallback_weight_decay" => {
+                m.fallback_weight_decay = Some(args::number(&v, &name, true)?);
+            }
+            other => {
+                return Err(PyTypeError::new_err(format!(
+                    "Muon got an unexpected setting {other:?}; accepted: {}",
+                    MUON_SETTINGS.join(", ")
+                )))
+            }
+        }
+    }
+    Ok(m)
+}
+
+/// The settings `cnnrs.optimizers.Muon` takes (`_core.MUON_SETTINGS`).
+pub const MUON_SETTINGS: [&str; 13] = [
+    "momentum",
+    "nesterov",
+    "weight_decay",
+    "variant",
+    "ns_steps",
+    "adjust_lr",
+    "renormalize",
+    "dense",
+    "fallback",
+    "fallback_lr_ratio",
+    "fallback_momentum",
+    "fallback_nesterov",
+    "fallback_weight_decay",
+];
 
 /// `augment=`: augmentation layer tuples put in front of the architecture.
 pub(super) fn augment_arg(a: &Bound<'_, PyAny>) -> PyResult<Vec<Layer>> {

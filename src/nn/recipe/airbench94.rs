@@ -25,7 +25,7 @@ use super::{Defaults, Hooks, Recipe, Settings};
 use crate::error::Result;
 use crate::nn::arch::{Fill, Layer};
 use crate::nn::network::Network;
-use crate::nn::optim::{OptimizerKind, OptimizerSpec};
+use crate::nn::optim::{MuonOptions, OptimizerKind, OptimizerSpec};
 use crate::nn::precision::Precision;
 use crate::nn::train::StepHook;
 use crate::nn::tta::Tta;
@@ -53,6 +53,7 @@ pub(super) fn family(name: &'static str, widths: [usize; 3], epochs: f64, lr: f6
                 momentum: 0.85,
                 nesterov: true,
                 weight_decay: 0.0153,
+                muon: MuonOptions::default(),
             },
             label_smoothing: 0.2,
             precision: Precision::Auto,
@@ -72,6 +73,9 @@ pub(super) fn family(name: &'static str, widths: [usize; 3], epochs: f64, lr: f6
             bias_scaler: 64.0,
             whiten_bias_epochs: 3,
             lookahead_every: 5,
+            other_scaler: 1.0,
+            per_kilostep: true,
+            whitening_decays: false,
         },
         hooks: Hooks {
             setup: Some(fit_whitening),
@@ -96,7 +100,7 @@ fn layers([a, b, c]: [usize; 3]) -> Vec<Layer> {
 
 /// The whitening bias trains during the first `whiten_bias_epochs` of a fit.
 #[allow(clippy::unnecessary_wraps)] // a hook's signature
-fn freeze_whitening_bias(s: &Settings, net: &Network, epoch: usize) -> Result<()> {
+pub(super) fn freeze_whitening_bias(s: &Settings, net: &Network, epoch: usize) -> Result<()> {
     if let Some((_, b)) = net.whitening() {
         let _ = b.set_requires_grad(epoch < s.whiten_bias_epochs);
     }

@@ -5,13 +5,15 @@
 //! and naming it in [`RECIPES`].
 //!
 //! Today: airbench94 (Keller Jordan's 94%-on-CIFAR-10 record, PyPI
-//! `airbench` 0.1.8) and its siblings airbench93 and airbench95 (the same
-//! recipe at other widths, epochs and rates). Their building blocks are
+//! `airbench` 0.1.8), its siblings airbench93 and airbench95 (the same
+//! recipe at other widths, epochs and rates), and airbench94_muon (the
+//! newer record: Muon on the filters, no Lookahead). Their building blocks are
 //! shared: the data-fitted [`whitening`] layer and [`lookahead`] weight
 //! averaging.
 
 mod airbench93;
 mod airbench94;
+mod airbench94_muon;
 mod airbench95;
 pub mod lookahead;
 pub mod whitening;
@@ -30,8 +32,12 @@ use super::tta::Tta;
 use crate::error::{Error, Result};
 
 /// The recipes cnnrs ships, each an architecture users name.
-pub const RECIPES: [fn() -> Recipe; 3] =
-    [airbench93::recipe, airbench94::recipe, airbench95::recipe];
+pub const RECIPES: [fn() -> Recipe; 4] = [
+    airbench93::recipe,
+    airbench94::recipe,
+    airbench95::recipe,
+    airbench94_muon::recipe,
+];
 
 /// The settings of a recipe that a fit reads and a model file saves: the
 /// optimiser's decoupled parametrisation and what the hooks are told.
@@ -43,13 +49,32 @@ pub struct Settings {
     pub whiten_bias_epochs: usize,
     /// Lookahead averaging every this many steps (0: none).
     pub lookahead_every: usize,
+    /// Learning-rate multiplier of the other weights SGD steps (see
+    /// [`DecoupledSgd`]; model files from before it hold 1).
+    #[serde(default = "one")]
+    pub other_scaler: f64,
+    /// Rates per 1024 examples (airbench94's) rather than `torch.optim`'s.
+    #[serde(default = "yes")]
+    pub per_kilostep: bool,
+    /// The whitening bias's rate decays to 0 over the epochs it trains.
+    #[serde(default)]
+    pub whitening_decays: bool,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Settings {
     /// # Errors
     /// `InvalidArgument` for settings out of range (a model file's included).
     pub fn validate(&self) -> Result<()> {
-        if !(self.bias_scaler.is_finite() && self.bias_scaler > 0.0)
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        if !(positive(self.bias_scaler) && positive(self.other_scaler))
             || self.whiten_bias_epochs > 1 << 20
             || self.lookahead_every > 1 << 20
         {
@@ -66,6 +91,9 @@ impl Settings {
         DecoupledSgd {
             momentum,
             bias_scaler: self.bias_scaler,
+            other_scaler: self.other_scaler,
+            per_kilostep: self.per_kilostep,
+            whitening_decays: self.whitening_decays,
         }
     }
 }

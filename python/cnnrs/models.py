@@ -127,10 +127,12 @@ class Model(LookInside):
         torchvision's ``RandomCrop(size, padding=pad)``), ``("random_translation",
         fraction)`` (a shift of up to ``fraction`` of the height and width, zero
         fill) and ``("cutout", size)`` (one random ``size``×``size`` square of
-        zeros per image), and airbench's ``("alternating_flip",)`` (each image gets one
-        random mirror at the start of a fit and is mirrored again every other
-        epoch). Drawn from the model's own generator, so the seed decides them. The
-        same specs may also open an ``architecture`` list.
+        zeros per image, its centre anywhere, clipped at the borders; ``("cutout",
+        size, "inside")`` keeps it wholly inside the image, as airbench96), and
+        airbench's ``("alternating_flip",)`` (each image gets one random mirror at
+        the start of a fit and is mirrored again every other epoch). Drawn from the
+        model's own generator, so the seed decides them. The same specs may also
+        open an ``architecture`` list.
     input_shape, num_classes : optional
         Build the weights now, e.g. to call ``summary()`` before ``fit``;
         otherwise both come from the first ``fit``'s data.

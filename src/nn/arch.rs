@@ -75,10 +75,12 @@ pub enum Layer {
     RandomTranslation {
         fraction: f64,
     },
-    /// Augmentation: one random `size`×`size` square of zeros per image
-    /// (its centre anywhere in the image, clipped at the borders).
+    /// Augmentation: one random `size`×`size` square of zeros per image,
+    /// placed as `placement` says.
     Cutout {
         size: usize,
+        #[serde(default)]
+        placement: Placement,
     },
     /// Augmentation (airbench's "alternating flip"): each image gets one
     /// random horizontal flip at the start of a fit, and every image is
@@ -105,6 +107,19 @@ pub enum Layer {
     Classifier {
         scale: f64,
     },
+}
+
+/// Where cutout puts its square.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Placement {
+    /// Its centre anywhere in the image, clipped at the borders (DeVries and
+    /// Taylor's cutout, as Keras examples write it).
+    #[default]
+    Centred,
+    /// Wholly inside the image, its top-left corner uniform over the places
+    /// it fits (airbench's `batch_cutout`); the image must be at least `size`.
+    Inside,
 }
 
 /// Which axes a random flip may mirror, named as Keras's `RandomFlip`.
@@ -325,9 +340,9 @@ impl Layer {
                 fraction,
                 (0.0..1.0).contains(&fraction),
             ),
-            Layer::Cutout { size } => count("cutout size", size, 1, MAX_WINDOW),
+            Layer::Cutout { size, .. } => count("cutout size", size, 1, MAX_WINDOW),
             Layer::Whitening { kernel_size } => count("whitening kernel size", kernel_size, 1, 8),
-            Layer::ConvGroup { filters } => count("conv_group filters", filters, 1, MAX_PARAMS),
+            Layer::ConvGroup { filters, .. } => count("conv_group filters", filters, 1, MAX_PARAMS),
             Layer::Classifier { scale } => number(
                 "classifier scale must be a positive finite number",
                 scale,
@@ -429,6 +444,18 @@ fn plan_augmentation(
             return Err(Error::invalid(format!(
                 "layer {i}: a reflect-padded random_crop needs pad < the image size, \
                  got pad {pad} for {shape:?}"
+            )));
+        }
+    }
+    if let Layer::Cutout {
+        size,
+        placement: Placement::Inside,
+    } = aug
+    {
+        if *size > shape[0] || *size > shape[1] {
+            return Err(Error::invalid(format!(
+                "layer {i}: cutout \"inside\" needs a square no larger than the image, \
+                 got size {size} for {shape:?}"
             )));
         }
     }

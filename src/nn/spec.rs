@@ -2,7 +2,7 @@
 //! `("random_crop", 4, "reflect")`, ...), parsed into [`Layer`]s with errors
 //! that name the layer and what it accepts.
 
-use super::arch::{Fill, FlipMode, Init, Layer};
+use super::arch::{Fill, FlipMode, Init, Layer, Placement};
 use crate::error::{Error, Result};
 
 /// One argument of a user-written layer spec, as the binding layer extracts it.
@@ -104,6 +104,18 @@ fn parse_augmentation(i: usize, kind: &str, args: &[SpecArg]) -> Result<Layer> {
         },
         _ => Layer::Cutout {
             size: non_negative("cutout size", args.first())?,
+            placement: match args.get(1) {
+                None => Placement::Centred,
+                Some(SpecArg::Str(s)) if s == "centred" => Placement::Centred,
+                Some(SpecArg::Str(s)) if s == "inside" => Placement::Inside,
+                Some(other) => {
+                    return Err(Error::invalid(format!(
+                        "layer {i}: cutout placement must be \"centred\" (the square's centre \
+                         anywhere, clipped at the borders) or \"inside\" (wholly inside the \
+                         image), got {other}"
+                    )))
+                }
+            },
         },
     })
 }
@@ -111,7 +123,8 @@ fn parse_augmentation(i: usize, kind: &str, args: &[SpecArg]) -> Result<Layer> {
 /// Parses user layer specs such as `("conv", 32)`, `("conv", 64, 5)`,
 /// `("maxpool", 2)`, `("avgpool", 2)`, `("dropout", 0.2)`, `("batchnorm",)`,
 /// `("flatten",)`, `("dense", 128)`; conv and dense take an optional
-/// initializer name last ("he_uniform", the default, or "glorot_uniform").
+/// initializer name last ("he_uniform", the default, or "glorot_uniform");
+/// `("cutout", 12)` or `("cutout", 12, "inside")`.
 ///
 /// # Errors
 /// `InvalidArgument` naming the layer index and what is accepted.
@@ -123,8 +136,8 @@ pub fn parse_specs(specs: &[(String, Vec<SpecArg>)]) -> Result<Vec<Layer>> {
     for (i, (kind, args)) in specs.iter().enumerate() {
         let max_args = match kind.as_str() {
             "conv" | "random_crop" => 3,
-            "dense" => 2,
-            "maxpool" | "avgpool" | "dropout" | "random_flip" | "random_translation" | "cutout"
+            "dense" | "cutout" => 2,
+            "maxpool" | "avgpool" | "dropout" | "random_flip" | "random_translation"
             | "whitening" | "conv_group" | "classifier" => 1,
             "batchnorm" | "flatten" | "alternating_flip" => 0,
             other => {

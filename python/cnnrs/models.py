@@ -71,7 +71,10 @@ class Model(LookInside):
         "with_dropout_0.2", "with_dropout_increasing", "custom", "with_batch_norm")
         or layer specs such as ``[("conv", 32), ("batchnorm",), ("maxpool", 2),
         ("dropout", 0.2), ("flatten",), ("dense", 128)]``. The softmax output
-        layer is added for the number of classes in the data.
+        layer is added for the number of classes in the data. airbench's layers
+        may be written too: ``("whitening", 2)``, ``("conv_group", 128)`` (or
+        ``("conv_group", 128, "residual")``, airbench96's group: a third conv and a
+        residual connection) and ``("classifier", 1 / 9)`` (last; replaces the head).
 
         ``"airbench94"`` is Keller Jordan's 94%-on-CIFAR-10 network (airbench
         0.1.8) and carries its training recipe: unless you pass them, it trains

@@ -6,13 +6,15 @@
 //!
 //! Today: airbench94 (Keller Jordan's 94%-on-CIFAR-10 record, PyPI
 //! `airbench` 0.1.8) and its siblings airbench93 and airbench95 (the same
-//! recipe at other widths, epochs and rates). Their building blocks are
+//! recipe at other widths, epochs and rates) and airbench96 (residual conv
+//! groups and cutout too). Their building blocks are
 //! shared: the data-fitted [`whitening`] layer and [`lookahead`] weight
 //! averaging.
 
 mod airbench93;
 mod airbench94;
 mod airbench95;
+mod airbench96;
 pub mod lookahead;
 pub mod whitening;
 
@@ -30,8 +32,12 @@ use super::tta::Tta;
 use crate::error::{Error, Result};
 
 /// The recipes cnnrs ships, each an architecture users name.
-pub const RECIPES: [fn() -> Recipe; 3] =
-    [airbench93::recipe, airbench94::recipe, airbench95::recipe];
+pub const RECIPES: [fn() -> Recipe; 4] = [
+    airbench93::recipe,
+    airbench94::recipe,
+    airbench95::recipe,
+    airbench96::recipe,
+];
 
 /// The settings of a recipe that a fit reads and a model file saves: the
 /// optimiser's decoupled parametrisation and what the hooks are told.

@@ -4,9 +4,10 @@ tests/test_airbench.py (`weight_tolerance`, the loss `rtol`).
 
 Each configuration (libtorch, oneDNN and MKL at the CPU's best level, held to AVX2, or
 held to their baseline; 1 and 2 libtorch threads) runs in its own process, since the
-dispatch variables are read once at start-up. Each process trains airbench94 and the
-reference (airbench 0.1.8's modules and a transcription of its loop, from
-tests/test_airbench.py) for the test's 14 steps from the same weights, and reports:
+dispatch variables are read once at start-up. Each process trains airbench94 (or
+``--arch``'s network of the family) and the reference (airbench 0.1.8's modules and a
+transcription of its loop, from tests/test_airbench.py) for the test's 14 steps on the
+test's images from the same weights, and reports:
 
 - the worst relative difference of the per-epoch losses;
 - per group of tensors (the biases trained at 64x the rate with the whitening bias;
@@ -15,9 +16,10 @@ tests/test_airbench.py) for the test's 14 steps from the same weights, and repor
 
 The parent then compares the reference's final weights across configurations (how far
 the reference disagrees with itself), prints one table and, with --write, puts it in
-the "## Numerics across CPU dispatch levels" section of benchmarks/RESULTS.md.
+the "## Numerics across CPU dispatch levels" section of benchmarks/RESULTS.md (for
+another ``--arch``, a section of its own named after it).
 
-    python benchmarks/numerics_levels.py [--write]
+    python benchmarks/numerics_levels.py [--arch airbench96] [--write]
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ def group(name: str) -> str:
     return "biases (64x rate, whitening)" if name.endswith(".bias") else "other tensors"
 
 
-def child(out: Path) -> None:
+def child(out: Path, arch: str) -> None:
     """One configuration: train both, save the reference's weights, print the errors."""
     import torch
 
@@ -74,25 +76,27 @@ def child(out: Path) -> None:
     x = np.kron(base, np.ones((1, 4, 4, 1)))
     x = np.clip(x + rng.normal(0, 10, x.shape), 0, 255).astype(np.uint8)
     y = rng.integers(0, 10, 192).astype(np.int64)
+    n = t.STEP_IMAGES.get(arch, 192)
+    x, y, batch, lib = x[:n], y[:n], n // 3, t.FAMILY[arch]
     torch.manual_seed(2)
-    ref = t.reference_net()
-    model = cnnrs.Model("airbench94", device="cpu", seed=0, precision="fp32", augment=[])
+    ref = t.reference_net(lib)
+    model = cnnrs.Model(arch, device="cpu", seed=0, precision="fp32", augment=[])
     model.build((32, 32, 3), 10)
     t.copy_into_cnnrs(ref, model)
-    history = model.fit(x, y, epochs=4.4, batch_size=64, shuffle=False, verbose=0)
+    history = model.fit(x, y, epochs=4.4, batch_size=batch, shuffle=False, verbose=0)
     losses = t.reference_train(
-        ref, t.normalized(x, model), torch.from_numpy(y), 64, 4.4, whitening_images=5000
+        ref, t.normalized(x, model), torch.from_numpy(y), batch, 4.4, 5000, lib
     )
     ours, theirs = model.state_dict(), ref.state_dict()
     worst: dict[str, tuple[float, str]] = {}
-    for name, key in t.NAMES.items():
+    for name, key in t.NAMES[arch].items():
         expected = theirs[key].numpy()
         scale = max(float(np.abs(expected).max()), 1e-3)
         err = float(np.abs(ours[name] - expected).max()) / scale
         g = group(name)
         if err >= worst.get(g, (-1.0, ""))[0]:
             worst[g] = (err, name)
-    np.savez(out, **{name: theirs[key].numpy() for name, key in t.NAMES.items()})
+    np.savez(out, **{name: theirs[key].numpy() for name, key in t.NAMES[arch].items()})
     rel = np.abs(np.array(history["loss"]) - np.array(losses)) / np.abs(np.array(losses))
     print(
         json.dumps(
@@ -107,11 +111,12 @@ def child(out: Path) -> None:
 
 def main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--arch", default="airbench94", help="a network of airbench's family")
     ap.add_argument("--write", action="store_true")
     ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        child(args.child)
+        child(args.child, args.arch)
         return
     sys.path.insert(0, str(ROOT / "python"))
     from cnnrs._machine import DISPATCH_VARIABLES, cpu_description
@@ -123,7 +128,7 @@ def main(argv: list[str]) -> None:
         for (level, env), threads in itertools.product(LEVELS.items(), THREADS):
             out = Path(tmp) / f"{level}_{threads}.npz"
             run = subprocess.run(
-                [sys.executable, __file__, "--child", str(out)],
+                [sys.executable, __file__, "--child", str(out), "--arch", args.arch],
                 env={**clean, **env, "OMP_NUM_THREADS": str(threads)},
                 capture_output=True,
                 text=True,
@@ -142,11 +147,12 @@ def main(argv: list[str]) -> None:
             if err >= self_drift.get(g, (-1.0, ""))[0]:
                 self_drift[g] = (err, name)
     groups = sorted({g for _, _, r in rows for g in r["worst"]})
+    arch = "" if args.arch == "airbench94" else f" --arch {args.arch}"
     lines = [
         f"Machine: {cpu_description()}. Date: {datetime.date.today()}. Command: "
-        f"`python benchmarks/numerics_levels.py` ({time.perf_counter() - started:.0f} s).",
+        f"`python benchmarks/numerics_levels.py{arch}` ({time.perf_counter() - started:.0f} s).",
         "",
-        "airbench94 against its reference, 14 SGD steps from the same weights in float32 "
+        f"{args.arch} against its reference, 14 SGD steps from the same weights in float32 "
         "(tests/test_airbench.py's training test), each configuration in its own process. "
         "Levels: *best* is what the CPU offers, *AVX2* and *baseline* hold libtorch "
         "(`ATEN_CPU_CAPABILITY`), oneDNN (`ONEDNN_MAX_CPU_ISA`) and MKL "
@@ -163,7 +169,7 @@ def main(argv: list[str]) -> None:
     lines.append(f"| the reference against itself, across all rows | | | {cells} |")
     print("\n".join(lines))
     if args.write:
-        write_section(SECTION, lines)
+        write_section(SECTION if args.arch == "airbench94" else f"{SECTION}: {args.arch}", lines)
 
 
 if __name__ == "__main__":

@@ -80,18 +80,24 @@ class Scale(nn.Module):
 
 class ConvGroup(nn.Module):
     """airbench 0.1.8's ConvGroup: conv → 2×2 max pool → batch norm → GELU → conv →
-    batch norm → GELU (convs without bias, batch norms with eps 1e-12)."""
+    batch norm → GELU (convs without bias, batch norms with eps 1e-12); ``residual``
+    (airbench96's): then conv → batch norm → GELU, plus the first GELU's output."""
 
-    def __init__(self, cin: int, cout: int) -> None:
+    def __init__(self, cin: int, cout: int, residual: bool = False) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(cin, cout, 3, padding="same", bias=False)
         self.norm1 = nn.BatchNorm2d(cout, eps=1e-12)
         self.conv2 = nn.Conv2d(cout, cout, 3, padding="same", bias=False)
         self.norm2 = nn.BatchNorm2d(cout, eps=1e-12)
+        self.residual = residual
+        if residual:
+            self.conv3 = nn.Conv2d(cout, cout, 3, padding="same", bias=False)
+            self.norm3 = nn.BatchNorm2d(cout, eps=1e-12)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.gelu(self.norm1(F.max_pool2d(self.conv1(x), 2)))
-        return F.gelu(self.norm2(self.conv2(x)))
+        x0 = F.gelu(self.norm1(F.max_pool2d(self.conv1(x), 2)))
+        x = F.gelu(self.norm2(self.conv2(x0)))
+        return F.gelu(self.norm3(self.conv3(x))) + x0 if self.residual else x
 
 
 def load(module: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
@@ -136,7 +142,7 @@ def reference(model: cnnrs.Model) -> nn.ModuleDict:
             module = nn.Sequential(load(nn.Conv2d(in_c, out_c, k), mine), nn.GELU())
         elif kind == "conv_group":
             out_c, in_c = mine["conv1.weight"].shape[:2]
-            module = load(ConvGroup(in_c, out_c), mine)
+            module = load(ConvGroup(in_c, out_c, spec.get("residual", False)), mine)
         elif kind == "classifier":
             out_f, in_f = mine["weight"].shape
             module = nn.Sequential(
@@ -242,6 +248,26 @@ def test_airbench94_feature_maps_and_gradcam_equal_pytorch():
     cam, classes = reference_gradcam(model, x, "conv_group_2")
     assert_close(model.gradcam(x, normalize=False), cam, "airbench94 gradcam")
     np.testing.assert_array_equal(model.predict(x, tta="none").argmax(1), classes)
+
+
+@pytest.mark.numerics
+@pytest.mark.parametrize("channels", [1, 3])
+def test_residual_conv_groups_feature_maps_and_gradcam_equal_pytorch(channels):
+    """airbench96's conv group (a third conv and a residual connection), in a small
+    network of user specs trained briefly: each group's output is the whole group's."""
+    x, y, x_test, _ = digits(channels)
+    specs = [("conv_group", 8, "residual"), ("conv_group", 16, "residual"), ("flatten",)]
+    model = cnnrs.Model(specs, device="cpu", seed=1, precision="fp32")
+    model.fit(x[:256], y[:256], epochs=1, batch_size=64, verbose=0)
+    assert "conv_group.conv3.weight" in model.state_dict()
+    ours = model.feature_maps(x_test[:16])
+    ref = reference_maps(model, x_test[:16])
+    assert list(ours) == list(ref) == ["conv_group", "conv_group_1", "flatten", "dense"]
+    for name in ref:
+        assert_close(ours[name], ref[name], f"residual {name}")
+    cam, classes = reference_gradcam(model, x_test[:16], "conv_group_1")
+    assert_close(model.gradcam(x_test[:16], normalize=False), cam, "residual gradcam")
+    np.testing.assert_array_equal(model.predict(x_test[:16]).argmax(1), classes)
 
 
 def test_named_layers_come_in_the_order_asked_and_chunks_change_nothing():

@@ -60,6 +60,7 @@ def test_builtin_names():
         "airbench93",
         "airbench94",
         "airbench95",
+        "airbench96",
     )
     assert cnnrs.COURSE_ARCHITECTURES == cnnrs.ARCHITECTURES[:6]
 

@@ -229,6 +229,42 @@ def test_inference_ignores_the_augmentation(digits_all):
     np.testing.assert_allclose(b.predict(x), p, rtol=1e-6, atol=1e-7)
 
 
+def test_cutout_inside_zeroes_one_whole_square_inside_the_image():
+    """``("cutout", 12, "inside")``, airbench96's: one 12×12 square wholly inside each
+    image. No public call runs an augmentation alone, so a linear classifier shows what
+    it saw: one SGD step (no momentum, no decay) on one image changes the weights of
+    exactly the inputs that were not zero (a weight's gradient is its input times the
+    output's error), and the cutout's pixels are the zeros."""
+    rng = np.random.default_rng(0)
+    corners = set()
+    for seed in range(12):
+        m = cnnrs.Model(
+            [("cutout", 12, "inside"), ("flatten",)],
+            learning_rate=0.1,
+            device="cpu",
+            seed=seed,
+            precision="fp32",
+            optimizer="sgd",
+            momentum=0.0,
+            input_shape=(32, 32, 3),
+            num_classes=2,
+        )
+        assert m.layer_specs[0] == {"type": "cutout", "size": 12, "placement": "inside"}
+        before = m.state_dict()["dense.weight"]
+        x = rng.integers(0, 256, (1, 32, 32, 3), dtype=np.uint8)
+        m.fit(x, np.zeros(1, np.int64), epochs=1, batch_size=1, verbose=0)
+        # The dense layer reads the flattened (C, H, W) image.
+        seen = (m.state_dict()["dense.weight"] != before).any(0).reshape(3, 32, 32)
+        assert (seen == seen[0]).all()  # every channel alike
+        rows, cols = np.nonzero(~seen[0])
+        assert len(rows) == 144, len(rows)  # never clipped at a border
+        top, left = rows.min(), cols.min()
+        assert top <= 20 and left <= 20
+        np.testing.assert_array_equal(~seen[0][top : top + 12, left : left + 12], True)
+        corners.add((int(top), int(left)))
+    assert len(corners) > 6, corners  # drawn, not fixed
+
+
 @pytest.mark.numerics
 def test_tta_flip_is_the_mean_of_the_image_and_its_mirror(digits_all):
     x, y = digits_all[0][:300], digits_all[1][:300]

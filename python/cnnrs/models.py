@@ -27,7 +27,7 @@ Architecture = Union[str, Sequence[Sequence[Any]]]
 
 ARCHITECTURES: tuple[str, ...] = tuple(_core.architectures())
 """Names of the built-in architectures: the course's six, then the ones that carry a
-training recipe ("airbench93", "airbench94", "airbench95")."""
+training recipe ("airbench93", "airbench94", "airbench95", "airbench96")."""
 
 COURSE_ARCHITECTURES: tuple[str, ...] = tuple(_core.course_architectures())
 """The course's six networks (Keras's, for any image size), which the study compares."""
@@ -72,7 +72,10 @@ class Model(LookInside):
         "with_dropout_0.2", "with_dropout_increasing", "custom", "with_batch_norm")
         or layer specs such as ``[("conv", 32), ("batchnorm",), ("maxpool", 2),
         ("dropout", 0.2), ("flatten",), ("dense", 128)]``. The softmax output
-        layer is added for the number of classes in the data.
+        layer is added for the number of classes in the data. airbench's layers
+        may be written too: ``("whitening", 2)``, ``("conv_group", 128)`` (or
+        ``("conv_group", 128, "residual")``, airbench96's group: a third conv and a
+        residual connection) and ``("classifier", 1 / 9)`` (last; replaces the head).
 
         ``"airbench94"`` is Keller Jordan's 94%-on-CIFAR-10 network (airbench
         0.1.8) and carries its training recipe: unless you pass them, it trains
@@ -88,6 +91,13 @@ class Model(LookInside):
         ``"airbench95"`` are its siblings from the same package: the same recipe with
         conv groups of 64/128/128 and 11 epochs (93.0% on CIFAR-10 in about 1/4 of
         the FLOPs), or 128/384/384, 15 epochs and ``learning_rate=10.0`` (95.0%).
+        ``"airbench96"`` (96.05%, about 20× airbench94's FLOPs) gives its conv groups
+        of 128/512/512 a third conv and a residual connection, adds a 12×12 cutout
+        wholly inside the image and translates by up to 4 pixels, and trains 40
+        epochs at ``learning_rate=9.0``; the rest of the recipe is airbench94's.
+        ``"airbench94_muon"`` is the newer 94% record (KellerJordan/cifar10-airbench):
+        Muon on the filters and Nesterov SGD on the rest, batch 2000, 8 epochs, a
+        linear decay, no Lookahead.
     learning_rate : float, default 5e-4 (Muon: 1e-3)
         The optimiser's learning rate. ``model.learning_rate`` is the current one
         and may be set between epochs (``ReduceLROnPlateau`` does).
@@ -132,10 +142,12 @@ class Model(LookInside):
         torchvision's ``RandomCrop(size, padding=pad)``), ``("random_translation",
         fraction)`` (a shift of up to ``fraction`` of the height and width, zero
         fill) and ``("cutout", size)`` (one random ``size``×``size`` square of
-        zeros per image), and airbench's ``("alternating_flip",)`` (each image gets one
-        random mirror at the start of a fit and is mirrored again every other
-        epoch). Drawn from the model's own generator, so the seed decides them. The
-        same specs may also open an ``architecture`` list.
+        zeros per image, its centre anywhere, clipped at the borders; ``("cutout",
+        size, "inside")`` keeps it wholly inside the image, as airbench96), and
+        airbench's ``("alternating_flip",)`` (each image gets one random mirror at
+        the start of a fit and is mirrored again every other epoch). Drawn from the
+        model's own generator, so the seed decides them. The same specs may also
+        open an ``architecture`` list.
     input_shape, num_classes : optional
         Build the weights now, e.g. to call ``summary()`` before ``fit``;
         otherwise both come from the first ``fit``'s data.

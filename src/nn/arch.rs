@@ -75,10 +75,12 @@ pub enum Layer {
     RandomTranslation {
         fraction: f64,
     },
-    /// Augmentation: one random `size`×`size` square of zeros per image
-    /// (its centre anywhere in the image, clipped at the borders).
+    /// Augmentation: one random `size`×`size` square of zeros per image,
+    /// placed as `placement` says.
     Cutout {
         size: usize,
+        #[serde(default)]
+        placement: Placement,
     },
     /// Augmentation (airbench's "alternating flip"): each image gets one
     /// random horizontal flip at the start of a fit, and every image is
@@ -95,9 +97,15 @@ pub enum Layer {
     /// airbench's conv group: 3×3 "same" conv without bias (identity-initialised
     /// where it can be) → 2×2 max pool → batch norm → GELU → 3×3 conv → batch
     /// norm → GELU; its batch norms keep the affine weight frozen at 1 and use
-    /// momentum 0.6 (Keras's convention) and epsilon 1e-12.
+    /// momentum 0.6 (Keras's convention) and epsilon 1e-12. When `residual`
+    /// (airbench96's group), a third conv → batch norm → GELU follows, and the
+    /// output of the first GELU is added to the group's output.
     ConvGroup {
         filters: usize,
+        /// Absent (false) in the files of models saved before it existed, and
+        /// not written when false, so those files stay as they were.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        residual: bool,
     },
     /// The output layer without bias, its logits multiplied by `scale`
     /// (airbench's `Linear(bias=False)` then `Mul(1/9)`). Last when present;
@@ -105,6 +113,19 @@ pub enum Layer {
     Classifier {
         scale: f64,
     },
+}
+
+/// Where cutout puts its square.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Placement {
+    /// Its centre anywhere in the image, clipped at the borders (DeVries and
+    /// Taylor's cutout, as Keras examples write it).
+    #[default]
+    Centred,
+    /// Wholly inside the image, its top-left corner uniform over the places
+    /// it fits (airbench's `batch_cutout`); the image must be at least `size`.
+    Inside,
 }
 
 /// Which axes a random flip may mirror, named as Keras's `RandomFlip`.
@@ -325,9 +346,9 @@ impl Layer {
                 fraction,
                 (0.0..1.0).contains(&fraction),
             ),
-            Layer::Cutout { size } => count("cutout size", size, 1, MAX_WINDOW),
+            Layer::Cutout { size, .. } => count("cutout size", size, 1, MAX_WINDOW),
             Layer::Whitening { kernel_size } => count("whitening kernel size", kernel_size, 1, 8),
-            Layer::ConvGroup { filters } => count("conv_group filters", filters, 1, MAX_PARAMS),
+            Layer::ConvGroup { filters, .. } => count("conv_group filters", filters, 1, MAX_PARAMS),
             Layer::Classifier { scale } => number(
                 "classifier scale must be a positive finite number",
                 scale,
@@ -432,6 +453,18 @@ fn plan_augmentation(
             )));
         }
     }
+    if let Layer::Cutout {
+        size,
+        placement: Placement::Inside,
+    } = aug
+    {
+        if *size > shape[0] || *size > shape[1] {
+            return Err(Error::invalid(format!(
+                "layer {i}: cutout \"inside\" needs a square no larger than the image, \
+                 got size {size} for {shape:?}"
+            )));
+        }
+    }
     Ok(match aug {
         Layer::RandomFlip { .. } => ("random_flip", "RandomFlip"),
         Layer::AlternatingFlip => ("alternating_flip", "AlternatingFlip"),
@@ -468,7 +501,12 @@ fn plan_whitening(i: usize, k: usize, shape: &mut Vec<usize>) -> Result<(usize, 
 
 /// airbench's conv group of `f` filters on `shape`: (trainable, frozen) counts
 /// (the batch norms' frozen weights and running statistics are the frozen ones).
-fn plan_conv_group(i: usize, f: usize, shape: &mut Vec<usize>) -> Result<(usize, usize)> {
+fn plan_conv_group(
+    i: usize,
+    f: usize,
+    residual: bool,
+    shape: &mut Vec<usize>,
+) -> Result<(usize, usize)> {
     if shape.len() != 3 || shape[0] < 2 || shape[1] < 2 {
         return Err(Error::invalid(format!(
             "layer {i} (conv_group, which pools 2×2) receives a feature map of shape \
@@ -477,10 +515,12 @@ fn plan_conv_group(i: usize, f: usize, shape: &mut Vec<usize>) -> Result<(usize,
     }
     let what = format!("layer {i} (conv_group)");
     let conv1 = params(9 * shape[2], f, 0, &what)?;
-    let conv2 = params(9 * f, f, 0, &what)?;
-    let trainable = params(1, conv1 + conv2, 2 * f, &what)?;
+    // conv2 and its batch norm, twice when residual (conv3 and norm3).
+    let convs = if residual { 2 } else { 1 };
+    let later = params(9 * f, f, f, &what)?;
+    let trainable = params(convs, later, conv1 + f, &what)?;
     *shape = vec![shape[0] / 2, shape[1] / 2, f];
-    Ok((trainable, 6 * f))
+    Ok((trainable, 3 * f * (1 + convs)))
 }
 
 /// Plans layer `i`: updates `shape`; returns its name, type and parameter counts.
@@ -553,8 +593,8 @@ fn plan_layer(
             let (trainable, frozen) = plan_whitening(i, *kernel_size, shape)?;
             (namer.next("whitening"), "Whitening", trainable, frozen)
         }
-        Layer::ConvGroup { filters } => {
-            let (trainable, frozen) = plan_conv_group(i, *filters, shape)?;
+        Layer::ConvGroup { filters, residual } => {
+            let (trainable, frozen) = plan_conv_group(i, *filters, *residual, shape)?;
             (namer.next("conv_group"), "ConvGroup", trainable, frozen)
         }
         Layer::Classifier { .. } => {
@@ -700,6 +740,36 @@ mod tests {
         assert_eq!(p.layers[2].output_shape, [16, 16, 32]);
         assert_eq!(p.layers[3].output_shape, [8192]);
         assert_eq!(p.total_params(), 1_060_138);
+    }
+
+    /// Model files saved before airbench96 name neither `residual` nor
+    /// `placement`: they load as the layers they were, and a plain conv group
+    /// is still written as before.
+    #[test]
+    fn older_layer_json_loads_and_plain_groups_are_written_as_before() {
+        let old = r#"[{"type":"conv_group","filters":64},{"type":"cutout","size":2}]"#;
+        let layers: Vec<Layer> = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            layers,
+            [
+                Layer::ConvGroup {
+                    filters: 64,
+                    residual: false
+                },
+                Layer::Cutout {
+                    size: 2,
+                    placement: Placement::Centred
+                }
+            ]
+        );
+        let json = serde_json::to_string(&layers[0]).unwrap();
+        assert_eq!(json, r#"{"type":"conv_group","filters":64}"#);
+        let residual = Layer::ConvGroup {
+            filters: 64,
+            residual: true,
+        };
+        let json = serde_json::to_string(&residual).unwrap();
+        assert_eq!(serde_json::from_str::<Layer>(&json).unwrap(), residual);
     }
 
     #[test]

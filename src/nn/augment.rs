@@ -8,17 +8,29 @@
 
 use tch::{Kind, Tensor};
 
-use super::arch::{FlipMode, Layer};
+use super::arch::{FlipMode, Layer, Placement};
 use super::torch_ext::Generator;
 use crate::error::Result;
 
 /// One augmentation, ready to run.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Augment {
-    Flip { horizontal: bool, vertical: bool },
-    Crop { pad: i64, reflect: bool },
-    Translate { fraction: f64 },
-    Cutout { size: i64 },
+    Flip {
+        horizontal: bool,
+        vertical: bool,
+    },
+    Crop {
+        pad: i64,
+        reflect: bool,
+    },
+    Translate {
+        fraction: f64,
+    },
+    /// `inside`: the square lies wholly in the image (else centred anywhere).
+    Cutout {
+        size: i64,
+        inside: bool,
+    },
 }
 
 impl Augment {
@@ -35,7 +47,10 @@ impl Augment {
                 reflect: fill == super::arch::Fill::Reflect,
             },
             Layer::RandomTranslation { fraction } => Augment::Translate { fraction },
-            Layer::Cutout { size } => Augment::Cutout { size: size as i64 },
+            Layer::Cutout { size, placement } => Augment::Cutout {
+                size: size as i64,
+                inside: placement == Placement::Inside,
+            },
             _ => return None,
         })
     }
@@ -66,7 +81,7 @@ impl Augment {
                 let dx = (fraction * size[3] as f64).round() as i64;
                 crop(x, dy, dx, false, gen)
             }
-            Augment::Cutout { size } => cutout(x, size, gen),
+            Augment::Cutout { size, inside } => cutout(x, size, inside, gen),
         }
     }
 }
@@ -134,21 +149,34 @@ fn crop(x: &Tensor, py: i64, px: i64, reflect: bool, gen: &mut Generator) -> Res
     Ok(out.f_permute([0, 3, 1, 2])?)
 }
 
-/// Zeroes one `size`×`size` square per image, centred anywhere in the image.
-fn cutout(x: &Tensor, size: i64, gen: &mut Generator) -> Result<Tensor> {
+/// Zeroes one `size`×`size` square per image: centred anywhere in the image
+/// (clipped at the borders), or when `inside` wholly in it, its top-left
+/// corner uniform in [0, h − size] × [0, w − size] (airbench's
+/// `make_random_square_masks`; the plan checks the image is large enough).
+fn cutout(x: &Tensor, size: i64, inside: bool, gen: &mut Generator) -> Result<Tensor> {
     let s = x.size();
     let (n, h, w) = (s[0], s[2], s[3]);
     let device = x.device();
-    let cy = gen.randint(0, h, &[n, 1])?.f_to_device(device)?;
-    let cx = gen.randint(0, w, &[n, 1])?.f_to_device(device)?;
-    let inside = |centre: &Tensor, len: i64| -> Result<Tensor> {
+    // The first row (column) of each square: the centre less size / 2, or the corner.
+    let (lo_y, lo_x) = if inside {
+        (
+            gen.randint(0, h - size + 1, &[n, 1])?,
+            gen.randint(0, w - size + 1, &[n, 1])?,
+        )
+    } else {
+        (
+            gen.randint(0, h, &[n, 1])?.f_sub_scalar(size / 2)?,
+            gen.randint(0, w, &[n, 1])?.f_sub_scalar(size / 2)?,
+        )
+    };
+    let covered = |lo: &Tensor, len: i64| -> Result<Tensor> {
+        let lo = lo.f_to_device(device)?;
         let r = Tensor::f_arange(len, (Kind::Int64, device))?.f_unsqueeze(0)?;
-        let lo = centre.f_sub_scalar(size / 2)?;
         Ok(r.f_ge_tensor(&lo)?
             .f_logical_and(&r.f_lt_tensor(&lo.f_add_scalar(size)?)?)?)
     };
-    let rows = inside(&cy, h)?.f_view([n, 1, h, 1])?;
-    let cols = inside(&cx, w)?.f_view([n, 1, 1, w])?;
+    let rows = covered(&lo_y, h)?.f_view([n, 1, h, 1])?;
+    let cols = covered(&lo_x, w)?.f_view([n, 1, 1, w])?;
     let keep = rows.f_logical_and(&cols)?.f_logical_not()?;
     Ok(x.f_mul(&keep.f_to_kind(x.kind())?)?)
 }
@@ -194,7 +222,14 @@ mod tests {
                 reflect: false,
             },
             Augment::Translate { fraction: 0.2 },
-            Augment::Cutout { size: 2 },
+            Augment::Cutout {
+                size: 2,
+                inside: false,
+            },
+            Augment::Cutout {
+                size: 2,
+                inside: true,
+            },
         ] {
             let y = aug.apply(&x, &mut gen).unwrap();
             assert_eq!(y.size(), x.size(), "{aug:?}");
@@ -261,7 +296,12 @@ mod tests {
         let x = batch();
         let mut gen = Generator::new(Device::Cpu, 3).unwrap();
         for _ in 0..20 {
-            let y = Augment::Cutout { size: 2 }.apply(&x, &mut gen).unwrap();
+            let y = Augment::Cutout {
+                size: 2,
+                inside: false,
+            }
+            .apply(&x, &mut gen)
+            .unwrap();
             for i in 0..2 {
                 // The same pixels are zero in every channel; they form a rectangle
                 // of at most 2×2 (clipped at a border), at least 1×1.
@@ -276,6 +316,47 @@ mod tests {
                 assert_eq!(kept, 3 * 35 - 3 * cells.len() as i64);
             }
         }
+    }
+
+    /// airbench's cutout: every mask is one whole `size`×`size` square inside
+    /// the image (every channel alike), its top-left corner uniform over the
+    /// (h − size + 1) × (w − size + 1) places it fits.
+    #[test]
+    fn cutout_inside_zeroes_one_whole_square_at_a_uniform_corner() {
+        let (n, h, w, size) = (6000i64, 7i64, 8i64, 3i64);
+        // No zero pixel before the cutout.
+        let x = Tensor::f_ones([n, 2, h, w], (Kind::Float, Device::Cpu)).unwrap();
+        let mut gen = Generator::new(Device::Cpu, 6).unwrap();
+        let y = Augment::Cutout { size, inside: true }
+            .apply(&x, &mut gen)
+            .unwrap();
+        let y = Vec::<f32>::try_from(y.flatten(0, -1)).unwrap();
+        let (w, size) = (w as usize, size as usize);
+        let (plane, ny, nx) = (h as usize * w, h as usize - size + 1, w - size + 1);
+        let mut counts = vec![vec![0usize; nx]; ny];
+        for img in y.chunks(2 * plane) {
+            let (first, second) = img.split_at(plane);
+            assert_eq!(first, second, "both channels masked alike");
+            let zeros: Vec<usize> = (0..plane).filter(|&p| first[p] == 0.0).collect();
+            assert_eq!(zeros.len(), size * size, "a whole square, never clipped");
+            let (top, left) = (zeros[0] / w, zeros[0] % w);
+            assert!(
+                top < ny && left < nx,
+                "corner ({top}, {left}) leaves the image"
+            );
+            let square =
+                (top..top + size).flat_map(|r| (left..left + size).map(move |c| r * w + c));
+            assert!(
+                square.eq(zeros.iter().copied()),
+                "not a square at ({top}, {left})"
+            );
+            counts[top][left] += 1;
+        }
+        // 5 × 6 corners: 200 expected each, binomial sd ≈ 14; 5 sd either side.
+        assert!(
+            counts.iter().flatten().all(|c| (130..=270).contains(c)),
+            "{counts:?}"
+        );
     }
 
     #[test]

@@ -603,7 +603,10 @@ mod tests {
         Recipe {
             name: "tiny",
             layers: vec![
-                Layer::ConvGroup { filters: 4 },
+                Layer::ConvGroup {
+                    filters: 4,
+                    residual: false,
+                },
                 Layer::Flatten,
                 Layer::Classifier { scale: 1.0 },
             ],

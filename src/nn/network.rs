@@ -75,6 +75,8 @@ enum Op {
         n1: Norm,
         w2: Tensor,
         n2: Norm,
+        /// A residual group's third conv and batch norm.
+        third: Option<(Tensor, Norm)>,
     },
     Classifier {
         w: Tensor,
@@ -174,6 +176,36 @@ fn airbench_norm(p: &Path, n: i64) -> Result<Norm> {
     })
 }
 
+/// airbench's conv group of `filters` on `channels` under `p`: convs
+/// `conv1`, `conv2` (and `conv3` when `residual`), each with its batch norm
+/// (`norm1`, ...), named as the reference's `state_dict`.
+fn conv_group(
+    p: &Path,
+    channels: usize,
+    filters: usize,
+    residual: bool,
+    gen: &mut Generator,
+) -> Result<Op> {
+    let f = i(filters);
+    let w1 = torch_default(&p.sub("conv1"), &[f, i(channels), 3, 3], true, true, gen)?;
+    let n1 = airbench_norm(&p.sub("norm1"), f)?;
+    let w2 = torch_default(&p.sub("conv2"), &[f, f, 3, 3], true, true, gen)?;
+    let n2 = airbench_norm(&p.sub("norm2"), f)?;
+    let third = if residual {
+        let w3 = torch_default(&p.sub("conv3"), &[f, f, 3, 3], true, true, gen)?;
+        Some((w3, airbench_norm(&p.sub("norm3"), f)?))
+    } else {
+        None
+    };
+    Ok(Op::ConvGroup {
+        w1,
+        n1,
+        w2,
+        n2,
+        third,
+    })
+}
+
 impl Network {
     /// The network of `ops` made from `layers`, each op named as the plan
     /// names its layer: every layer but the alternating flip (applied where
@@ -250,15 +282,10 @@ impl Network {
                     channels = width;
                     Op::Whitening { w, b }
                 }
-                Layer::ConvGroup { filters } => {
-                    let f = i(filters);
-                    let w1 =
-                        torch_default(&p.sub("conv1"), &[f, i(channels), 3, 3], true, true, gen)?;
-                    let n1 = airbench_norm(&p.sub("norm1"), f)?;
-                    let w2 = torch_default(&p.sub("conv2"), &[f, f, 3, 3], true, true, gen)?;
-                    let n2 = airbench_norm(&p.sub("norm2"), f)?;
+                Layer::ConvGroup { filters, residual } => {
+                    let op = conv_group(&p, channels, filters, residual, gen)?;
                     channels = filters;
-                    Op::ConvGroup { w1, n1, w2, n2 }
+                    op
                 }
                 Layer::Classifier { scale } => {
                     let classes = i(lp.output_shape[0]);
@@ -317,7 +344,11 @@ impl Network {
         for op in &mut self.ops {
             let weights: Vec<&mut Tensor> = match op {
                 Op::Conv { w, .. } | Op::Whitening { w, .. } => vec![w],
-                Op::ConvGroup { w1, w2, .. } => vec![w1, w2],
+                Op::ConvGroup { w1, w2, third, .. } => {
+                    let mut w = vec![w1, w2];
+                    w.extend(third.as_mut().map(|(w3, _)| w3));
+                    w
+                }
                 _ => vec![],
             };
             for w in weights {
@@ -344,7 +375,10 @@ impl Network {
         for op in &self.ops {
             match op {
                 Op::Conv { w, .. } => out.push(w),
-                Op::ConvGroup { w1, w2, .. } => out.extend([w1, w2]),
+                Op::ConvGroup { w1, w2, third, .. } => {
+                    out.extend([w1, w2]);
+                    out.extend(third.iter().map(|(w3, _)| w3));
+                }
                 Op::Dense { w, relu: true, .. } if dense => out.push(w),
                 _ => {}
             }
@@ -467,13 +501,26 @@ impl Op {
             Op::Whitening { w, b } => x
                 .f_conv2d(w, Some(b), [1, 1], [0, 0], [1, 1], 1)?
                 .f_gelu("none")?,
-            Op::ConvGroup { w1, n1, w2, n2 } => {
+            Op::ConvGroup {
+                w1,
+                n1,
+                w2,
+                n2,
+                third,
+            } => {
+                let conv = |x: &Tensor, w: &Tensor, n: &Norm| -> Result<Tensor> {
+                    let y = x.f_conv2d_padding::<Tensor>(w, None, [1, 1], "same", [1, 1], 1)?;
+                    Ok(n.run(&y, train)?.f_gelu("none")?)
+                };
                 let y = x
                     .f_conv2d_padding::<Tensor>(w1, None, [1, 1], "same", [1, 1], 1)?
                     .f_max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false)?;
-                let y = n1.run(&y, train)?.f_gelu("none")?;
-                let y = y.f_conv2d_padding::<Tensor>(w2, None, [1, 1], "same", [1, 1], 1)?;
-                n2.run(&y, train)?.f_gelu("none")?
+                let x0 = n1.run(&y, train)?.f_gelu("none")?;
+                let y = conv(&x0, w2, n2)?;
+                match third {
+                    Some((w3, n3)) => conv(&y, w3, n3)?.f_add(&x0)?,
+                    None => y,
+                }
             }
             Op::Classifier { w, scale } => x.f_linear::<Tensor>(w, None)?.f_mul_scalar(*scale)?,
             Op::Flatten => x.f_flatten(1, -1)?,

@@ -2,7 +2,7 @@
 //! `("random_crop", 4, "reflect")`, ...), parsed into [`Layer`]s with errors
 //! that name the layer and what it accepts.
 
-use super::arch::{Fill, FlipMode, Init, Layer};
+use super::arch::{Fill, FlipMode, Init, Layer, Placement};
 use crate::error::{Error, Result};
 
 /// One argument of a user-written layer spec, as the binding layer extracts it.
@@ -104,6 +104,18 @@ fn parse_augmentation(i: usize, kind: &str, args: &[SpecArg]) -> Result<Layer> {
         },
         _ => Layer::Cutout {
             size: non_negative("cutout size", args.first())?,
+            placement: match args.get(1) {
+                None => Placement::Centred,
+                Some(SpecArg::Str(s)) if s == "centred" => Placement::Centred,
+                Some(SpecArg::Str(s)) if s == "inside" => Placement::Inside,
+                Some(other) => {
+                    return Err(Error::invalid(format!(
+                        "layer {i}: cutout placement must be \"centred\" (the square's centre \
+                         anywhere, clipped at the borders) or \"inside\" (wholly inside the \
+                         image), got {other}"
+                    )))
+                }
+            },
         },
     })
 }
@@ -111,7 +123,9 @@ fn parse_augmentation(i: usize, kind: &str, args: &[SpecArg]) -> Result<Layer> {
 /// Parses user layer specs such as `("conv", 32)`, `("conv", 64, 5)`,
 /// `("maxpool", 2)`, `("avgpool", 2)`, `("dropout", 0.2)`, `("batchnorm",)`,
 /// `("flatten",)`, `("dense", 128)`; conv and dense take an optional
-/// initializer name last ("he_uniform", the default, or "glorot_uniform").
+/// initializer name last ("he_uniform", the default, or "glorot_uniform");
+/// airbench's `("conv_group", 128)` or `("conv_group", 128, "residual")`
+/// (airbench96's group), and `("cutout", 12)` or `("cutout", 12, "inside")`.
 ///
 /// # Errors
 /// `InvalidArgument` naming the layer index and what is accepted.
@@ -123,9 +137,9 @@ pub fn parse_specs(specs: &[(String, Vec<SpecArg>)]) -> Result<Vec<Layer>> {
     for (i, (kind, args)) in specs.iter().enumerate() {
         let max_args = match kind.as_str() {
             "conv" | "random_crop" => 3,
-            "dense" => 2,
-            "maxpool" | "avgpool" | "dropout" | "random_flip" | "random_translation" | "cutout"
-            | "whitening" | "conv_group" | "classifier" => 1,
+            "dense" | "cutout" | "conv_group" => 2,
+            "maxpool" | "avgpool" | "dropout" | "random_flip" | "random_translation"
+            | "whitening" | "classifier" => 1,
             "batchnorm" | "flatten" | "alternating_flip" => 0,
             other => {
                 return Err(Error::invalid(format!(
@@ -188,6 +202,16 @@ pub fn parse_specs(specs: &[(String, Vec<SpecArg>)]) -> Result<Vec<Layer>> {
             },
             "conv_group" => Layer::ConvGroup {
                 filters: positive(i, "conv_group filters", args.first(), None)?,
+                residual: match args.get(1) {
+                    None => false,
+                    Some(SpecArg::Str(s)) if s == "residual" => true,
+                    Some(other) => {
+                        return Err(Error::invalid(format!(
+                            "layer {i}: conv_group takes (filters) or (filters, \"residual\"), \
+                             got {other}"
+                        )))
+                    }
+                },
             },
             "classifier" => Layer::Classifier {
                 scale: match args.first() {
@@ -270,5 +294,54 @@ mod tests {
         }
         let dense_first = parse_specs(&[s("dense", vec![SpecArg::Int(4)])]).unwrap();
         assert!(plan(&dense_first, [8, 8, 1], 10).is_err());
+    }
+
+    #[test]
+    fn airbench96_specs_parse_and_reject() {
+        let s = |k: &str, a: Vec<SpecArg>| (k.to_string(), a);
+        let word = |w: &str| SpecArg::Str(w.into());
+        let layers = parse_specs(&[
+            s("cutout", vec![SpecArg::Int(3), word("inside")]),
+            s("cutout", vec![SpecArg::Int(3)]),
+            s("conv_group", vec![SpecArg::Int(4), word("residual")]),
+            s("conv_group", vec![SpecArg::Int(4)]),
+            s("flatten", vec![]),
+        ])
+        .unwrap();
+        let cutout = |placement| Layer::Cutout { size: 3, placement };
+        let group = |residual| Layer::ConvGroup {
+            filters: 4,
+            residual,
+        };
+        assert_eq!(
+            layers[..4],
+            [
+                cutout(Placement::Inside),
+                cutout(Placement::Centred),
+                group(true),
+                group(false)
+            ]
+        );
+        // A residual group holds a third conv (9·4·4) and batch norm (bias
+        // trainable; weight and statistics frozen).
+        let [a, b] = [group(true), group(false)].map(|g| {
+            let p = plan(&[g, Layer::Flatten], [8, 8, 4], 10).unwrap();
+            (
+                p.layers[0].trainable_params,
+                p.layers[0].non_trainable_params,
+            )
+        });
+        assert_eq!((a.0 - b.0, a.1 - b.1), (9 * 4 * 4 + 4, 3 * 4));
+        assert!(parse_specs(&[s("cutout", vec![SpecArg::Int(3), word("corner")])]).is_err());
+        assert!(parse_specs(&[s("conv_group", vec![SpecArg::Int(4), word("skip")])]).is_err());
+        // A square wholly inside needs an image at least as large.
+        let big = parse_specs(&[
+            s("cutout", vec![SpecArg::Int(9), word("inside")]),
+            s("flatten", vec![]),
+        ])
+        .unwrap();
+        let err = plan(&big, [8, 8, 1], 10).unwrap_err().to_string();
+        assert!(err.contains("no larger than the image"), "{err}");
+        assert!(plan(&big, [9, 9, 1], 10).is_ok());
     }
 }

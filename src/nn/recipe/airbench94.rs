@@ -89,9 +89,18 @@ pub(super) fn family(name: &'static str, widths: [usize; 3], epochs: f64, lr: f6
 fn layers([a, b, c]: [usize; 3]) -> Vec<Layer> {
     vec![
         Layer::Whitening { kernel_size: 2 },
-        Layer::ConvGroup { filters: a },
-        Layer::ConvGroup { filters: b },
-        Layer::ConvGroup { filters: c },
+        Layer::ConvGroup {
+            filters: a,
+            residual: false,
+        },
+        Layer::ConvGroup {
+            filters: b,
+            residual: false,
+        },
+        Layer::ConvGroup {
+            filters: c,
+            residual: false,
+        },
         Layer::MaxPool { size: 3 },
         Layer::Flatten,
         Layer::Classifier { scale: 1.0 / 9.0 },

@@ -42,9 +42,18 @@ pub fn recipe() -> Recipe {
         name: "airbench94_muon",
         layers: vec![
             Layer::Whitening { kernel_size: 2 },
-            Layer::ConvGroup { filters: 64 },
-            Layer::ConvGroup { filters: 256 },
-            Layer::ConvGroup { filters: 256 },
+            Layer::ConvGroup {
+                filters: 64,
+                residual: false,
+            },
+            Layer::ConvGroup {
+                filters: 256,
+                residual: false,
+            },
+            Layer::ConvGroup {
+                filters: 256,
+                residual: false,
+            },
             Layer::MaxPool { size: 3 },
             Layer::Flatten,
             Layer::Classifier { scale: 1.0 / 256.0 },

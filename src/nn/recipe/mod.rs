@@ -5,9 +5,10 @@
 //! and naming it in [`RECIPES`].
 //!
 //! Today: airbench94 (Keller Jordan's 94%-on-CIFAR-10 record, PyPI
-//! `airbench` 0.1.8), its siblings airbench93 and airbench95 (the same
-//! recipe at other widths, epochs and rates), and airbench94_muon (the
-//! newer record: Muon on the filters, no Lookahead). Their building blocks are
+//! `airbench` 0.1.8), its siblings airbench93, airbench95 (the same recipe
+//! at other widths, epochs and rates) and airbench96 (residual conv groups
+//! and cutout too), and airbench94_muon (the newer record: Muon on the
+//! filters, no Lookahead). Their building blocks are
 //! shared: the data-fitted [`whitening`] layer and [`lookahead`] weight
 //! averaging.
 
@@ -15,6 +16,7 @@ mod airbench93;
 mod airbench94;
 mod airbench94_muon;
 mod airbench95;
+mod airbench96;
 pub mod lookahead;
 pub mod whitening;
 
@@ -32,10 +34,11 @@ use super::tta::Tta;
 use crate::error::{Error, Result};
 
 /// The recipes cnnrs ships, each an architecture users name.
-pub const RECIPES: [fn() -> Recipe; 4] = [
+pub const RECIPES: [fn() -> Recipe; 5] = [
     airbench93::recipe,
     airbench94::recipe,
     airbench95::recipe,
+    airbench96::recipe,
     airbench94_muon::recipe,
 ];
 

@@ -61,6 +61,7 @@ def test_builtin_names():
         "airbench94",
         "airbench95",
         "airbench96",
+        "airbench94_muon",
     )
     assert cnnrs.COURSE_ARCHITECTURES == cnnrs.ARCHITECTURES[:6]
 

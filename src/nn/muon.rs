@@ -135,12 +135,16 @@ pub struct MuonRule {
 }
 
 /// The semi-orthogonal factor of `g` (a matrix) by `steps` quintic
-/// Newton–Schulz iterations in bfloat16, as `torch.optim.Muon`'s
-/// `_zeropower_via_newtonschulz`; returned in bfloat16.
+/// Newton–Schulz iterations in bfloat16, written as `variant` writes it
+/// (`torch.optim.Muon`'s `_zeropower_via_newtonschulz` or airbench94_muon's
+/// `zeropower_via_newtonschulz5`, see [`Variant`]); returned in bfloat16.
+///
+/// Each form keeps its own order of transposing and normalising: the
+/// bfloat16 norm of a transposed (strided) matrix sums in another order.
 ///
 /// # Errors
 /// `InvalidArgument` for a tensor that is not a matrix; libtorch failures.
-pub fn newton_schulz(g: &Tensor, steps: usize) -> Result<Tensor> {
+pub fn newton_schulz(g: &Tensor, steps: usize, variant: Variant) -> Result<Tensor> {
     let shape = g.size();
     if shape.len() != 2 {
         return Err(Error::invalid(format!(
@@ -150,46 +154,31 @@ pub fn newton_schulz(g: &Tensor, steps: usize) -> Result<Tensor> {
     let (a, b, c) = NS_COEFFICIENTS;
     let tall = shape[0] > shape[1];
     let mut x = g.f_to_kind(Kind::BFloat16)?;
-    if tall {
-        x = x.f_transpose(0, 1)?;
-    }
-    let norm = x.f_norm()?.f_clamp_min(NS_EPS)?;
-    x = x.f_div(&norm)?;
+    let transpose = |x: Tensor| if tall { x.f_transpose(0, 1) } else { Ok(x) };
+    x = match variant {
+        Variant::Torch => {
+            x = transpose(x)?;
+            let norm = x.f_norm()?.f_clamp_min(NS_EPS)?;
+            x.f_div(&norm)?
+        }
+        Variant::Airbench => transpose(x.f_div(&x.f_norm()?.f_add_scalar(NS_EPS)?)?)?,
+    };
     for _ in 0..steps {
         let gram = x.f_mm(&x.f_transpose(0, 1)?)?;
-        let update = addmm(&gram, &gram, &gram, b, c)?;
-        x = addmm(&x, &update, &x, a, 1.0)?;
+        x = match variant {
+            Variant::Torch => {
+                let update = addmm(&gram, &gram, &gram, b, c)?;
+                addmm(&x, &update, &x, a, 1.0)?
+            }
+            Variant::Airbench => {
+                let poly = gram
+                    .f_mul_scalar(b)?
+                    .f_add(&gram.f_mul_scalar(c)?.f_mm(&gram)?)?;
+                x.f_mul_scalar(a)?.f_add(&poly.f_mm(&x)?)?
+            }
+        };
     }
-    Ok(if tall { x.f_transpose(0, 1)? } else { x })
-}
-
-/// [`newton_schulz`] as airbench94_muon's `zeropower_via_newtonschulz5`
-/// writes it (see [`Variant::Airbench`]).
-///
-/// # Errors
-/// `InvalidArgument` for a tensor that is not a matrix; libtorch failures.
-pub fn newton_schulz_airbench(g: &Tensor, steps: usize) -> Result<Tensor> {
-    let shape = g.size();
-    if shape.len() != 2 {
-        return Err(Error::invalid(format!(
-            "Newton–Schulz needs a matrix, got shape {shape:?}"
-        )));
-    }
-    let (a, b, c) = NS_COEFFICIENTS;
-    let tall = shape[0] > shape[1];
-    let mut x = g.f_to_kind(Kind::BFloat16)?;
-    x = x.f_div(&x.f_norm()?.f_add_scalar(NS_EPS)?)?;
-    if tall {
-        x = x.f_transpose(0, 1)?;
-    }
-    for _ in 0..steps {
-        let gram = x.f_mm(&x.f_transpose(0, 1)?)?;
-        let poly = gram
-            .f_mul_scalar(b)?
-            .f_add(&gram.f_mul_scalar(c)?.f_mm(&gram)?)?;
-        x = x.f_mul_scalar(a)?.f_add(&poly.f_mm(&x)?)?;
-    }
-    Ok(if tall { x.f_transpose(0, 1)? } else { x })
+    Ok(transpose(x)?)
 }
 
 /// Muon over a set of weights, each with its momentum buffer.
@@ -282,11 +271,8 @@ impl Muon {
                 let shape = p.size();
                 let (rows, cols) = (shape[0], shape[1..].iter().product::<i64>());
                 let matrix = update.f_reshape([rows, cols])?;
-                let ortho = match r.variant {
-                    Variant::Torch => newton_schulz(&matrix, r.ns_steps)?,
-                    Variant::Airbench => newton_schulz_airbench(&matrix, r.ns_steps)?,
-                }
-                .f_view(shape.as_slice())?;
+                let ortho =
+                    newton_schulz(&matrix, r.ns_steps, r.variant)?.f_view(shape.as_slice())?;
                 if r.renormalize {
                     let scale = p
                         .f_norm()?
@@ -315,9 +301,13 @@ mod tests {
     #[test]
     fn newton_schulz_orthogonalises() {
         tch::manual_seed(0);
-        for (rows, cols, scale) in [(16, 48, 1e-3), (48, 16, 10.0), (32, 32, 1.0)] {
+        let cases = [(16, 48, 1e-3), (48, 16, 10.0), (32, 32, 1.0)];
+        for ((rows, cols, scale), variant) in cases
+            .into_iter()
+            .flat_map(|c| [(c, Variant::Torch), (c, Variant::Airbench)])
+        {
             let g = Tensor::randn([rows, cols], (Kind::Float, Device::Cpu)) * scale;
-            let x = newton_schulz(&g, 5).unwrap().to_kind(Kind::Float);
+            let x = newton_schulz(&g, 5, variant).unwrap().to_kind(Kind::Float);
             assert_eq!(x.size(), vec![rows, cols]);
             // Singular values: square roots of the eigenvalues of the smaller Gram matrix.
             let gram = if rows <= cols {
@@ -332,10 +322,15 @@ mod tests {
                 .collect();
             assert!(
                 s.iter().all(|&v| (0.6..1.25).contains(&v)),
-                "{rows}×{cols}: {s:?}"
+                "{variant:?} {rows}×{cols}: {s:?}"
             );
         }
-        assert!(newton_schulz(&Tensor::zeros([3], (Kind::Float, Device::Cpu)), 5).is_err());
+        assert!(newton_schulz(
+            &Tensor::zeros([3], (Kind::Float, Device::Cpu)),
+            5,
+            Variant::Torch
+        )
+        .is_err());
     }
 
     #[test]
@@ -372,7 +367,7 @@ mod tests {
         // First step: buf = 0.4 g; Nesterov g.lerp(buf, 0.6), with g = 2w.
         let g = &before * 2.0;
         let update = g.lerp(&g.zeros_like().lerp(&g, 0.4), 0.6);
-        let ortho = newton_schulz(&update.reshape([8, 27]), 3)
+        let ortho = newton_schulz(&update.reshape([8, 27]), 3, Variant::Torch)
             .unwrap()
             .to_kind(Kind::Float)
             .view([8, 3, 3, 3]);

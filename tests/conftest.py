@@ -57,3 +57,18 @@ def digits_upscaled(digits_split):
 
     (x, y), (x_test, y_test) = digits_split
     return (study.upscale(x), y), (study.upscale(x_test), y_test)
+
+
+# --- CIFAR-shaped random images, for the airbench equivalence tests ------------------
+
+
+@pytest.fixture(scope="session")
+def cifar_shaped():
+    """192 smooth random 32×32×3 uint8 images (8×8 noise upscaled 4×4 plus pixel noise,
+    so neighbouring pixels correlate, as in photos) with labels of 10 classes."""
+    rng = np.random.default_rng(0)
+    base = rng.integers(40, 216, (192, 8, 8, 3)).astype(np.float64)
+    x = np.kron(base, np.ones((1, 4, 4, 1)))
+    x = np.clip(x + rng.normal(0, 10, x.shape), 0, 255).astype(np.uint8)
+    y = rng.integers(0, 10, 192).astype(np.int64)
+    return x, y

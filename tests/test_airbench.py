@@ -20,16 +20,21 @@ import math
 
 import numpy as np
 import pytest
+from airbench_reference import (  # skips this file without airbench
+    ab,
+    abu,
+    copy_into_cnnrs,
+    model_for_inference,
+    nn,
+    normalized,
+    reference_net,
+    reference_predictions,
+    state_dict_names,
+    torch,
+    with_random_statistics,
+)
 
 import cnnrs
-
-torch = pytest.importorskip("torch")
-ab = pytest.importorskip(
-    "airbench.lib_airbench94",
-    reason="airbench==0.1.8 (and torchvision==0.26.0) not installed; `make setup` installs them",
-)
-abu = pytest.importorskip("airbench.utils")
-from torch import nn  # noqa: E402
 
 # Long chains of float32 steps against the reference: tolerances measured at every
 # dispatch level (make numerics-avx2 reruns them at AVX2).
@@ -45,59 +50,8 @@ FAMILY = {
 RESIDUAL = {name: name == "airbench96" for name in FAMILY}
 
 
-def reference_net(lib=ab) -> nn.Sequential:
-    """``make_net94`` (or ``lib``'s sibling, ``make_net96`` included) in float32 on the
-    CPU, from ``lib``'s own modules."""
-    hyp = lib.hyp
-    widths, momentum = hyp["net"]["widths"], hyp["net"]["batchnorm_momentum"]
-    net = nn.Sequential(
-        lib.Conv(3, 24, 2, padding=0, bias=True),
-        nn.GELU(),
-        lib.ConvGroup(24, widths["block1"], momentum),
-        lib.ConvGroup(widths["block1"], widths["block2"], momentum),
-        lib.ConvGroup(widths["block2"], widths["block3"], momentum),
-        nn.MaxPool2d(3),
-        lib.Flatten(),
-        nn.Linear(widths["block3"], 10, bias=False),
-        lib.Mul(hyp["net"]["scaling_factor"]),
-    )
-    net[0].weight.requires_grad = False
-    # channels_last, as make_net94 lays it out (and as cnnrs runs it).
-    return net.to(memory_format=torch.channels_last)
-
-
-# cnnrs variable names -> the reference's state_dict keys.
-def _names(residual: bool = False) -> dict[str, str]:
-    names = {"whitening.weight": "0.weight", "whitening.bias": "0.bias", "dense.weight": "7.weight"}
-    parts = [1, 2, 3] if residual else [1, 2]
-    for i, group in enumerate(["conv_group", "conv_group_1", "conv_group_2"]):
-        for part in parts:
-            names[f"{group}.conv{part}.weight"] = f"{i + 2}.conv{part}.weight"
-            for stat in ["weight", "bias", "running_mean", "running_var"]:
-                names[f"{group}.norm{part}.{stat}"] = f"{i + 2}.norm{part}.{stat}"
-    return names
-
-
-NAMES = {arch: _names(RESIDUAL[arch]) for arch in FAMILY}
-
-
-def copy_into_cnnrs(ref: nn.Module, model: cnnrs.Model) -> None:
-    sd = ref.state_dict()
-    names = NAMES[model.architecture]
-    # Every weight of both, so a variable the mapping misses cannot go unnoticed.
-    assert set(names) == set(model.state_dict())
-    assert set(names.values()) == {k for k in sd if "num_batches" not in k}
-    model.load_state_dict({ours: sd[theirs].numpy() for ours, theirs in names.items()})
-
-
-def normalized(x: np.ndarray, model: cnnrs.Model) -> torch.Tensor:
-    """Images normalised with the cnnrs model's statistics: NCHW float32, channels_last
-    in memory (as the reference's loader keeps them)."""
-    stats = model.normalization
-    mean = torch.tensor(stats["mean"], dtype=torch.float32)
-    std = torch.tensor(stats["std"], dtype=torch.float32)
-    nhwc = (torch.from_numpy(x).float() - mean) * (1.0 / std)
-    return nhwc.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+#: cnnrs's variable names -> the reference's state_dict keys, per architecture.
+NAMES = {arch: state_dict_names(RESIDUAL[arch]) for arch in FAMILY}
 
 
 def triangle(steps: int, start: float = 0.0, end: float = 0.0, peak: float = 0.5) -> torch.Tensor:
@@ -165,17 +119,6 @@ def reference_train(model, images, labels, batch_size, epochs, whitening_images,
     return losses
 
 
-@pytest.fixture(scope="module")
-def cifar_shaped():
-    rng = np.random.default_rng(0)
-    # Smooth random images (so patches are correlated, as in photos) of 10 classes.
-    base = rng.integers(40, 216, (192, 8, 8, 3)).astype(np.float64)
-    x = np.kron(base, np.ones((1, 4, 4, 1)))
-    x = np.clip(x + rng.normal(0, 10, x.shape), 0, 255).astype(np.uint8)
-    y = rng.integers(0, 10, 192).astype(np.int64)
-    return x, y
-
-
 def test_whitening_initialisation_matches(cifar_shaped):
     x, y = cifar_shaped
     model = cnnrs.Model("airbench94", device="cpu", seed=0, precision="fp32", augment=[])
@@ -230,42 +173,13 @@ def test_recipe_and_size_are_the_references(arch):
 def test_forward_pass_matches(cifar_shaped, arch):
     x, _ = cifar_shaped
     torch.manual_seed(1)
-    ref = reference_net(FAMILY[arch]).eval()
-    # Non-trivial batch-norm statistics, so inference mode is exercised too.
-    with torch.no_grad():
-        for name, buf in ref.named_buffers():
-            if "running_mean" in name:
-                buf.normal_(0, 0.1)
-            elif "running_var" in name:
-                buf.uniform_(0.5, 2.0)
-    model = cnnrs.Model(arch, device="cpu", seed=0, precision="fp32", augment=[])
-    model.build((32, 32, 3), 10)
-    copy_into_cnnrs(ref, model)
-    # Train zero steps so the model has its normalisation; then put the weights back.
-    model._net.begin_fit(x, np.zeros(len(x), dtype=np.int64), num_classes=10, batch_size=64)
-    model._net.end_fit()
-    copy_into_cnnrs(ref, model)
-    inputs = normalized(x[:32], model)
-    with torch.no_grad():
-        logits = ref(inputs)
-        expected = torch.softmax(logits, 1).numpy()
-        tta = torch.softmax(abu.infer(ref, _Loader(inputs), tta_level=2), 1).numpy()
-    got = model.predict(x[:32], tta="none")
-    np.testing.assert_allclose(got, expected, atol=1e-4)
-    # TTA: the model's default for airbench94 is the reference's tta_level=2.
+    ref = with_random_statistics(reference_net(FAMILY[arch]))
+    model = model_for_inference(arch, ref, x, NAMES[arch])
+    expected, tta = reference_predictions(ref, normalized(x[:32], model))
+    np.testing.assert_allclose(model.predict(x[:32], tta="none"), expected, atol=1e-4)
+    # TTA: the model's default for the family is the reference's tta_level=2.
     assert model.tta == "flip_translate"
     np.testing.assert_allclose(model.predict(x[:32]), tta, atol=1e-4)
-
-
-class _Loader:
-    """What ``airbench.utils.infer`` reads from a loader: images and normalize."""
-
-    def __init__(self, images):
-        self.images = images
-
-    @staticmethod
-    def normalize(images):
-        return images
 
 
 def weight_tolerance(name: str) -> float:
@@ -307,7 +221,7 @@ def test_training_matches_the_reference_step_for_step(cifar_shaped, arch):
     ref = reference_net(lib)
     model = cnnrs.Model(arch, device="cpu", seed=0, precision="fp32", augment=[])
     model.build((32, 32, 3), 10)
-    copy_into_cnnrs(ref, model)
+    copy_into_cnnrs(ref, model, NAMES[arch])
     history = model.fit(x, y, epochs=epochs, batch_size=batch, shuffle=False, verbose=0)
     assert len(history["loss"]) == 5
     ref_losses = reference_train(

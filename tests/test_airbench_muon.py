@@ -27,16 +27,20 @@ import math
 
 import numpy as np
 import pytest
+from airbench_reference import (  # skips this file without airbench
+    abu,
+    copy_into_cnnrs,
+    model_for_inference,
+    nn,
+    normalized,
+    reference_net,
+    reference_predictions,
+    state_dict_names,
+    torch,
+    with_random_statistics,
+)
 
 import cnnrs
-
-torch = pytest.importorskip("torch")
-ab = pytest.importorskip(
-    "airbench.lib_airbench94",
-    reason="airbench==0.1.8 (and torchvision==0.26.0) not installed; `make setup` installs them",
-)
-abu = pytest.importorskip("airbench.utils")
-from torch import nn  # noqa: E402
 
 pytestmark = pytest.mark.numerics
 
@@ -114,52 +118,17 @@ class ReferenceMuon(torch.optim.Optimizer):
                 p.data.add_(update, alpha=-lr)
 
 
-def reference_net() -> nn.Sequential:
-    """The script's ``CifarNet`` in float32 on the CPU: whitening, GELU, three conv
-    groups (64/256/256), max pooling, a bias-free head divided by its 256 inputs."""
-    net = nn.Sequential(
-        ab.Conv(3, 24, 2, padding=0, bias=True),
-        nn.GELU(),
-        ab.ConvGroup(24, 64, 0.6),
-        ab.ConvGroup(64, 256, 0.6),
-        ab.ConvGroup(256, 256, 0.6),
-        nn.MaxPool2d(3),
-        ab.Flatten(),
-        nn.Linear(256, 10, bias=False),
-        ab.Mul(1 / 256),
-    )
-    net[0].weight.requires_grad = False
+def script_net() -> nn.Sequential:
+    """The script's ``CifarNet`` in float32 on the CPU: airbench94's network (whitening,
+    GELU, three conv groups 64/256/256, max pooling) with a bias-free head divided by its
+    256 inputs and rescaled to unit standard deviation (the script's ``reset``)."""
+    net = reference_net(scaling_factor=1 / 256)
     with torch.no_grad():
-        net[7].weight *= 1 / net[7].weight.std()  # the script's `reset`
-    return net.to(memory_format=torch.channels_last)
+        net[7].weight *= 1 / net[7].weight.std()
+    return net
 
 
-def names() -> dict[str, str]:
-    """cnnrs's variable names -> the reference's state_dict keys."""
-    out = {"whitening.weight": "0.weight", "whitening.bias": "0.bias", "dense.weight": "7.weight"}
-    for i, group in enumerate(["conv_group", "conv_group_1", "conv_group_2"]):
-        for part in ["conv1.weight", "conv2.weight"]:
-            out[f"{group}.{part}"] = f"{i + 2}.{part}"
-        for norm in ["norm1", "norm2"]:
-            for stat in ["weight", "bias", "running_mean", "running_var"]:
-                out[f"{group}.{norm}.{stat}"] = f"{i + 2}.{norm}.{stat}"
-    return out
-
-
-NAMES = names()
-
-
-def copy_into_cnnrs(ref: nn.Module, model: cnnrs.Model) -> None:
-    sd = ref.state_dict()
-    model.load_state_dict({ours: sd[theirs].numpy() for ours, theirs in NAMES.items()})
-
-
-def normalized(x: np.ndarray, model: cnnrs.Model) -> torch.Tensor:
-    stats = model.normalization
-    mean = torch.tensor(stats["mean"], dtype=torch.float32)
-    std = torch.tensor(stats["std"], dtype=torch.float32)
-    nhwc = (torch.from_numpy(x).float() - mean) * (1.0 / std)
-    return nhwc.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+NAMES = state_dict_names()
 
 
 def reference_train(model, images, labels, batch_size, epochs, torch_form=False):
@@ -216,16 +185,6 @@ def reference_train(model, images, labels, batch_size, epochs, torch_form=False)
     return losses
 
 
-@pytest.fixture(scope="module")
-def cifar_shaped():
-    rng = np.random.default_rng(0)
-    base = rng.integers(40, 216, (192, 8, 8, 3)).astype(np.float64)
-    x = np.kron(base, np.ones((1, 4, 4, 1)))
-    x = np.clip(x + rng.normal(0, 10, x.shape), 0, 255).astype(np.uint8)
-    y = rng.integers(0, 10, 192).astype(np.int64)
-    return x, y
-
-
 def test_recipe_and_size_are_the_scripts():
     model = cnnrs.Model("airbench94_muon", device="cpu", input_shape=(32, 32, 3), num_classes=10)
     assert "airbench94_muon" in cnnrs.ARCHITECTURES
@@ -249,7 +208,7 @@ def test_recipe_and_size_are_the_scripts():
     }
     assert model.label_smoothing == 0.2 and model.tta == "flip_translate"
     assert (model.recipe["batch_size"], model.recipe["epochs"]) == (BATCH_SIZE, EPOCHS)
-    ref = reference_net()
+    ref = script_net()
     count = sum(v.numel() for k, v in ref.state_dict().items() if "num_batches" not in k)
     assert model.count_params() == count
     with pytest.raises(ValueError, match="SGD"):
@@ -259,30 +218,9 @@ def test_recipe_and_size_are_the_scripts():
 def test_forward_pass_and_tta_match(cifar_shaped):
     x, _ = cifar_shaped
     torch.manual_seed(1)
-    ref = reference_net().eval()
-    with torch.no_grad():
-        for name, buf in ref.named_buffers():
-            if "running_mean" in name:
-                buf.normal_(0, 0.1)
-            elif "running_var" in name:
-                buf.uniform_(0.5, 2.0)
-    model = cnnrs.Model("airbench94_muon", device="cpu", seed=0, precision="fp32", augment=[])
-    model.build((32, 32, 3), 10)
-    model._net.begin_fit(x, np.zeros(len(x), dtype=np.int64), num_classes=10, batch_size=64)
-    model._net.end_fit()
-    copy_into_cnnrs(ref, model)
-    inputs = normalized(x[:32], model)
-
-    class Loader:
-        images = inputs
-
-        @staticmethod
-        def normalize(images):
-            return images
-
-    with torch.no_grad():
-        expected = torch.softmax(ref(inputs), 1).numpy()
-        tta = torch.softmax(abu.infer(ref, Loader, tta_level=2), 1).numpy()
+    ref = with_random_statistics(script_net())
+    model = model_for_inference("airbench94_muon", ref, x, NAMES)
+    expected, tta = reference_predictions(ref, normalized(x[:32], model))
     np.testing.assert_allclose(model.predict(x[:32], tta="none"), expected, atol=1e-4)
     np.testing.assert_allclose(model.predict(x[:32]), tta, atol=1e-4)
 
@@ -309,14 +247,14 @@ def test_training_matches_the_script_step_for_step(cifar_shaped, variant):
     x, y = cifar_shaped
     epochs, batch = 4.4, 64
     torch.manual_seed(2)
-    ref = reference_net()
+    ref = script_net()
     muon = cnnrs.optimizers.Muon(variant=variant)
     model = cnnrs.Model(
         "airbench94_muon", device="cpu", seed=0, precision="fp32", augment=[], optimizer=muon
     )
     model.build((32, 32, 3), 10)
     # The head is rescaled at the first fit; the reference's already is (std 1 ± 1e-7).
-    copy_into_cnnrs(ref, model)
+    copy_into_cnnrs(ref, model, NAMES)
     history = model.fit(x, y, epochs=epochs, batch_size=batch, shuffle=False, verbose=0)
     ref_losses = reference_train(
         ref, normalized(x, model), torch.from_numpy(y), batch, epochs, torch_form=variant == "torch"

@@ -41,11 +41,8 @@ pub fn recipe() -> Recipe {
 pub(super) fn family(name: &'static str, widths: [usize; 3], epochs: f64, lr: f64) -> Recipe {
     Recipe {
         name,
-        layers: layers(widths),
-        input_hint: format!(
-            "{name} needs images of at least 25×25 pixels (CIFAR's 32×32): upscale smaller \
-             ones, e.g. np.kron(x, np.ones((1, 4, 4, 1), x.dtype))"
-        ),
+        layers: layers(widths, false, 1.0 / 9.0),
+        input_hint: input_hint(name),
         defaults: Defaults {
             learning_rate: lr,
             optimizer: OptimizerSpec {
@@ -57,13 +54,7 @@ pub(super) fn family(name: &'static str, widths: [usize; 3], epochs: f64, lr: f6
             },
             label_smoothing: 0.2,
             precision: Precision::Auto,
-            augment: vec![
-                Layer::AlternatingFlip,
-                Layer::RandomCrop {
-                    pad: 2,
-                    fill: Fill::Reflect,
-                },
-            ],
+            augment: augmentation(2),
             tta: Tta::FlipTranslate,
             batch_size: 1024,
             epochs,
@@ -85,26 +76,40 @@ pub(super) fn family(name: &'static str, widths: [usize; 3], epochs: f64, lr: f6
     }
 }
 
-/// The hidden layers (`make_net94`), for 32×32 images.
-fn layers([a, b, c]: [usize; 3]) -> Vec<Layer> {
+/// The family's network (`make_net94`, `make_net96`), for 32×32 images:
+/// whitening, three conv groups of `widths` (each with a third, residual
+/// conv where `residual`), max pooling and a classifier scaled by `scale`.
+pub(super) fn layers([a, b, c]: [usize; 3], residual: bool, scale: f64) -> Vec<Layer> {
+    let group = |filters| Layer::ConvGroup { filters, residual };
     vec![
         Layer::Whitening { kernel_size: 2 },
-        Layer::ConvGroup {
-            filters: a,
-            residual: false,
-        },
-        Layer::ConvGroup {
-            filters: b,
-            residual: false,
-        },
-        Layer::ConvGroup {
-            filters: c,
-            residual: false,
-        },
+        group(a),
+        group(b),
+        group(c),
         Layer::MaxPool { size: 3 },
         Layer::Flatten,
-        Layer::Classifier { scale: 1.0 / 9.0 },
+        Layer::Classifier { scale },
     ]
+}
+
+/// The family's training augmentation: alternating flips and reflect
+/// translations by up to `translate` pixels.
+pub(super) fn augmentation(translate: usize) -> Vec<Layer> {
+    vec![
+        Layer::AlternatingFlip,
+        Layer::RandomCrop {
+            pad: translate,
+            fill: Fill::Reflect,
+        },
+    ]
+}
+
+/// What a user with images too small for `name` is told.
+pub(super) fn input_hint(name: &str) -> String {
+    format!(
+        "{name} needs images of at least 25×25 pixels (CIFAR's 32×32): upscale smaller \
+         ones, e.g. np.kron(x, np.ones((1, 4, 4, 1), x.dtype))"
+    )
 }
 
 /// The whitening bias trains during the first `whiten_bias_epochs` of a fit.

@@ -19,11 +19,10 @@
 
 use tch::Tensor;
 
-use super::airbench94::freeze_whitening_bias;
+use super::airbench94::{augmentation, freeze_whitening_bias, input_hint, layers};
 use super::whitening::fit_whitening;
 use super::{Defaults, Hooks, Recipe, Settings};
 use crate::error::Result;
-use crate::nn::arch::{Fill, Layer};
 use crate::nn::input::DeviceNormalization;
 use crate::nn::muon::{AdjustLr, Variant};
 use crate::nn::network::Network;
@@ -40,27 +39,8 @@ const BIAS_LR: f64 = 0.053;
 pub fn recipe() -> Recipe {
     Recipe {
         name: "airbench94_muon",
-        layers: vec![
-            Layer::Whitening { kernel_size: 2 },
-            Layer::ConvGroup {
-                filters: 64,
-                residual: false,
-            },
-            Layer::ConvGroup {
-                filters: 256,
-                residual: false,
-            },
-            Layer::ConvGroup {
-                filters: 256,
-                residual: false,
-            },
-            Layer::MaxPool { size: 3 },
-            Layer::Flatten,
-            Layer::Classifier { scale: 1.0 / 256.0 },
-        ],
-        input_hint: "airbench94_muon needs images of at least 25×25 pixels (CIFAR's 32×32): \
-                     upscale smaller ones, e.g. np.kron(x, np.ones((1, 4, 4, 1), x.dtype))"
-            .into(),
+        layers: layers([64, 256, 256], false, 1.0 / 256.0),
+        input_hint: input_hint("airbench94_muon"),
         defaults: Defaults {
             learning_rate: MUON_LR,
             optimizer: OptimizerSpec {
@@ -84,13 +64,7 @@ pub fn recipe() -> Recipe {
             },
             label_smoothing: 0.2,
             precision: Precision::Auto,
-            augment: vec![
-                Layer::AlternatingFlip,
-                Layer::RandomCrop {
-                    pad: 2,
-                    fill: Fill::Reflect,
-                },
-            ],
+            augment: augmentation(2),
             tta: Tta::FlipTranslate,
             batch_size: 2000,
             epochs: 8.0,

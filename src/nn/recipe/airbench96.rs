@@ -16,39 +16,24 @@
 //! trained for 3 epochs, Lookahead every 5 steps, flip-and-translate test-time
 //! augmentation (`tta_level` 2) and logits scaled by 1/9.
 
-use super::airbench94::family;
+use super::airbench94::{augmentation, family, layers};
 use super::{Defaults, Recipe};
-use crate::nn::arch::{Fill, Layer, Placement};
+use crate::nn::arch::{Layer, Placement};
 
 /// airbench96 and its recipe.
 pub fn recipe() -> Recipe {
     let base = family("airbench96", [128, 512, 512], 40.0, 9.0);
-    let group = |filters| Layer::ConvGroup {
-        filters,
-        residual: true,
-    };
     Recipe {
-        layers: vec![
-            Layer::Whitening { kernel_size: 2 },
-            group(128),
-            group(512),
-            group(512),
-            Layer::MaxPool { size: 3 },
-            Layer::Flatten,
-            Layer::Classifier { scale: 1.0 / 9.0 },
-        ],
+        layers: layers([128, 512, 512], true, 1.0 / 9.0),
         defaults: Defaults {
-            augment: vec![
-                Layer::AlternatingFlip,
-                Layer::RandomCrop {
-                    pad: 4,
-                    fill: Fill::Reflect,
-                },
-                Layer::Cutout {
+            augment: [
+                augmentation(4),
+                vec![Layer::Cutout {
                     size: 12,
                     placement: Placement::Inside,
-                },
-            ],
+                }],
+            ]
+            .concat(),
             ..base.defaults
         },
         ..base

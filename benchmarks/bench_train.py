@@ -27,7 +27,8 @@ precision. --write replaces the "## Training" section of benchmarks/RESULTS.md (
         [--batch-sizes 64,256] [--archs baseline,with_batch_norm] [--precisions fp32,bf16]
         [--threads N] [--write]
     python benchmarks/bench_train.py --arch airbench94 [--device cpu] [--n 3072]
-        [--epochs 2] [--rounds 3] [--write]   (see benchmarks/bench_airbench.py)
+        [--epochs 2] [--rounds 3] [--layouts nchw,channels_last] [--write]
+        (or --arch airbench93/95/96/94_muon; see benchmarks/bench_airbench.py)
 """
 
 from __future__ import annotations
@@ -249,12 +250,13 @@ def fmt_rate(v: float | None) -> str:
 
 
 def airbench_main(argv: list[str]) -> None:
-    """``--arch airbench94``: cnnrs's recipe against the reference's loop (bench_airbench)."""
+    """``--arch airbench94`` (or another of the family): cnnrs's recipe against the
+    reference's loop (bench_airbench)."""
     sys.path.insert(0, str(Path(__file__).parent))
     import bench_airbench
 
     ap = argparse.ArgumentParser(description=bench_airbench.__doc__.splitlines()[0])
-    ap.add_argument("--arch", choices=("airbench94",), required=True)
+    ap.add_argument("--arch", choices=bench_airbench.ARCHS, required=True)
     bench_airbench.add_arguments(ap)
     ap.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
     args = ap.parse_args(argv)
@@ -269,12 +271,17 @@ def airbench_main(argv: list[str]) -> None:
     lines = [
         f"Machine: {machine}. Date: {datetime.date.today()}. Command: `{command}` "
         f"({time.perf_counter() - start:.0f} s). Threads: libtorch {torch.get_num_threads()}. "
-        f"Versions: cnnrs {cnnrs.__version__}, torch {torch.__version__}, airbench 0.1.8.",
+        f"Versions: cnnrs {cnnrs.__version__}, torch {torch.__version__}, airbench 0.1.8"
+        + (
+            " (and the script airbench94_muon.py, transcribed)."
+            if args.arch.endswith("muon")
+            else "."
+        ),
         "",
         *body,
     ]
     where = "CUDA" if args.device == "cuda" else ("CPU held to AVX2" if held_to_avx2() else "CPU")
-    heading = f"## Training airbench94 ({where})"
+    heading = f"## Training {args.arch} ({where})"
     print("\n".join([heading, "", *lines]))
     if args.write:
         write_section(heading, lines)

@@ -9,6 +9,9 @@ A helper module, not a test file: importing it skips the importing file when
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -22,29 +25,29 @@ ab = pytest.importorskip(
 abu = pytest.importorskip("airbench.utils")
 from torch import nn  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from airbench_transcripts import (  # noqa: E402 (after the skip above)
+    BATCH_SIZE,
+    EPOCHS,
+    MUON_LR,
+    WD_PER_EXAMPLE,
+    script_train,
+)
+from airbench_transcripts import reference_net as _reference_net  # noqa: E402
+from airbench_transcripts import script_net as _script_net  # noqa: E402
+
+__all__ = ["BATCH_SIZE", "EPOCHS", "MUON_LR", "WD_PER_EXAMPLE", "ab", "abu", "script_train"]
+
 
 def reference_net(lib=ab, scaling_factor: float | None = None) -> nn.Sequential:
-    """``make_net94`` (or ``lib``'s sibling, ``make_net96`` included) in float32 on the
-    CPU, from ``lib``'s own modules; the head's scale ``scaling_factor`` where given
-    (airbench94_muon divides by its 256 inputs), else ``lib``'s."""
-    hyp = lib.hyp
-    widths, momentum = hyp["net"]["widths"], hyp["net"]["batchnorm_momentum"]
-    if scaling_factor is None:
-        scaling_factor = hyp["net"]["scaling_factor"]
-    net = nn.Sequential(
-        lib.Conv(3, 24, 2, padding=0, bias=True),
-        nn.GELU(),
-        lib.ConvGroup(24, widths["block1"], momentum),
-        lib.ConvGroup(widths["block1"], widths["block2"], momentum),
-        lib.ConvGroup(widths["block2"], widths["block3"], momentum),
-        nn.MaxPool2d(3),
-        lib.Flatten(),
-        nn.Linear(widths["block3"], 10, bias=False),
-        lib.Mul(scaling_factor),
-    )
-    net[0].weight.requires_grad = False
-    # channels_last, as make_net94 lays it out (and as cnnrs runs it).
-    return net.to(memory_format=torch.channels_last)
+    """``benchmarks/airbench_transcripts.reference_net`` in channels_last, as
+    ``make_net94`` lays it out (and as cnnrs runs it)."""
+    return _reference_net(lib, scaling_factor).to(memory_format=torch.channels_last)
+
+
+def script_net() -> nn.Sequential:
+    """airbench94_muon.py's ``CifarNet``, float32 on the CPU, channels_last."""
+    return _script_net().to(memory_format=torch.channels_last)
 
 
 def state_dict_names(residual: bool = False) -> dict[str, str]:

@@ -1,7 +1,8 @@
 """airbench94_muon against its reference, ``airbench94_muon.py`` (Keller Jordan,
 KellerJordan/cifar10-airbench), on CPU in float32.
 
-The script is not a package, so its computation is transcribed here (not imported):
+The script is not a package, so its computation is transcribed (not imported), in
+``benchmarks/airbench_transcripts.py`` (which the benchmark runs too):
 the network is airbench 0.1.8's ``lib_airbench94`` modules with the script's head
 (divided by its 256 inputs, unit standard deviation), its ``Muon`` class and
 ``zeropower_via_newtonschulz5`` verbatim, and its training loop (``main``) on fixed
@@ -23,18 +24,19 @@ with ``torch.optim.Muon``'s update.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 from airbench_reference import (  # skips this file without airbench
-    abu,
+    BATCH_SIZE,
+    EPOCHS,
+    MUON_LR,
+    WD_PER_EXAMPLE,
     copy_into_cnnrs,
     model_for_inference,
-    nn,
     normalized,
-    reference_net,
     reference_predictions,
+    script_net,
+    script_train,
     state_dict_names,
     torch,
     with_random_statistics,
@@ -44,90 +46,6 @@ import cnnrs
 
 pytestmark = pytest.mark.numerics
 
-# The script's constants (airbench94_muon.py, `main`).
-BATCH_SIZE, EPOCHS = 2000, 8
-BIAS_LR, HEAD_LR, MUON_LR = 0.053, 0.67, 0.24
-WD_PER_EXAMPLE = 2e-6
-
-
-def zeropower_via_newtonschulz5(G, steps=3, eps=1e-7):  # noqa: N803 (the reference's names)
-    """The script's iteration, verbatim (without ``torch.compile``)."""
-    assert len(G.shape) == 2
-    a, b, c = (3.4445, -4.7750, 2.0315)
-    X = G.bfloat16()  # noqa: N806
-    X /= X.norm() + eps  # noqa: N806
-    if G.size(0) > G.size(1):
-        X = X.T  # noqa: N806
-    for _ in range(steps):
-        A = X @ X.T  # noqa: N806
-        B = b * A + c * A @ A  # noqa: N806
-        X = a * X + B @ X  # noqa: N806
-    if G.size(0) > G.size(1):
-        X = X.T  # noqa: N806
-    return X
-
-
-class ReferenceMuon(torch.optim.Optimizer):
-    """The script's ``Muon``, verbatim in what it computes; with ``torch_form``, its
-    momentum and iteration as ``torch.optim.Muon`` writes them (the rest unchanged)."""
-
-    def __init__(self, params, lr=1e-3, momentum=0, nesterov=False, torch_form=False):
-        super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov))
-        self.torch_form = torch_form
-
-    @torch.no_grad()
-    def step(self):
-        if self.torch_form:
-            return self.torch_step()
-        for group in self.param_groups:
-            lr, momentum = group["lr"], group["momentum"]
-            for p in group["params"]:
-                g = p.grad
-                if g is None:
-                    continue
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(g)
-                buf = state["momentum_buffer"]
-                buf.mul_(momentum).add_(g)
-                g = g.add(buf, alpha=momentum) if group["nesterov"] else buf
-                p.data.mul_(len(p.data) ** 0.5 / p.data.norm())
-                update = zeropower_via_newtonschulz5(g.reshape(len(g), -1)).view(g.shape)
-                p.data.add_(update, alpha=-lr)
-
-    @torch.no_grad()
-    def torch_step(self):
-        from torch.optim._muon import _zeropower_via_newtonschulz
-
-        for group in self.param_groups:
-            lr, momentum = group["lr"], group["momentum"]
-            for p in group["params"]:
-                g = p.grad
-                if g is None:
-                    continue
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(g)
-                buf = state["momentum_buffer"]
-                buf.lerp_(g, 1 - momentum)
-                g = g.lerp(buf, momentum) if group["nesterov"] else buf
-                p.data.mul_(len(p.data) ** 0.5 / p.data.norm())
-                coefficients = (3.4445, -4.7750, 2.0315)
-                matrix = g.reshape(len(g), -1)
-                update = _zeropower_via_newtonschulz(matrix, coefficients, 3, 1e-7).view(g.shape)
-                p.data.add_(update, alpha=-lr)
-
-
-def script_net() -> nn.Sequential:
-    """The script's ``CifarNet`` in float32 on the CPU: airbench94's network (whitening,
-    GELU, three conv groups 64/256/256, max pooling) with a bias-free head divided by its
-    256 inputs and rescaled to unit standard deviation (the script's ``reset``)."""
-    net = reference_net(scaling_factor=1 / 256)
-    with torch.no_grad():
-        net[7].weight *= 1 / net[7].weight.std()
-    return net
-
-
 NAMES = state_dict_names()
 
 
@@ -136,53 +54,17 @@ def reference_train(model, images, labels, batch_size, epochs, torch_form=False)
     every epoch (its loader with augmentation off and no shuffling); returns the
     per-epoch mean training loss."""
     batches = len(images) // batch_size
-    total_train_steps = math.ceil(epochs * batches)
-    whiten_bias_train_steps = math.ceil(3 * batches)
-    wd = WD_PER_EXAMPLE * batch_size
-    filter_params = [p for p in model.parameters() if len(p.shape) == 4 and p.requires_grad]
-    norm_biases = [p for n, p in model.named_parameters() if "norm" in n and p.requires_grad]
-    param_configs = [
-        dict(params=[model[0].bias], lr=BIAS_LR, weight_decay=wd / BIAS_LR),
-        dict(params=norm_biases, lr=BIAS_LR, weight_decay=wd / BIAS_LR),
-        dict(params=[model[7].weight], lr=HEAD_LR, weight_decay=wd / HEAD_LR),
-    ]
-    optimizer1 = torch.optim.SGD(param_configs, momentum=0.85, nesterov=True)
-    optimizer2 = ReferenceMuon(
-        filter_params, lr=MUON_LR, momentum=0.6, nesterov=True, torch_form=torch_form
-    )
-    optimizers = [optimizer1, optimizer2]
-    for opt in optimizers:
-        for group in opt.param_groups:
-            group["initial_lr"] = group["lr"]
-    abu.init_whitening_conv(model[0], images[:5000])
-    step, losses = 0, []
-    for _ in range(math.ceil(total_train_steps / batches)):
-        model.train()
-        total, count = 0.0, 0
+
+    def epoch_batches():
         for b in range(batches):
-            inputs = images[b * batch_size : (b + 1) * batch_size]
-            targets = labels[b * batch_size : (b + 1) * batch_size]
-            # whiten_bias_grad=(step < whiten_bias_train_steps)
-            model[0].bias.requires_grad = step < whiten_bias_train_steps
-            outputs = model(inputs)
-            loss = nn.functional.cross_entropy(
-                outputs, targets, label_smoothing=0.2, reduction="sum"
+            yield (
+                images[b * batch_size : (b + 1) * batch_size],
+                labels[b * batch_size : (b + 1) * batch_size],
             )
-            loss.backward()
-            for group in optimizer1.param_groups[:1]:
-                group["lr"] = group["initial_lr"] * (1 - step / whiten_bias_train_steps)
-            for group in optimizer1.param_groups[1:] + optimizer2.param_groups:
-                group["lr"] = group["initial_lr"] * (1 - step / total_train_steps)
-            for opt in optimizers:
-                opt.step()
-            model.zero_grad(set_to_none=True)
-            total += loss.item()
-            count += len(targets)
-            step += 1
-            if step >= total_train_steps:
-                break
-        losses.append(total / count)
-    return losses
+
+    return script_train(
+        model, epoch_batches, batches, batch_size, images[:5000], epochs, torch_form
+    )
 
 
 def test_recipe_and_size_are_the_scripts():

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one check to run on a machine with an NVIDIA GPU, from the repository root, after
 # `make wheel` (here or elsewhere: it needs only target/wheels/cnnrs-*.whl, the tests and
-# benchmarks folders, and python3 with torch 2.11.0 for CUDA; no network). About 5 minutes:
+# benchmarks folders, and python3 with torch 2.11.0 for CUDA; no network). About 9 minutes:
 #
 #   1. installs the newest target/wheels/cnnrs-*.whl beside the preinstalled torch;
 #   2. checks, in a fresh interpreter that only does `import cnnrs`, that cnnrs sees CUDA;
@@ -10,9 +10,10 @@
 #      pytest is not installed);
 #   5. runs benchmarks/bench_train.py --device cuda --write (the "## Training (CUDA)"
 #      section of benchmarks/RESULTS.md);
-#   6. where airbench==0.1.8 and torchvision==0.26.0 are installed, times airbench94's
-#      recipe against airbench.train94 itself (--arch airbench94 --device cuda --write),
-#      then prints a summary.
+#   6. where airbench==0.1.8 and torchvision==0.26.0 are installed, times the airbench
+#      family's recipes against airbench.train94/95/96 themselves and airbench94_muon's
+#      against its script's loop (--arch airbench9x --device cuda --write; about 4
+#      minutes), then prints a summary.
 #
 #   bash benchmarks/gpu_check.sh            # PYTHON=python3.12 to pick another interpreter
 #
@@ -179,12 +180,21 @@ bench_status=passed
 timeout 300 "$py" benchmarks/bench_train.py --device cuda --n 8192 --epochs 2 --rounds 3 \
     --write || bench_status="FAILED (exit $?)"
 
-step "6. airbench94 on CUDA against airbench.train94 (writes benchmarks/RESULTS.md)"
+step "6. the airbench family on CUDA against airbench.train94/95/96 and airbench94_muon's loop"
+# AIRBENCH="airbench94 airbench95" to time fewer (each writes its RESULTS.md section).
 air_status="skipped: airbench==0.1.8 and torchvision==0.26.0 are not installed for $py"
 if "$py" -c 'import airbench, torchvision' 2>/dev/null; then
-    air_status=passed
-    timeout 240 "$py" benchmarks/bench_train.py --arch airbench94 --device cuda --n 20480 \
-        --epochs 2 --rounds 3 --write || air_status="FAILED (exit $?)"
+    air_status=""
+    for arch in ${AIRBENCH:-airbench94 airbench95 airbench96 airbench94_muon}; do
+        # airbench95/96 take 2.5x/6x airbench94's time per epoch: one epoch per fit.
+        case "$arch" in airbench95 | airbench96) epochs=1 ;; *) epochs=2 ;; esac
+        if timeout 150 "$py" benchmarks/bench_train.py --arch "$arch" --device cuda \
+            --n 20480 --epochs "$epochs" --rounds 2 --write; then
+            air_status+="$arch passed; "
+        else
+            air_status+="$arch FAILED (exit $?); "
+        fi
+    done
 fi
 
 step "summary"
@@ -192,7 +202,7 @@ echo "wheel:      $wheel"
 echo "tests:      $tests_status (${test_cmd[*]})"
 echo "benchmark:  $bench_status; the table is the '## Training (CUDA)' section of" \
     "benchmarks/RESULTS.md"
-echo "airbench94: $air_status ('## Training airbench94 (CUDA)' in benchmarks/RESULTS.md)"
+echo "airbench:   $air_status('## Training airbench9x (CUDA)' sections of RESULTS.md)"
 [[ -n "${OUT:-}" ]] && echo "log:        $OUT/gpu_check.log"
 echo "took $((SECONDS - start)) s"
 [[ "$tests_status" == passed && "$bench_status" == passed ]]

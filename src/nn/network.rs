@@ -518,7 +518,14 @@ impl Op {
                 let x0 = n1.run(&y, train)?.f_gelu("none")?;
                 let y = conv(&x0, w2, n2)?;
                 match third {
-                    Some((w3, n3)) => conv(&y, w3, n3)?.f_add(&x0)?,
+                    // In place, as the reference's `x += x0` (GELU's backward
+                    // needs its input, not its output): an out-of-place sum
+                    // costs a fresh allocation per group and step.
+                    Some((w3, n3)) => {
+                        let mut z = conv(&y, w3, n3)?;
+                        let _ = z.f_add_(&x0)?;
+                        z
+                    }
                     None => y,
                 }
             }

@@ -273,10 +273,20 @@ class Model:
     def state_dict(self) -> dict[str, npt.NDArray[np.float32]]: ...
     def load_state_dict(self, state: dict[str, npt.NDArray[np.float32]]) -> None: ...
     def evaluate(
-        self, x: npt.NDArray[Any], y: npt.NDArray[np.int64], *, tta: str | None = None
+        self,
+        x: npt.NDArray[Any],
+        y: npt.NDArray[np.int64],
+        *,
+        tta: str | None = None,
+        tta_threshold: float | None = None,
     ) -> tuple[float, float]: ...
     def predict(
-        self, x: npt.NDArray[Any], batch_size: int | None = None, *, tta: str | None = None
+        self,
+        x: npt.NDArray[Any],
+        batch_size: int | None = None,
+        *,
+        tta: str | None = None,
+        tta_threshold: float | None = None,
     ) -> npt.NDArray[np.float32]: ...
     @property
     def layer_names(self) -> list[str]:

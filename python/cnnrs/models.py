@@ -540,22 +540,34 @@ class Model(LookInside):
         return class_count(y, width, len(self.class_names or []))
 
     def evaluate(
-        self, x: Any, y: Any, verbose: int = 0, *, tta: str | None = None
+        self,
+        x: Any,
+        y: Any,
+        verbose: int = 0,
+        *,
+        tta: str | None = None,
+        tta_threshold: float | None = None,
     ) -> dict[str, float]:
         """Mean cross-entropy and accuracy on (x, y): ``{"loss", "accuracy"}``.
 
-        ``tta`` (test-time augmentation) as in :meth:`predict`; the loss is then
-        the cross-entropy of the averaged prediction.
+        ``tta`` (test-time augmentation) and ``tta_threshold`` as in :meth:`predict`;
+        the loss is then the cross-entropy of the averaged prediction.
         """
         xa = as_images(x)
         ya, _ = as_labels(y, xa.shape[0])
-        loss, accuracy = self._net.evaluate(xa, ya, tta=tta)
+        loss, accuracy = self._net.evaluate(xa, ya, tta=tta, tta_threshold=tta_threshold)
         if verbose:
             print(f"{xa.shape[0]} images - accuracy: {accuracy:.4f} - loss: {loss:.4f}")
         return {"loss": loss, "accuracy": accuracy}
 
     def predict(
-        self, x: Any, batch_size: int = 256, verbose: int = 0, *, tta: str | None = None
+        self,
+        x: Any,
+        batch_size: int = 256,
+        verbose: int = 0,
+        *,
+        tta: str | None = None,
+        tta_threshold: float | None = None,
     ) -> np.ndarray:
         """Class probabilities, shape (N, num_classes), float32.
 
@@ -565,9 +577,21 @@ class Model(LookInside):
         weight 1/2, and of its two one-pixel diagonal reflect-padded translations and
         their mirrors, 1/8 each); ``"none"``, the image alone; None, the default,
         the model's own (``model.tta``: "flip_translate" for airbench94, else "none").
+
+        ``tta_threshold`` (a probability in (0, 1]): the augmentation only for the
+        images the network is unsure of, those whose top class probability without
+        it is below the threshold; the rest keep their plain prediction. One forward
+        pass per image plus the augmentation's (six for ``"flip_translate"``) per
+        unsure one, as the hiverge CIFAR-10 record applies airbench's TTA;
+        ``benchmarks/bench_tta.py`` measures what it saves and costs.
         """
         del verbose  # prediction is quick; kept for Keras compatibility
-        return self._net.predict(as_images(x), check_count(batch_size, "batch_size"), tta=tta)
+        return self._net.predict(
+            as_images(x),
+            check_count(batch_size, "batch_size"),
+            tta=tta,
+            tta_threshold=tta_threshold,
+        )
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Every weight, frozen weight and batch-norm statistic as float32 arrays,

@@ -229,7 +229,7 @@ impl Session {
         self.steps = trainer.step;
         let how = Inference {
             autocast: config.precision.autocast(),
-            tta: Tta::None,
+            test_time: Tta::None.into(),
             label_smoothing: config.label_smoothing,
         };
         let val = match &self.val {

@@ -20,7 +20,7 @@ use super::network::Network;
 use super::precision::{GradScaler, Precision};
 use super::torch_ext::Generator;
 use super::train::{self, DeviceData, EpochLogs, Inference, LearningRates, Monitor};
-use super::tta::Tta;
+use super::tta::TestTime;
 use crate::error::{Error, Result};
 
 /// A CNN classifier with Keras's training semantics.
@@ -416,10 +416,10 @@ impl Model {
         self.weights("load_state_dict")?.load_state_dict(values)
     }
 
-    fn inference(&self, tta: Tta) -> Inference {
+    fn inference(&self, test_time: TestTime) -> Inference {
         Inference {
             autocast: self.config.precision.autocast(),
-            tta,
+            test_time,
             label_smoothing: self.config.label_smoothing,
         }
     }
@@ -432,7 +432,7 @@ impl Model {
         &self,
         x: Images,
         y: &[i64],
-        tta: Tta,
+        tta: impl Into<TestTime>,
         monitor: &mut dyn Monitor,
     ) -> Result<(f64, f64)> {
         let b = self.ready(&x, "evaluate")?;
@@ -446,7 +446,7 @@ impl Model {
             layout: PREFERRED_LAYOUT,
             flips: None,
         };
-        train::evaluate(&b.net, self.inference(tta), &data, monitor)
+        train::evaluate(&b.net, self.inference(tta.into()), &data, monitor)
     }
 
     /// Class probabilities, row-major (N × classes).
@@ -457,7 +457,7 @@ impl Model {
         &self,
         x: Images,
         batch_size: usize,
-        tta: Tta,
+        tta: impl Into<TestTime>,
         monitor: &mut dyn Monitor,
     ) -> Result<Vec<f32>> {
         if batch_size == 0 {
@@ -468,7 +468,7 @@ impl Model {
         let norm = b.normalization.as_ref().expect("ready").on(device)?;
         train::predict(
             &b.net,
-            self.inference(tta),
+            self.inference(tta.into()),
             &x.to_device(device)?,
             &norm,
             PREFERRED_LAYOUT,
@@ -488,6 +488,7 @@ mod tests {
     use crate::nn::optim::{MuonOptions, OptimizerKind, OptimizerSpec};
     use crate::nn::recipe::{Defaults, Hooks, Recipe, Settings};
     use crate::nn::train::{Silent, StepHook};
+    use crate::nn::tta::Tta;
 
     /// Two separable classes: images whose top half is bright vs bottom half.
     pub(crate) fn toy(n: usize) -> (Vec<u8>, Vec<i64>) {

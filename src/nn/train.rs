@@ -11,7 +11,7 @@ use super::network::{Network, BN_BIAS_GROUP, WHITENING_BIAS_GROUP};
 use super::optim::{DecoupledSgd, Optimiser};
 use super::precision::{Autocast, GradScaler};
 use super::torch_ext::{with_autocast, Generator};
-use super::tta::Tta;
+use super::tta::{TestTime, Tta};
 use crate::error::{Error, Result};
 
 /// Batch size for evaluation and prediction.
@@ -175,13 +175,36 @@ impl LearningRates {
 #[derive(Clone, Copy, Debug)]
 pub struct Inference {
     pub autocast: Autocast,
-    pub tta: Tta,
+    pub test_time: TestTime,
     pub label_smoothing: f64,
 }
 
 impl Inference {
-    /// Log-probabilities of a normalised batch, in float32.
+    /// Log-probabilities of a normalised batch, in float32: with the test-time
+    /// augmentation's views, for every image or (gated) for those whose top
+    /// class probability without them is below the gate. Batch norm runs on
+    /// its running statistics here, so a subset's rows equal the full
+    /// batch's.
     fn log_probs(&self, net: &Network, xb: &Tensor) -> Result<Tensor> {
+        let TestTime { tta, below } = self.test_time;
+        let Some(below) = below.filter(|_| tta != Tta::None) else {
+            return self.views(tta, net, xb);
+        };
+        let plain = self.views(Tta::None, net, xb)?;
+        let unsure = plain
+            .f_amax([-1i64].as_slice(), false)?
+            .f_lt(below.ln())?
+            .f_nonzero()?
+            .f_squeeze_dim(1)?;
+        if unsure.size()[0] == 0 {
+            return Ok(plain);
+        }
+        let augmented = self.views(tta, net, &xb.f_index_select(0, &unsure)?)?;
+        Ok(plain.f_index_copy(0, &unsure, &augmented)?)
+    }
+
+    /// Log-probabilities of a normalised batch with `tta`'s views, in float32.
+    fn views(&self, tta: Tta, net: &Network, xb: &Tensor) -> Result<Tensor> {
         let device = xb.device();
         let logits = |x: &Tensor| -> Result<Tensor> {
             Ok(self
@@ -195,7 +218,7 @@ impl Inference {
                 .f_add(&logits(&x.f_flip([3])?)?)?
                 .f_mul_scalar(0.5)?)
         };
-        match self.tta {
+        match tta {
             Tta::None => run(xb),
             Tta::FlipTranslate => {
                 let s = xb.size();

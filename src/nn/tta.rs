@@ -41,3 +41,56 @@ impl Tta {
         Self::NAMES[self as usize]
     }
 }
+
+/// Test-time augmentation for one `evaluate`/`predict` call: the views
+/// ([`Tta`]) and, optionally, only for the images the plain forward pass is
+/// unsure of (a gate, as the hiverge record applies airbench's TTA): images
+/// whose top class probability without TTA is at least `below` keep that
+/// prediction, the rest get the views.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct TestTime {
+    pub tta: Tta,
+    /// The gate: `None` applies `tta` to every image.
+    pub below: Option<f64>,
+}
+
+impl From<Tta> for TestTime {
+    fn from(tta: Tta) -> Self {
+        TestTime { tta, below: None }
+    }
+}
+
+impl TestTime {
+    /// `tta`, gated at `below` where given.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a gate outside (0, 1].
+    pub fn new(tta: Tta, below: Option<f64>) -> Result<Self> {
+        if let Some(b) = below {
+            if !(b > 0.0 && b <= 1.0) {
+                return Err(Error::invalid(format!(
+                    "tta_threshold must be a probability in (0, 1] (test-time augmentation \
+                     for the images whose top class probability is below it), got {b}"
+                )));
+            }
+        }
+        Ok(TestTime { tta, below })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gates_are_probabilities() {
+        for ok in [1e-9, 0.5, 1.0] {
+            assert_eq!(TestTime::new(Tta::Flip, Some(ok)).unwrap().below, Some(ok));
+        }
+        for bad in [0.0, -0.1, 1.0 + 1e-9, f64::NAN, f64::INFINITY] {
+            let e = TestTime::new(Tta::Flip, Some(bad)).unwrap_err();
+            assert!(e.to_string().contains("tta_threshold"), "{e}");
+        }
+        assert_eq!(TestTime::from(Tta::None), TestTime::default());
+    }
+}

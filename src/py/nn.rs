@@ -33,6 +33,7 @@ use crate::nn::input::Normalization;
 use crate::nn::model::Model;
 use crate::nn::optim::OptimizerKind;
 use crate::nn::train::LearningRates;
+use crate::nn::tta::TestTime;
 use crate::nn::{checkpoint, device};
 
 /// An opaque copy of a model's weights (`Model.snapshot()`), for `restore`.
@@ -99,6 +100,19 @@ impl PyModel {
         self.model.with(py, what, access, f, |m| {
             publish(&self.facts, &self.normalization, m);
         })
+    }
+
+    /// `tta` (None: the model's own) gated at `tta_threshold` (None: none).
+    fn test_time(
+        &self,
+        tta: Option<TtaArg>,
+        tta_threshold: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<TestTime> {
+        let tta = tta.map_or(self.config.tta, |t| t.0);
+        let below = tta_threshold
+            .map(|t| args::number(t, "tta_threshold", true))
+            .transpose()?;
+        Ok(TestTime::new(tta, below)?)
     }
 }
 
@@ -404,16 +418,18 @@ impl PyModel {
         self.with_model(py, "build", Access::Write, |m| Ok(m.build([h, w, c], k)?))
     }
 
-    /// (loss, accuracy) on (x, y); `tta` (None: the model's own) as `predict`.
-    #[pyo3(signature = (x, y, *, tta=None))]
+    /// (loss, accuracy) on (x, y); `tta` (None: the model's own) and
+    /// `tta_threshold` as `predict`.
+    #[pyo3(signature = (x, y, *, tta=None, tta_threshold=None))]
     fn evaluate(
         &self,
         py: Python<'_>,
         x: &Bound<'_, PyAny>,
         y: PyReadonlyArray1<'_, i64>,
         tta: Option<TtaArg>,
+        tta_threshold: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<(f64, f64)> {
-        let tta = tta.map_or(self.config.tta, |t| t.0);
+        let tta = self.test_time(tta, tta_threshold)?;
         let xa = extract_images(x, "x")?;
         let (xo, yo, shape) = (xa.owned(), labels(&y), xa.shape());
         let mut monitor = PyMonitor::new(None);
@@ -426,16 +442,19 @@ impl PyModel {
     /// Class probabilities (N, classes), float32; `tta="flip"` averages each
     /// image's probabilities with its horizontal mirror's, `"flip_translate"`
     /// airbench's logits over mirrors and one-pixel translations, `"none"`
-    /// neither; None: the model's own default.
-    #[pyo3(signature = (x, batch_size=None, *, tta=None))]
+    /// neither; None: the model's own default. `tta_threshold` (a probability):
+    /// the augmentation only for the images whose top class probability
+    /// without it is below the threshold.
+    #[pyo3(signature = (x, batch_size=None, *, tta=None, tta_threshold=None))]
     fn predict<'py>(
         &self,
         py: Python<'py>,
         x: &Bound<'py, PyAny>,
         batch_size: Option<&Bound<'py, PyAny>>,
         tta: Option<TtaArg>,
+        tta_threshold: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        let tta = tta.map_or(self.config.tta, |t| t.0);
+        let tta = self.test_time(tta, tta_threshold)?;
         let batch_size =
             batch_size.map_or(Ok(256), |b| args::usize_in(b, "batch_size", 1, 1 << 31))?;
         let xa = extract_images(x, "x")?;

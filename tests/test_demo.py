@@ -103,6 +103,24 @@ def check_report(out: Path, report: dict, folds: int = 5) -> None:
     assert photo["class_name"] in names and 0.0 <= photo["confidence"] <= 1.0
     assert (out / s2["model_file"]).is_file()
 
+    # The airbench family, listed with the reference's published A100 figures as such.
+    from cnnrs.study import AIRBENCH_PUBLISHED
+
+    family = {r["architecture"]: r for r in s2["airbench_family"]}
+    assert list(family) == list(AIRBENCH_PUBLISHED)
+    for name, (accuracy, seconds) in AIRBENCH_PUBLISHED.items():
+        assert (family[name]["reference_accuracy"], family[name]["reference_seconds"]) == (
+            accuracy,
+            seconds,
+        )
+    assert family["airbench96"]["residual"] is True and family["airbench96"]["epochs"] == 40
+    assert family["airbench94_muon"]["optimizer"] == "muon"
+    markdown = (out / "report.md").read_text(encoding="utf-8")
+    assert "as its authors published them for one A100 GPU" in markdown
+    assert "| airbench94_muon | 64 / 256 / 256 | 1,975,096 | 8 | 2000 | muon (lr 0.24) |" in (
+        markdown
+    )
+
 
 def test_report_json_holds_every_section_with_sane_values(demo):
     out, report, _ = demo

@@ -37,6 +37,9 @@ print({MARKER!r} + _json.dumps({{
     "hardest_classes": [h["class"] for h in hardest],
     "photo_class": guess["class_name"],
     "photo_max": int(shown.max()),
+    "airbench": AIRBENCH,
+    "airbench_family": [r["architecture"] for r in family],
+    "airbench_trained": air["architecture"],
     "learned": {{
         who: {{
             "filters_layer": r["filters"]["layer"],
@@ -143,6 +146,7 @@ def test_notebook_runs_in_quick_mode(executed, digits_split):
     assert result["prefix"] == sys.prefix  # the kernel ran this environment's Python
 
     import cnnrs.datasets
+    import cnnrs.study
 
     (_, _), (_, y_test) = digits_split
     names = result["class_names"]
@@ -164,6 +168,9 @@ def test_notebook_runs_in_quick_mode(executed, digits_split):
     assert result["photo_max"] >= 200  # a visible digit, not an almost black square
     assert all(a >= 0.8 for a in result["recipe"].values()), result["recipe"]
     assert 1 <= result["recipe_epochs"] <= 6  # early stopping within twice the 3 epochs
+    # The family listed before airbench94 trains (AIRBENCH's default).
+    assert result["airbench_family"] == list(cnnrs.study.AIRBENCH_PUBLISHED)
+    assert result["airbench"] == result["airbench_trained"] == "airbench94"
     chosen, air = result["learned"]["chosen"], result["learned"]["airbench94"]
     assert chosen["compared"] is True and chosen["filters_layer"] == "conv2d"
     assert chosen["gradcam_shape"][1:] == [8, 8]
@@ -176,7 +183,7 @@ def test_notebook_runs_in_quick_mode(executed, digits_split):
 
 
 def test_notebook_shows_its_figures_and_no_errors(executed):
-    images = 0
+    images, tables = 0, []
     for cell in executed.cells:
         if cell.cell_type != "code":
             continue
@@ -184,6 +191,12 @@ def test_notebook_shows_its_figures_and_no_errors(executed):
             assert output.output_type != "error", output
             if output.output_type in ("display_data", "execute_result"):
                 images += "image/png" in output.get("data", {})
+                tables.append(output.get("data", {}).get("text/markdown", ""))
+    # The airbench family, each row with the reference's published A100 figures.
+    family = [t for t in tables if "reference accuracy (A100)" in t]
+    assert len(family) == 1
+    assert "| airbench96 | 128 / 512 / 512, residual |" in family[0]
+    assert "| 94.01% | 2.59 s |" in family[0]
     # photo, 6 kernels, training images, 2 training-curve plots, confusion matrix,
     # class scores, the plain-vs-recipe curves, the classified photo, and what the chosen
     # network and airbench94 learned (filters, feature maps, Grad-CAM each)

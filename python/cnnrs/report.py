@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ._core import AtomicWriter
+from .study import airbench_family_table
 
 __all__ = ["FigureFolder", "jsonable", "render_markdown", "write_bytes", "write_report"]
 
@@ -213,6 +214,18 @@ def render_markdown(report: Mapping[str, Any]) -> str:
                 f"| {r['val_accuracy']:.4f} | {r['gap']:+.4f} | {r['test_accuracy']:.4f} |"
             )
         out += ["", recipe["summary"], "", "![training recipe](training_recipe.png)"]
+    family = s2.get("airbench_family")
+    if family:
+        out += [
+            "",
+            "### The airbench family",
+            "",
+            "Keller Jordan's CIFAR-10 speed records cnnrs ships, each `cnnrs.Model(name)` with "
+            "its recipe; the accuracy and time are the reference's, as its authors published "
+            "them for one A100 GPU (not measured here):",
+            "",
+            airbench_family_table(family),
+        ]
     air = s2.get("airbench94")
     if air is not None:
         out += [

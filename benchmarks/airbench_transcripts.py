@@ -86,47 +86,38 @@ class ReferenceMuon(torch.optim.Optimizer):
         super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov))
         self.torch_form = torch_form
 
+    def _stepped(self):
+        """(weight, gradient, momentum buffer, group) for each weight with a gradient,
+        the buffer created at zero on first use (the script's bookkeeping)."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p.grad)
+                yield p, p.grad, state["momentum_buffer"], group
+
     @torch.no_grad()
     def step(self):
-        if self.torch_form:
-            return self.torch_step()
-        for group in self.param_groups:
-            lr, momentum = group["lr"], group["momentum"]
-            for p in group["params"]:
-                g = p.grad
-                if g is None:
-                    continue
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(g)
-                buf = state["momentum_buffer"]
-                buf.mul_(momentum).add_(g)
-                g = g.add(buf, alpha=momentum) if group["nesterov"] else buf
-                p.data.mul_(len(p.data) ** 0.5 / p.data.norm())
-                update = zeropower_via_newtonschulz5(g.reshape(len(g), -1)).view(g.shape)
-                p.data.add_(update, alpha=-lr)
-
-    @torch.no_grad()
-    def torch_step(self):
         from torch.optim._muon import _zeropower_via_newtonschulz
 
-        for group in self.param_groups:
+        for p, g, buf, group in self._stepped():
             lr, momentum = group["lr"], group["momentum"]
-            for p in group["params"]:
-                g = p.grad
-                if g is None:
-                    continue
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(g)
-                buf = state["momentum_buffer"]
+            if self.torch_form:
                 buf.lerp_(g, 1 - momentum)
                 g = g.lerp(buf, momentum) if group["nesterov"] else buf
-                p.data.mul_(len(p.data) ** 0.5 / p.data.norm())
+            else:
+                buf.mul_(momentum).add_(g)
+                g = g.add(buf, alpha=momentum) if group["nesterov"] else buf
+            p.data.mul_(len(p.data) ** 0.5 / p.data.norm())
+            matrix = g.reshape(len(g), -1)
+            if self.torch_form:
                 coefficients = (3.4445, -4.7750, 2.0315)
-                matrix = g.reshape(len(g), -1)
-                update = _zeropower_via_newtonschulz(matrix, coefficients, 3, 1e-7).view(g.shape)
-                p.data.add_(update, alpha=-lr)
+                update = _zeropower_via_newtonschulz(matrix, coefficients, 3, 1e-7)
+            else:
+                update = zeropower_via_newtonschulz5(matrix)
+            p.data.add_(update.view(g.shape), alpha=-lr)
 
 
 def script_train(

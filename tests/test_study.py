@@ -204,3 +204,17 @@ def test_what_the_network_learned_of_airbench94_shows_the_first_conv_group(
     assert list(learned["feature_maps"]["layers"]) == ["whitening", "conv_group", "conv_group_1"]
     assert learned["gradcam"]["layer"] == "conv_group_2"
     assert learned["gradcam"]["heatmaps"].shape[1:] == (32, 32)
+
+
+def test_fit_airbench94_trains_any_of_the_family_and_only_those(digits_split):
+    (x, y), (xt, yt) = digits_split
+    air = study.fit_airbench94(
+        x[:256], y[:256], xt[:64], yt[:64], epochs=1, device="cpu", seed=0,
+        architecture="airbench94_muon",
+    )  # fmt: skip
+    assert air["architecture"] == "airbench94_muon" and air["model"].optimizer == "muon"
+    assert air["summary"].startswith("airbench94_muon ") and air["batch_size"] == 128
+    assert air["model"].recipe["batch_size"] == 2000  # the recipe's, kept for big sets
+    assert 0.0 <= air["test_accuracy"] <= 1.0 and air["image_shape"] == (32, 32, 1)
+    with pytest.raises(ValueError, match="architecture must be one of the airbench family"):
+        study.fit_airbench94(x[:8], y[:8], xt[:8], yt[:8], architecture="baseline")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one check to run on a machine with an NVIDIA GPU, from the repository root, after
 # `make wheel` (here or elsewhere: it needs only target/wheels/cnnrs-*.whl, the tests and
-# benchmarks folders, and python3 with torch 2.11.0 for CUDA; no network). About 9 minutes:
+# benchmarks folders, and python3 with torch 2.11.0 for CUDA; no network). Steps 1-5 took
+# under 5 minutes when planned; step 6 is cut off at 150 s a recipe (never run yet):
 #
 #   1. installs the newest target/wheels/cnnrs-*.whl beside the preinstalled torch;
 #   2. checks, in a fresh interpreter that only does `import cnnrs`, that cnnrs sees CUDA;

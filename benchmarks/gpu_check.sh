@@ -13,8 +13,8 @@
 #      section of benchmarks/RESULTS.md);
 #   6. where airbench==0.1.8 and torchvision==0.26.0 are installed, times the airbench
 #      family's recipes against airbench.train94/95/96 themselves and airbench94_muon's
-#      against its script's loop (--arch airbench9x --device cuda --write; about 4
-#      minutes), then prints a summary.
+#      against its script's loop (--arch airbench9x --device cuda --write), then
+#      prints a summary.
 #
 #   bash benchmarks/gpu_check.sh            # PYTHON=python3.12 to pick another interpreter
 #

@@ -250,7 +250,10 @@ def run(args: argparse.Namespace) -> list[str]:
         for p, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
             if p not in precisions:
                 continue
-            for cl in [layout == "channels_last" for layout in args.layouts.split(",")]:
+            layouts = args.layouts.split(",")
+            if not set(layouts) <= {"nchw", "channels_last"}:
+                sys.exit(f"--layouts takes nchw and/or channels_last, got {args.layouts!r}")
+            for cl in [layout == "channels_last" for layout in layouts]:
                 label = f"{reference} {p} {'channels_last' if cl else 'NCHW'}"
                 peers[label] = lambda root, dtype=dtype, cl=cl: reference_cpu_fit(
                     arch, root, epochs, dtype, cl

@@ -218,3 +218,5 @@ def test_fit_airbench94_trains_any_of_the_family_and_only_those(digits_split):
     assert 0.0 <= air["test_accuracy"] <= 1.0 and air["image_shape"] == (32, 32, 1)
     with pytest.raises(ValueError, match="architecture must be one of the airbench family"):
         study.fit_airbench94(x[:8], y[:8], xt[:8], yt[:8], architecture="baseline")
+    with pytest.raises(TypeError, match="architecture must be the name"):
+        study.fit_airbench94(x[:8], y[:8], xt[:8], yt[:8], architecture=["airbench94"])

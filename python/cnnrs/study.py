@@ -610,6 +610,11 @@ def fit_airbench94(
     "summary", "architecture", "model"}`` (``model``: the trained network, for
     :func:`what_the_network_learned` on ``upscale(x_test)``).
     """
+    if not isinstance(architecture, str):
+        raise TypeError(
+            f"architecture must be the name of one of the airbench family "
+            f"{list(AIRBENCH_PUBLISHED)}, got {type(architecture).__name__}"
+        )
     if architecture not in AIRBENCH_PUBLISHED:
         raise ValueError(
             f"architecture must be one of the airbench family {list(AIRBENCH_PUBLISHED)}, "

@@ -193,14 +193,8 @@ class Model(LookInside):
         given = locals()
         settings = {k: given[k] for k in _core.MODEL_SETTINGS if given[k] is not None}
         if isinstance(optimizer, Muon):
-            muon = optimizer.settings()
-            twice = sorted(set(muon) & set(settings))
-            if twice:
-                raise ValueError(
-                    f"{', '.join(twice)} was given both to Model() and to "
-                    "cnnrs.optimizers.Muon(); give it once"
-                )
-            settings["optimizer"] = muon
+            # A setting given both here and to Muon() is refused by the core.
+            settings["optimizer"] = optimizer.settings()
         self._attach(_core.Model(architecture, device, int(seed), settings))
         if class_names is not None:
             self._net.class_names = [str(c) for c in class_names]

@@ -139,6 +139,9 @@ pub(super) fn given_arg(settings: Option<&Bound<'_, PyDict>>, seed: u64) -> PyRe
     let Some(settings) = settings else {
         return Ok(given);
     };
+    // cnnrs.optimizers.Muon(...)'s settings, read after the rest so a setting
+    // given both ways is refused whatever the dict's order.
+    let mut muon = None;
     for (key, v) in settings.iter() {
         let key: String = key.extract().map_err(|_| {
             PyTypeError::new_err(format!(
@@ -153,10 +156,9 @@ pub(super) fn given_arg(settings: Option<&Bound<'_, PyDict>>, seed: u64) -> PyRe
             "learning_rate" => given.learning_rate = Some(args::positive_number(&v, &key)?),
             "precision" => given.precision = Some(v.extract::<PrecisionArg>()?.0),
             "optimizer" => {
-                if let Ok(muon) = v.cast::<PyDict>() {
-                    // cnnrs.optimizers.Muon(...): its settings.
+                if let Ok(d) = v.cast::<PyDict>() {
                     given.optimizer = Some(OptimizerKind::Muon);
-                    given.muon = Some(muon_arg(muon, &mut given)?);
+                    muon = Some(d.clone());
                 } else {
                     given.optimizer =
                         Some(OptimizerKind::parse(args::choice(&v, &key, &OPTIMIZERS)?)?);
@@ -175,6 +177,9 @@ pub(super) fn given_arg(settings: Option<&Bound<'_, PyDict>>, seed: u64) -> PyRe
             }
         }
     }
+    if let Some(d) = muon {
+        given.muon = Some(muon_arg(&d, &mut given)?);
+    }
     Ok(given)
 }
 
@@ -184,7 +189,12 @@ pub(super) fn given_arg(settings: Option<&Bound<'_, PyDict>>, seed: u64) -> PyRe
 fn muon_arg(d: &Bound<'_, PyDict>, given: &mut Given) -> PyResult<MuonGiven> {
     let mut m = MuonGiven::default();
     for (key, v) in d.iter() {
-        let key: String = key.extract()?;
+        let key: String = key.extract().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "Muon's settings keys must be str, got {}",
+                args::short_repr(&key)
+            ))
+        })?;
         if v.is_none() {
             continue;
         }
@@ -222,11 +232,8 @@ fn muon_arg(d: &Bound<'_, PyDict>, given: &mut Given) -> PyResult<MuonGiven> {
             "renormalize" => m.renormalize = Some(args::flag(&v, &name)?),
             "dense" => m.dense = Some(args::flag(&v, &name)?),
             "fallback" => {
-                m.fallback = Some(OptimizerKind::parse(args::choice(
-                    &v,
-                    &name,
-                    &OPTIMIZERS[..3],
-                )?)?);
+                // "muon" parses; the core refuses it, naming the choices.
+                m.fallback = Some(OptimizerKind::parse(args::choice(&v, &name, &OPTIMIZERS)?)?);
             }
             "fallback_lr_ratio" => m.fallback_lr_ratio = Some(args::number(&v, &name, true)?),
             "fallback_momentum" => m.fallback_momentum = Some(args::number(&v, &name, true)?),

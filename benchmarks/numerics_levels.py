@@ -68,21 +68,18 @@ def child(out: Path, arch: str) -> None:
 
     sys.path.insert(0, str(ROOT / "tests"))
     import test_airbench as t
+    from conftest import cifar_shaped_images
 
     import cnnrs
 
-    rng = np.random.default_rng(0)  # the test's cifar_shaped fixture
-    base = rng.integers(40, 216, (192, 8, 8, 3)).astype(np.float64)
-    x = np.kron(base, np.ones((1, 4, 4, 1)))
-    x = np.clip(x + rng.normal(0, 10, x.shape), 0, 255).astype(np.uint8)
-    y = rng.integers(0, 10, 192).astype(np.int64)
+    x, y = cifar_shaped_images()  # the test's cifar_shaped fixture
     n = t.STEP_IMAGES.get(arch, 192)
     x, y, batch, lib = x[:n], y[:n], n // 3, t.FAMILY[arch]
     torch.manual_seed(2)
     ref = t.reference_net(lib)
     model = cnnrs.Model(arch, device="cpu", seed=0, precision="fp32", augment=[])
     model.build((32, 32, 3), 10)
-    t.copy_into_cnnrs(ref, model)
+    t.copy_into_cnnrs(ref, model, t.NAMES[arch])
     history = model.fit(x, y, epochs=4.4, batch_size=batch, shuffle=False, verbose=0)
     losses = t.reference_train(
         ref, t.normalized(x, model), torch.from_numpy(y), batch, 4.4, 5000, lib
@@ -111,7 +108,12 @@ def child(out: Path, arch: str) -> None:
 
 def main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--arch", default="airbench94", help="a network of airbench's family")
+    ap.add_argument(
+        "--arch",
+        default="airbench94",
+        choices=("airbench93", "airbench94", "airbench95", "airbench96"),
+        help="a network of airbench 0.1.8's family",
+    )
     ap.add_argument("--write", action="store_true")
     ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)

@@ -64,8 +64,14 @@ def digits_upscaled(digits_split):
 
 @pytest.fixture(scope="session")
 def cifar_shaped():
+    """:func:`cifar_shaped_images`, once per run."""
+    return cifar_shaped_images()
+
+
+def cifar_shaped_images() -> tuple[np.ndarray, np.ndarray]:
     """192 smooth random 32×32×3 uint8 images (8×8 noise upscaled 4×4 plus pixel noise,
-    so neighbouring pixels correlate, as in photos) with labels of 10 classes."""
+    so neighbouring pixels correlate, as in photos) with labels of 10 classes (also
+    benchmarks/numerics_levels.py's)."""
     rng = np.random.default_rng(0)
     base = rng.integers(40, 216, (192, 8, 8, 3)).astype(np.float64)
     x = np.kron(base, np.ones((1, 4, 4, 1)))

@@ -26,6 +26,8 @@ from torch import nn
 BATCH_SIZE, EPOCHS = 2000, 8
 BIAS_LR, HEAD_LR, MUON_LR = 0.053, 0.67, 0.24
 WD_PER_EXAMPLE = 2e-6
+#: The script's training augmentation (its loader's ``aug``), alternating flips on.
+AUGMENTATION = dict(flip=True, translate=2)
 
 
 def reference_net(lib=ab, scaling_factor: float | None = None) -> nn.Sequential:

@@ -53,7 +53,13 @@ import cnnrs
 
 sys.path.insert(0, str(Path(__file__).parent))
 try:
-    from airbench_transcripts import reference_net, script_net, script_train
+    from airbench_transcripts import (
+        AUGMENTATION,
+        BATCH_SIZE,
+        reference_net,
+        script_net,
+        script_train,
+    )
 except ImportError as exc:  # pragma: no cover - reported to the user
     sys.exit(
         f"airbench benchmark: the reference is not installed ({exc}); "
@@ -79,14 +85,14 @@ def _reference(arch: str):
 def batch_size(arch: str) -> int:
     """The recipe's batch size (the reference's; cnnrs's equals it, tests/test_airbench)."""
     if arch == MUON:
-        return 2000
+        return BATCH_SIZE
     return _reference(arch)[1].hyp["opt"]["batch_size"]
 
 
 def _loader(arch: str, root: Path, gpu: str):
     """The reference's loader of the images in ``root`` with ``arch``'s augmentation."""
     _, lib, utils = _reference(arch)
-    aug = dict(flip=True, translate=2) if arch == MUON else lib.hyp["aug"]
+    aug = AUGMENTATION if arch == MUON else lib.hyp["aug"]
     loader = utils.CifarLoader(
         str(root), train=True, batch_size=batch_size(arch), aug=aug, altflip=True, gpu=gpu
     )
@@ -244,16 +250,13 @@ def run(args: argparse.Namespace) -> list[str]:
         peers[f"cnnrs {p}"] = lambda _root, p=p: cnnrs_fit(arch, x, y, epochs, device, p)
     reference = "script loop" if arch == MUON else "airbench loop"
     if cuda:
-        label = f"{reference if arch == MUON else 'airbench train' + arch[-2:]} (fp16 weights)"
-        peers[label] = lambda root: reference_cuda_fit(arch, root, epochs)
+        shipped = reference if arch == MUON else f"airbench train{arch[-2:]}"
+        peers[f"{shipped} (fp16 weights)"] = lambda root: reference_cuda_fit(arch, root, epochs)
     else:
         for p, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
             if p not in precisions:
                 continue
-            layouts = args.layouts.split(",")
-            if not set(layouts) <= {"nchw", "channels_last"}:
-                sys.exit(f"--layouts takes nchw and/or channels_last, got {args.layouts!r}")
-            for cl in [layout == "channels_last" for layout in layouts]:
+            for cl in [layout == "channels_last" for layout in args.layouts]:
                 label = f"{reference} {p} {'channels_last' if cl else 'NCHW'}"
                 peers[label] = lambda root, dtype=dtype, cl=cl: reference_cpu_fit(
                     arch, root, epochs, dtype, cl
@@ -303,6 +306,22 @@ def run(args: argparse.Namespace) -> list[str]:
     ]
 
 
+def _layouts(text: str) -> list[str]:
+    """``--layouts``: nchw and/or channels_last, each once."""
+    layouts = text.split(",")
+    if not layouts or not set(layouts) <= {"nchw", "channels_last"}:
+        raise argparse.ArgumentTypeError(f"nchw and/or channels_last, got {text!r}")
+    return list(dict.fromkeys(layouts))
+
+
+def check_arguments(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """What the parser's types cannot see: a whole batch of images, a timed round."""
+    if args.n < batch_size(args.arch):
+        ap.error(f"--n must be at least {args.arch}'s batch of {batch_size(args.arch)}")
+    if args.rounds < 1 or args.epochs <= 0:
+        ap.error("--rounds must be >= 1 and --epochs > 0")
+
+
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--n", type=int, default=3072, help="training images (>= the batch)")
@@ -311,6 +330,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument(
         "--layouts",
+        type=_layouts,
         default="nchw,channels_last",
         help="the CPU reference's layouts, of nchw,channels_last (its best: channels_last)",
     )
@@ -321,6 +341,7 @@ def main() -> None:
     ap.add_argument("--arch", choices=ARCHS, default="airbench94")
     add_arguments(ap)
     args = ap.parse_args()
+    check_arguments(ap, args)
     torch.set_num_threads(args.threads)
     print("\n".join(run(args)))
 

@@ -260,6 +260,7 @@ def airbench_main(argv: list[str]) -> None:
     bench_airbench.add_arguments(ap)
     ap.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
     args = ap.parse_args(argv)
+    bench_airbench.check_arguments(ap, args)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     body = bench_airbench.run(args)

@@ -76,6 +76,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
     args = ap.parse_args()
+    if args.rounds < 1 or args.n < 1:
+        ap.error("--rounds and --n must be >= 1")
     start = time.perf_counter()
     (x, y), (xt, yt) = cnnrs.datasets.load_digits()
     x, xt, yt = study.upscale(x), study.upscale(xt), yt[:, 0]

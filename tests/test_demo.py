@@ -104,11 +104,17 @@ def check_report(out: Path, report: dict, folds: int = 5) -> None:
     assert (out / s2["model_file"]).is_file()
 
     # The airbench family, listed with the reference's published A100 figures as such.
-    from cnnrs.study import AIRBENCH_PUBLISHED
-
+    # The published figures, as their sources give them (see study.AIRBENCH_PUBLISHED).
+    published = {
+        "airbench93": (0.9300, None),
+        "airbench94": (0.9401, 3.29),
+        "airbench95": (0.9501, 10.4),
+        "airbench96": (0.9605, 46.0),
+        "airbench94_muon": (0.9401, 2.59),
+    }
     family = {r["architecture"]: r for r in s2["airbench_family"]}
-    assert list(family) == list(AIRBENCH_PUBLISHED)
-    for name, (accuracy, seconds) in AIRBENCH_PUBLISHED.items():
+    assert list(family) == list(published)
+    for name, (accuracy, seconds) in published.items():
         assert (family[name]["reference_accuracy"], family[name]["reference_seconds"]) == (
             accuracy,
             seconds,

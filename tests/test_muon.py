@@ -3,7 +3,7 @@ defined alike (2-D weights), for the course's networks too, and every setting ch
 
 airbench's Muon (filters reshaped to matrices, renormalised, 3 bfloat16 iterations,
 no rate adjustment) is checked against a transcription of its record script's step in
-``tests/test_airbench.py`` (airbench94_muon).
+``tests/test_airbench_muon.py`` (airbench94_muon).
 """
 
 from __future__ import annotations

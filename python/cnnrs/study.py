@@ -600,10 +600,11 @@ def fit_airbench94(
     test-time augmentation and without.
 
     Images smaller than 32×32 are upscaled (:func:`upscale`; digits' 8×8 → 32×32),
-    since the network pools 32×32 down to 1×1. Batches are the recipe's 1024 when
-    the training set holds at least 8 of them, else 128: the recipe's learning rate
-    and weight decay are per 1024 examples, so they keep their meaning, and a small
-    set still gets enough steps. ``epochs`` defaults to the recipe's (airbench94's 9.9).
+    since the network pools 32×32 down to 1×1. Batches are the recipe's (1024;
+    airbench94_muon's 2000) when the training set holds at least 8 of them, else 128:
+    airbench's rates are per 1024 examples and Muon's update is normalised, so they
+    keep their meaning, and a small set still gets enough steps. ``epochs`` defaults
+    to the recipe's (airbench94's 9.9).
 
     Returns ``{"history", "test_accuracy", "test_accuracy_no_tta", "test_loss",
     "seconds", "epochs", "batch_size", "image_shape", "upscaled", "precision",

@@ -220,11 +220,6 @@ impl Muon {
         self.lr = lr;
     }
 
-    #[must_use]
-    pub fn lr(&self) -> f64 {
-        self.lr
-    }
-
     /// Zeroes the weights' gradients.
     pub fn zero_grad(&mut self) {
         for p in &mut self.params {
@@ -274,8 +269,11 @@ impl Muon {
                 let ortho =
                     newton_schulz(&matrix, r.ns_steps, r.variant)?.f_view(shape.as_slice())?;
                 if r.renormalize {
+                    // A weight of norm 0 (zeroed by the user) stays 0, not NaN;
+                    // any other norm is unchanged by the floor.
                     let scale = p
                         .f_norm()?
+                        .f_clamp_min(1e-30)?
                         .f_reciprocal()?
                         .f_mul_scalar((rows as f64).sqrt())?;
                     let _ = p.f_mul_(&scale)?;
@@ -375,6 +373,13 @@ mod tests {
         let expected = renormed - ortho * 0.24;
         let diff = (w.detach() - expected).abs().max().double_value(&[]);
         assert!(diff < 1e-5, "{diff}");
+        // A zeroed weight stays finite: it takes the step, not NaN.
+        let z = Tensor::zeros([8, 3, 3, 3], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        (&z * &before).sum(Kind::Float).backward();
+        let mut m = Muon::new(vec![z.shallow_clone()], rule, 0.24).unwrap();
+        m.step().unwrap();
+        assert!(bool::try_from(z.detach().isfinite().all()).unwrap());
+        assert!(z.detach().abs().max().double_value(&[]) > 0.0);
         assert!(Muon::new(
             vec![Tensor::zeros([4], (Kind::Float, Device::Cpu))],
             rule,

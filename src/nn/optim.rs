@@ -295,9 +295,7 @@ impl Optimiser {
     /// # Errors
     /// libtorch failures.
     pub fn set_lr(&mut self, lr: f64) -> Result<()> {
-        if let Some(m) = &mut self.muon {
-            m.set_lr(lr);
-        }
+        self.set_muon_lr(lr);
         Ok(self.rest.set_learning_rate(lr * self.fallback_lr_ratio)?)
     }
 
@@ -356,12 +354,6 @@ impl Optimiser {
             .chain(muon)
             .map(Tensor::shallow_clone)
             .collect()
-    }
-
-    /// How many weights Muon steps (0 without Muon).
-    #[must_use]
-    pub fn muon_weights(&self) -> usize {
-        self.muon.as_ref().map_or(0, |m| m.params().len())
     }
 }
 

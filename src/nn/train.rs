@@ -186,7 +186,7 @@ impl Inference {
     /// its running statistics here, so a subset's rows equal the full
     /// batch's.
     fn log_probs(&self, net: &Network, xb: &Tensor) -> Result<Tensor> {
-        let TestTime { tta, below } = self.test_time;
+        let (tta, below) = (self.test_time.tta(), self.test_time.below());
         let Some(below) = below.filter(|_| tta != Tta::None) else {
             return self.views(tta, net, xb);
         };

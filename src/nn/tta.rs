@@ -49,9 +49,10 @@ impl Tta {
 /// prediction, the rest get the views.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct TestTime {
-    pub tta: Tta,
-    /// The gate: `None` applies `tta` to every image.
-    pub below: Option<f64>,
+    tta: Tta,
+    /// The gate, in (0, 1] ([`TestTime::new`] checks it): `None` applies
+    /// `tta` to every image.
+    below: Option<f64>,
 }
 
 impl From<Tta> for TestTime {
@@ -75,6 +76,17 @@ impl TestTime {
             }
         }
         Ok(TestTime { tta, below })
+    }
+
+    #[must_use]
+    pub fn tta(self) -> Tta {
+        self.tta
+    }
+
+    /// The gate (`None`: every image gets the views).
+    #[must_use]
+    pub fn below(self) -> Option<f64> {
+        self.below
     }
 }
 

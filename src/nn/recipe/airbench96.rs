@@ -20,11 +20,15 @@ use super::airbench94::{augmentation, family, layers};
 use super::{Defaults, Recipe};
 use crate::nn::arch::{Layer, Placement};
 
-/// airbench96 and its recipe.
+/// The conv groups' widths (`make_net96`).
+const WIDTHS: [usize; 3] = [128, 512, 512];
+
+/// airbench96 and its recipe: airbench94's family with residual groups and
+/// its own augmentation.
 pub fn recipe() -> Recipe {
-    let base = family("airbench96", [128, 512, 512], 40.0, 9.0);
+    let base = family("airbench96", WIDTHS, 40.0, 9.0);
     Recipe {
-        layers: layers([128, 512, 512], true, 1.0 / 9.0),
+        layers: layers(WIDTHS, true, 1.0 / 9.0),
         defaults: Defaults {
             augment: [
                 augmentation(4),

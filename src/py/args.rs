@@ -82,6 +82,16 @@ pub fn usize_in(obj: &Bound<'_, PyAny>, name: &str, min: usize, max: usize) -> P
     int_in(obj, name, to_i(min), to_i(max)).map(|v| v as usize)
 }
 
+/// A dict's key as a `String`; `what` names the dict in the error.
+///
+/// # Errors
+/// `TypeError` for a key that is not a `str`.
+pub fn str_key(key: &Bound<'_, PyAny>, what: &str) -> PyResult<String> {
+    key.extract().map_err(|_| {
+        PyTypeError::new_err(format!("{what} keys must be str, got {}", short_repr(key)))
+    })
+}
+
 /// A real number (int, float or numpy scalar, not bool); `finite` refuses
 /// NaN and infinities.
 ///

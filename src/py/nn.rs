@@ -312,12 +312,7 @@ impl PyModel {
     fn load_state_dict(&self, py: Python<'_>, state: &Bound<'_, PyDict>) -> PyResult<()> {
         let mut owned = Vec::with_capacity(state.len());
         for (k, v) in state.iter() {
-            let name: String = k.extract().map_err(|_| {
-                PyTypeError::new_err(format!(
-                    "state_dict keys must be str, got {}",
-                    args::short_repr(&k)
-                ))
-            })?;
+            let name = args::str_key(&k, "state_dict")?;
             let arr: numpy::PyReadonlyArrayDyn<'_, f32> = v.extract().map_err(|_| {
                 PyTypeError::new_err(format!(
                     "state_dict[{name:?}] must be a float32 array, got {}",

@@ -143,12 +143,7 @@ pub(super) fn given_arg(settings: Option<&Bound<'_, PyDict>>, seed: u64) -> PyRe
     // given both ways is refused whatever the dict's order.
     let mut muon = None;
     for (key, v) in settings.iter() {
-        let key: String = key.extract().map_err(|_| {
-            PyTypeError::new_err(format!(
-                "settings keys must be str, got {}",
-                args::short_repr(&key)
-            ))
-        })?;
+        let key = args::str_key(&key, "settings")?;
         if v.is_none() {
             continue;
         }
@@ -189,12 +184,7 @@ pub(super) fn given_arg(settings: Option<&Bound<'_, PyDict>>, seed: u64) -> PyRe
 fn muon_arg(d: &Bound<'_, PyDict>, given: &mut Given) -> PyResult<MuonGiven> {
     let mut m = MuonGiven::default();
     for (key, v) in d.iter() {
-        let key: String = key.extract().map_err(|_| {
-            PyTypeError::new_err(format!(
-                "Muon's settings keys must be str, got {}",
-                args::short_repr(&key)
-            ))
-        })?;
+        let key = args::str_key(&key, "Muon's settings")?;
         if v.is_none() {
             continue;
         }
